@@ -1,0 +1,119 @@
+"""run_audit: one audit from plan to stored run (DESIGN.md, "The flow of one audit").
+
+No printing, no exit, no SQL, no Jinja here: the same audit runs from Python and from the CLI.
+"""
+
+from __future__ import annotations
+
+import csv
+import secrets
+import shutil
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+
+from govssl import __version__
+from govssl.errors import ConfigError
+from govssl.plan import AuditPlan, load_plan
+from govssl.policy import Policy, decide, load_policy
+from govssl.progress import NullProgress
+from govssl.records import Artifact, AuditRun
+
+__all__ = ["run_audit", "new_run_id"]
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """Sortable and unique: UTC time to the second plus 6 random hex digits."""
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def _write_predictions(path: Path, data, proba) -> Artifact:
+    sensitive = data.sensitive_frame("test")
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["row", "y_true", "y_pred", "score", *data.sensitive])
+        for i in range(len(data.y_test)):
+            writer.writerow([i, int(data.y_test[i]), int(proba[i].argmax()), repr(float(proba[i, 1])),
+                             *(sensitive[c].iat[i] for c in data.sensitive)])
+    return Artifact.of("predictions", path)
+
+
+def run_audit(
+    plan: AuditPlan | str | Path,
+    policy: Policy | str | Path | None = None,
+    *,
+    db_url: str | None = None,
+    out_root: str | Path | None = None,
+    progress=None,
+    store=None,
+) -> AuditRun:
+    """Load, train, measure, decide, document and store one audit; return the stored run.
+
+    Raises a GovsslError subclass for bad input (nothing is trained or stored then). The store
+    is opened first so that an unusable database stops the audit before any training.
+    """
+    from govssl import data as data_module
+    from govssl import reports, train
+    from govssl.checks.base import CheckContext, create_check
+    from govssl.store import AuditStore
+
+    started = time.perf_counter()
+    progress = progress or NullProgress()
+    if not isinstance(plan, AuditPlan):
+        plan = load_plan(plan)
+    if policy is None:
+        policy = load_policy(plan.policy_path())
+    elif not isinstance(policy, Policy):
+        policy = load_policy(policy)
+    store = store or AuditStore(db_url)
+    dataset = data_module.load(plan)
+
+    run_id = new_run_id()
+    out_root = Path(out_root) if out_root is not None else Path(plan.output.dir)
+    out_dir = (out_root / run_id).resolve()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=False)
+    except OSError as exc:
+        raise ConfigError(f"{out_root}: cannot create the run folder: {exc}") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # library chatter (Opacus, sklearn) is not evidence
+            trained = train.fit(plan, dataset, out_dir, progress)
+            artifacts = [Artifact.of("model", trained.record.model_path)]
+            artifacts.append(_write_predictions(out_dir / "predictions.csv", dataset, trained.predict_proba(dataset.X_test)))
+            ctx = CheckContext(dataset=dataset, train=trained, seed=plan.seed, out_dir=out_dir, progress=progress)
+            results = []
+            with progress.task("running checks", len(plan.checks)) as task:
+                for name, params in plan.checks.items():
+                    result = create_check(name, **params).run(ctx)
+                    results.append(result)
+                    task.advance(1, check=name)
+        decision = decide(policy, results)
+        run = AuditRun(
+            run_id=run_id,
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            govssl_version=__version__,
+            plan_name=plan.name,
+            plan_path=str(plan.source_path or ""),
+            plan_sha256=plan.sha256,
+            plan=plan.as_data(),
+            policy_name=policy.name,
+            policy_version=policy.version,
+            policy_path=policy.path,
+            policy_sha256=policy.sha256,
+            dataset=dataset.summary(),
+            training=trained.record,
+            results=results,
+            decision=decision,
+            out_dir=str(out_dir),
+            artifacts=artifacts,
+        )
+        run.seconds = time.perf_counter() - started
+        run.artifacts.extend(reports.render(run, out_dir))
+        store.save(run)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)  # no half-written run on disk either
+        raise
+    return run

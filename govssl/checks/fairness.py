@@ -1,0 +1,163 @@
+"""Group fairness on the held-out test rows: per-group rates and the gaps between groups.
+
+Per group (each sensitive feature, and their intersection): selection rate, true and false
+positive rates, accuracy and size, from fairlearn's MetricFrame (Bird et al. 2020, "Fairlearn: A
+toolkit for assessing and improving fairness in AI"). Aggregates follow fairlearn's definitions:
+demographic parity difference and ratio (max - min and min / max selection rate), and equalized
+odds difference (the larger of the TPR and FPR gaps; Hardt et al. 2016). Confidence intervals
+come from a vectorised bootstrap over the same rows (percentile method).
+
+Groups smaller than ``min_group_size`` test rows are reported as insufficient data and left out
+of the aggregates: a gap measured on a handful of people says nothing, and the policy can see it.
+A rate with an empty denominator (TPR of a group with no positives) is undefined (NaN); fairlearn
+reports 0.0 there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from govssl.checks._bootstrap import bootstrap_sums, percentile_interval
+from govssl.checks.base import Check, CheckContext, Measurement, register_check
+
+__all__ = ["FairnessCheck", "group_labels", "GROUP_METRICS", "AGGREGATE_METRICS"]
+
+GROUP_METRICS = ("selection_rate", "true_positive_rate", "false_positive_rate", "accuracy", "count")
+AGGREGATE_METRICS = ("demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference")
+
+
+def group_labels(sensitive: pd.DataFrame, columns: list[str]) -> tuple[str, np.ndarray]:
+    """Subject name and one label per row, e.g. ("sex*race", ["sex=Female*race=White", ...])."""
+    labels = columns[0] + "=" + sensitive[columns[0]].astype(str)
+    for col in columns[1:]:
+        labels = labels + "*" + col + "=" + sensitive[col].astype(str)
+    return "*".join(columns), labels.to_numpy(dtype=object)
+
+
+def _rates(cells: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-group rates from (..., groups, 4) cells ordered TP, FP, FN, TN; NaN where undefined."""
+    TP, FP, FN, TN = (cells[..., i] for i in range(4))
+    n = TP + FP + FN + TN
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "selection_rate": (TP + FP) / n,
+            "true_positive_rate": TP / (TP + FN),
+            "false_positive_rate": FP / (FP + TN),
+            "accuracy": (TP + TN) / n,
+        }
+
+
+def _aggregates(rates: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """fairlearn's between-groups aggregates over the last axis, ignoring undefined rates."""
+    import warnings
+
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sel = rates["selection_rate"]
+        tpr, fpr = rates["true_positive_rate"], rates["false_positive_rate"]
+        spread = lambda r: np.nanmax(r, axis=-1) - np.nanmin(r, axis=-1)  # noqa: E731
+        return {
+            "demographic_parity_difference": spread(sel),
+            "demographic_parity_ratio": np.nanmin(sel, axis=-1) / np.nanmax(sel, axis=-1),
+            "equalized_odds_difference": np.fmax(spread(tpr), spread(fpr)),
+        }
+
+
+def _metric_frame(y, pred, labels) -> pd.DataFrame:
+    from fairlearn.metrics import (
+        MetricFrame, count, false_positive_rate, selection_rate, true_positive_rate,
+    )
+    from sklearn.metrics import accuracy_score
+
+    frame = MetricFrame(
+        metrics={
+            "selection_rate": selection_rate,
+            "true_positive_rate": true_positive_rate,
+            "false_positive_rate": false_positive_rate,
+            "accuracy": accuracy_score,
+            "count": count,
+        },
+        y_true=y, y_pred=pred, sensitive_features=pd.Series(labels, name="group"),
+    )
+    return frame.by_group
+
+
+@register_check("fairness")
+class FairnessCheck(Check):
+    metrics = GROUP_METRICS + AGGREGATE_METRICS + ("groups_insufficient_data",)
+    defaults = {"n_boot": 1000, "confidence": 0.95, "min_group_size": 30, "intersections": True}
+
+    def measure(self, ctx: CheckContext) -> list[Measurement]:
+        data = ctx.dataset
+        if not data.sensitive:
+            from govssl.checks.base import SkipCheck
+
+            raise SkipCheck("the plan names no sensitive features (dataset.sensitive)")
+        y = data.y_test
+        pred = ctx.train.predict_proba(data.X_test).argmax(axis=1)
+        sensitive = data.sensitive_frame("test")
+        subjects = [[c] for c in data.sensitive]
+        if self.params["intersections"] and len(data.sensitive) > 1:
+            subjects.append(list(data.sensitive))
+        out: list[Measurement] = []
+        for i, columns in enumerate(subjects):
+            subject, labels = group_labels(sensitive, columns)
+            values = {label: dict(zip(columns, row)) for label, row in
+                      zip(labels, sensitive[columns].itertuples(index=False, name=None))}
+            out += self._subject(subject, labels, values, y, pred, ctx.seed + 1000 * i)
+        return out
+
+    def _subject(self, subject, labels, values, y, pred, seed) -> list[Measurement]:
+        n_boot, conf = int(self.params["n_boot"]), float(self.params["confidence"])
+        min_size = int(self.params["min_group_size"])
+        by_group = _metric_frame(y, pred, labels)
+        groups = list(by_group.index)
+        index = {g: k for k, g in enumerate(groups)}
+        codes = np.array([index[g] for g in labels])
+        cell = np.select([(pred == 1) & (y == 1), (pred == 1) & (y == 0), (pred == 0) & (y == 1)], [0, 1, 2], 3)
+        indicators = np.zeros((len(y), len(groups) * 4), dtype=np.float32)
+        indicators[np.arange(len(y)), codes * 4 + cell] = 1.0
+        cells = indicators.sum(axis=0).reshape(len(groups), 4).astype(np.float64)
+        boot_cells = bootstrap_sums(indicators, n_boot, seed).reshape(n_boot, len(groups), 4)
+
+        sizes = cells.sum(axis=1).astype(int)
+        rates = _rates(cells)
+        boot_rates = _rates(boot_cells)
+        details_base = {"n_boot": n_boot, "confidence": conf}
+        out = []
+        for k, group in enumerate(groups):
+            per_group = {**details_base, "attribute": subject, "group": values[group]}
+            for metric in GROUP_METRICS[:-1]:
+                point = rates[metric][k]
+                fl = float(by_group.loc[group, metric])
+                if np.isfinite(point) and not np.isclose(point, fl, rtol=0, atol=1e-12):
+                    raise AssertionError(f"{metric} of {group}: {point} here, {fl} by fairlearn")
+                low, high = percentile_interval(boot_rates[metric][:, k], conf)
+                out.append(self._m(metric, group, point, low, high, sizes[k], per_group))
+            out.append(Measurement(self.name, "count", float(sizes[k]), group, n=int(sizes[k]),
+                                   details={"attribute": subject, "group": values[group]}))
+
+        eligible = sizes >= min_size
+        small = [g for g, ok in zip(groups, eligible) if not ok]
+        out.append(Measurement(
+            self.name, "groups_insufficient_data", float(len(small)), subject, n=int(sizes.min()),
+            details={"min_group_size": min_size, "groups": {g: int(s) for g, s in zip(groups, sizes) if s < min_size}},
+        ))
+        kept = [g for g, ok in zip(groups, eligible) if ok]
+        details = {**details_base, "groups": kept, "excluded_groups": small, "min_group_size": min_size}
+        if len(kept) < 2:
+            for metric in AGGREGATE_METRICS:
+                out.append(Measurement(self.name, metric, float("nan"), subject, n=int(sizes[eligible].sum()),
+                                       details={**details, "reason": f"fewer than 2 groups with at least {min_size} rows"}))
+            return out
+        points = _aggregates({m: r[eligible] for m, r in rates.items()})
+        boots = _aggregates({m: r[:, eligible] for m, r in boot_rates.items()})
+        for metric in AGGREGATE_METRICS:
+            low, high = percentile_interval(boots[metric], conf)
+            out.append(self._m(metric, subject, points[metric], low, high, int(sizes[eligible].min()), details))
+        return out
+
+    def _m(self, metric, subject, point, low, high, n, details) -> Measurement:
+        fin = lambda x: float(x) if np.isfinite(x) else None  # noqa: E731
+        return Measurement(self.name, metric, float(point), subject, fin(low), fin(high), int(n), dict(details))

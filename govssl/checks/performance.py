@@ -1,0 +1,99 @@
+"""Model-wide performance on the held-out test rows, with bootstrap confidence intervals.
+
+Expected calibration error follows Guo et al. 2017, "On Calibration of Modern Neural Networks"
+(equal-width confidence bins, weighted mean |accuracy - confidence|).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+
+from govssl.checks._bootstrap import percentile_interval, resample_counts
+from govssl.checks.base import Check, CheckContext, Measurement, register_check
+
+__all__ = ["PerformanceCheck", "expected_calibration_error"]
+
+
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: int = 15) -> float:
+    confidence = proba.max(axis=1)
+    correct = (proba.argmax(axis=1) == y_true).astype(float)
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    total = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            total += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(total)
+
+
+def _weighted_auc(counts: np.ndarray, y: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """ROC AUC (Mann-Whitney, ties count half) for each row of draw counts."""
+    order = np.argsort(score, kind="stable")
+    s, yy, w = score[order], y[order], counts[:, order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    pos = np.add.reduceat(w * (yy == 1), starts, axis=1)
+    neg = np.add.reduceat(w * (yy == 0), starts, axis=1)
+    neg_below = np.cumsum(neg, axis=1) - neg
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
+
+
+@register_check("performance")
+class PerformanceCheck(Check):
+    metrics = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "expected_calibration_error")
+    defaults = {"n_boot": 1000, "confidence": 0.95, "calibration_bins": 15}
+
+    def measure(self, ctx: CheckContext) -> list[Measurement]:
+        y = ctx.dataset.y_test
+        proba = ctx.train.predict_proba(ctx.dataset.X_test)
+        pred = proba.argmax(axis=1)
+        score = proba[:, 1]
+        n_bins = int(self.params["calibration_bins"])
+        points = {
+            "accuracy": skm.accuracy_score(y, pred),
+            "balanced_accuracy": skm.balanced_accuracy_score(y, pred),
+            "f1": skm.f1_score(y, pred),
+            "roc_auc": skm.roc_auc_score(y, score),
+            "expected_calibration_error": expected_calibration_error(y, proba, n_bins),
+        }
+        samples = self._bootstrap(y, pred, proba, ctx.seed)
+        low, high = percentile_interval(samples, float(self.params["confidence"]))
+        return [
+            Measurement(
+                check=self.name, metric=name, value=float(points[name]), subject="",
+                ci_low=_finite(low[i]), ci_high=_finite(high[i]), n=len(y),
+                details={"n_boot": int(self.params["n_boot"]), "confidence": float(self.params["confidence"])},
+            )
+            for i, name in enumerate(self.metrics)
+        ]
+
+    def _bootstrap(self, y, pred, proba, seed) -> np.ndarray:
+        n_bins = int(self.params["calibration_bins"])
+        confidence = proba.max(axis=1)
+        correct = (pred == y).astype(np.float64)
+        bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+        bin_onehot = np.eye(n_bins)[bins]
+        tp, fp = (pred == 1) & (y == 1), (pred == 1) & (y == 0)
+        fn, tn = (pred == 0) & (y == 1), (pred == 0) & (y == 0)
+        cells = np.column_stack([tp, fp, fn, tn]).astype(np.float64)
+        ingredients = np.hstack([cells, bin_onehot, bin_onehot * correct[:, None], bin_onehot * confidence[:, None]])
+        out = []
+        for counts in resample_counts(len(y), int(self.params["n_boot"]), seed):
+            sums = counts.astype(np.float64) @ ingredients
+            TP, FP, FN, TN = sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3]
+            n = TP + FP + FN + TN
+            k = n_bins
+            in_bin, corr, conf = sums[:, 4 : 4 + k], sums[:, 4 + k : 4 + 2 * k], sums[:, 4 + 2 * k :]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                accuracy = (TP + TN) / n
+                balanced = 0.5 * (TP / (TP + FN) + TN / (TN + FP))
+                f1 = 2 * TP / (2 * TP + FP + FN)
+                ece = np.abs(corr - conf).sum(axis=1) / n
+            auc = _weighted_auc(counts, y, proba[:, 1])
+            out.append(np.column_stack([accuracy, balanced, f1, auc, ece]))
+        return np.concatenate(out)
+
+
+def _finite(x) -> float | None:
+    return float(x) if np.isfinite(x) else None

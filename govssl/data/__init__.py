@@ -1,0 +1,257 @@
+"""Datasets: built-in (adult) or the user's CSV / Parquet, typed, split and encoded.
+
+:func:`load` validates everything a plan says about the data before any training starts and
+raises :class:`~govssl.errors.DataError` naming the file and the column on bad input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from govssl.data._builtin import load_builtin
+from govssl.data._table import MISSING, TableEncoder, as_category_strings
+from govssl.errors import DataError
+from govssl.records import DatasetSummary, sha256_file
+
+__all__ = ["Dataset", "load", "read_table", "TableEncoder", "MISSING", "MAX_SENSITIVE_GROUPS"]
+
+MAX_SENSITIVE_GROUPS = 30
+
+
+@dataclass
+class Dataset:
+    """A binary classification table, split, with its encoding fitted on the training rows."""
+
+    name: str
+    source: str
+    license: str
+    citation: str
+    target: str
+    positive_label: str
+    sensitive: tuple[str, ...]
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    train: pd.DataFrame
+    test: pd.DataFrame
+    y_train: np.ndarray
+    y_test: np.ndarray
+    encoder: TableEncoder
+    X_train: np.ndarray
+    X_test: np.ndarray
+    files: list[dict] = field(default_factory=list)
+
+    def sensitive_frame(self, split: str = "test") -> pd.DataFrame:
+        """Sensitive columns as category strings (missing values as their own group)."""
+        frame = self.test if split == "test" else self.train
+        return pd.DataFrame({c: as_category_strings(frame[c]) for c in self.sensitive})
+
+    def summary(self) -> DatasetSummary:
+        missing = {
+            c: int(self.train[c].isna().sum() + self.test[c].isna().sum())
+            for c in self.train.columns
+            if self.train[c].isna().any() or self.test[c].isna().any()
+        }
+        return DatasetSummary(
+            name=self.name,
+            source=self.source,
+            license=self.license,
+            citation=self.citation,
+            target=self.target,
+            positive_label=self.positive_label,
+            sensitive=self.sensitive,
+            numeric_features=self.numeric,
+            categorical_features=self.categorical,
+            n_train=len(self.train),
+            n_test=len(self.test),
+            positive_rate_train=float(self.y_train.mean()),
+            positive_rate_test=float(self.y_test.mean()),
+            files=tuple(self.files),
+            missing=missing,
+        )
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV or Parquet file as a frame; unreadable or empty files raise DataError naming the file."""
+    if not path.is_file():
+        raise DataError(f"{path}: data file not found")
+    suffix = "".join(path.suffixes[-2:]).lower()
+    try:
+        if suffix.endswith(".parquet") or suffix.endswith(".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, skipinitialspace=True)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty (no header, no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read as {'Parquet' if 'parquet' in suffix else 'CSV'}: {exc}") from None
+    if frame.empty:
+        raise DataError(f"{path}: the file has a header but no data rows")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if dupes:
+        raise DataError(f"{path}: duplicate column name(s): {', '.join(dupes)}")
+    return frame
+
+
+def _positive_label(where: str, target: str, values: list, given) -> str:
+    shown = ", ".join(repr(v) for v in values)
+    if len(values) != 2:
+        raise DataError(
+            f"{where}: column '{target}' (the target) must have exactly 2 classes; found "
+            f"{len(values)}: {shown[:200]}"
+        )
+    if given is not None:
+        matches = [v for v in values if str(v) == str(given)]
+        if not matches:
+            raise DataError(f"{where}: positive_label {given!r} is not a value of '{target}' ({shown})")
+        return str(matches[0])
+    for candidate in (1, True, "1", "yes", "true", "True"):
+        matches = [v for v in values if str(v) == str(candidate)]
+        if matches:
+            return str(matches[0])
+    raise DataError(
+        f"{where}: say which value of '{target}' is the positive class with "
+        f"dataset.positive_label (one of {shown})"
+    )
+
+
+def _check_columns(where: str, frame: pd.DataFrame, spec, target: str, sensitive: list[str]) -> list[str]:
+    problems = []
+    columns = set(frame.columns)
+    if target not in columns:
+        problems.append(f"{where}: target column '{target}' (dataset.target) not found; columns: {', '.join(frame.columns)}")
+    for i, col in enumerate(sensitive):
+        if col not in columns:
+            problems.append(f"{where}: sensitive column '{col}' (dataset.sensitive[{i}]) not found")
+    for key in ("drop", "categorical"):
+        for i, col in enumerate(getattr(spec, key)):
+            if col not in columns:
+                problems.append(f"{where}: column '{col}' (dataset.{key}[{i}]) not found")
+    return problems
+
+
+def _type_features(frame: pd.DataFrame, target: str, drop: list[str], forced_categorical) -> tuple[list[str], list[str]]:
+    numeric, categorical = [], []
+    for col in frame.columns:
+        if col == target or col in drop:
+            continue
+        if col in forced_categorical or not (
+            pd.api.types.is_numeric_dtype(frame[col]) and not pd.api.types.is_bool_dtype(frame[col])
+        ):
+            categorical.append(col)
+        else:
+            numeric.append(col)
+    return numeric, categorical
+
+
+def _check_values(where: str, frame: pd.DataFrame, target: str, numeric: list[str], sensitive: list[str]) -> list[str]:
+    problems = []
+    missing_target = int(frame[target].isna().sum())
+    if missing_target:
+        row = int(np.flatnonzero(frame[target].isna().to_numpy())[0]) + 1
+        problems.append(f"{where}: target column '{target}' has {missing_target} missing value(s) (first in data row {row})")
+    for col in numeric:
+        values = frame[col].to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0]) + 1
+            problems.append(
+                f"{where}: numeric column '{col}' has {int(bad.sum())} NaN or infinite value(s) "
+                f"(first in data row {row}); fill them, drop the rows, or list the column under dataset.drop"
+            )
+    for col in sensitive:
+        n_groups = frame[col].nunique(dropna=False)
+        if n_groups > MAX_SENSITIVE_GROUPS:
+            problems.append(
+                f"{where}: sensitive column '{col}' has {n_groups} distinct values; group it into "
+                f"at most {MAX_SENSITIVE_GROUPS} bands first (e.g. age bands)"
+            )
+    return problems
+
+
+def _split(frame: pd.DataFrame, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split: the same seed gives the same rows."""
+    rng = np.random.default_rng(seed)
+    test_idx = []
+    for label in np.unique(y):
+        rows = np.flatnonzero(y == label)
+        rng.shuffle(rows)
+        test_idx.append(rows[: max(1, int(round(len(rows) * fraction)))])
+    test = np.sort(np.concatenate(test_idx))
+    train = np.setdiff1d(np.arange(len(frame)), test)
+    return train, test
+
+
+def load(plan) -> Dataset:
+    """Load, validate, split and encode the data of a plan (an AuditPlan)."""
+    spec = plan.dataset
+    if spec.builtin:
+        source, train, test, files = load_builtin(spec.builtin)
+        where = f"built-in dataset '{spec.builtin}'"
+        target = spec.target or source.target
+        positive = spec.positive_label if spec.positive_label is not None else source.positive_label
+        sensitive = list(spec.sensitive if spec.sensitive is not None else source.sensitive)
+        forced = set(spec.categorical) | set(source.categorical)
+        name, origin, licence, citation = (
+            spec.name or source.name, spec.source or source.source,
+            spec.license or source.license, spec.citation or source.citation,
+        )
+    else:
+        path = plan.resolve(spec.path)
+        train = read_table(path)
+        files = [{"path": str(path), "sha256": sha256_file(path), "size": path.stat().st_size}]
+        where = str(path)
+        test = None
+        if spec.test_path is not None:
+            test_path = plan.resolve(spec.test_path)
+            test = read_table(test_path)
+            files.append({"path": str(test_path), "sha256": sha256_file(test_path), "size": test_path.stat().st_size})
+            missing_cols = sorted(set(train.columns) ^ set(test.columns))
+            if missing_cols:
+                raise DataError(
+                    f"{test_path}: columns differ from {path}: {', '.join(missing_cols)}"
+                )
+            test = test[list(train.columns)]
+        target, positive = spec.target, spec.positive_label
+        sensitive = list(spec.sensitive or [])
+        forced = set(spec.categorical)
+        name, origin, licence, citation = (
+            spec.name or path.stem, spec.source or "not declared",
+            spec.license or "not declared", spec.citation or "",
+        )
+
+    full = train if test is None else pd.concat([train, test], ignore_index=True)
+    problems = _check_columns(where, full, spec, target, sensitive)
+    if problems:
+        raise DataError(f"{where}: {len(problems)} problem(s) with the data", problems)
+    dropped = list(spec.drop)  # a dropped sensitive column is still audited, just not a model input
+    numeric, categorical = _type_features(full, target, dropped, forced)
+    if not numeric and not categorical:
+        raise DataError(f"{where}: no feature columns left after dropping {', '.join(spec.drop)}")
+    problems = _check_values(where, full, target, numeric, sensitive)
+    if problems:
+        raise DataError(f"{where}: {len(problems)} problem(s) with the data", problems)
+
+    classes = sorted(full[target].dropna().unique().tolist(), key=str)
+    positive = _positive_label(where, target, classes, positive)
+    to_y = lambda f: (f[target].astype(str) == positive).to_numpy(dtype=np.int64)  # noqa: E731
+    if test is None:
+        y_all = to_y(train)
+        train_rows, test_rows = _split(train, y_all, spec.test_fraction, plan.seed)
+        train, test = train.iloc[train_rows].reset_index(drop=True), train.iloc[test_rows].reset_index(drop=True)
+    y_train, y_test = to_y(train), to_y(test)
+    if len(np.unique(y_train)) < 2:
+        raise DataError(f"{where}: the training rows hold only one class of '{target}'")
+
+    encoder = TableEncoder(numeric, categorical).fit(train)
+    return Dataset(
+        name=name, source=origin, license=licence, citation=citation,
+        target=target, positive_label=positive, sensitive=tuple(sensitive),
+        numeric=tuple(numeric), categorical=tuple(categorical),
+        train=train, test=test, y_train=y_train, y_test=y_test, encoder=encoder,
+        X_train=encoder.transform(train), X_test=encoder.transform(test), files=files,
+    )

@@ -1,0 +1,237 @@
+"""The audit plan: what to load, how to train, which checks to run, which policy decides.
+
+A plan is YAML validated by :class:`AuditPlan` (extra keys forbidden). :func:`load_plan` collects
+every problem of a plan (schema, unknown checks or check parameters, missing files) and raises one
+:class:`~govssl.errors.ConfigError` listing them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from govssl._yaml import pydantic_problems, read_yaml_mapping
+from govssl.errors import ConfigError
+
+__all__ = [
+    "AuditPlan",
+    "DatasetSpec",
+    "TrainingSpec",
+    "ModelCardSpec",
+    "load_plan",
+    "BUILTIN_DATASETS",
+]
+
+BUILTIN_DATASETS = ("adult",)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    """Either a built-in dataset or a CSV / Parquet file (with an optional separate test file)."""
+
+    builtin: Literal["adult"] | None = None
+    path: Path | None = None
+    test_path: Path | None = None
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    target: str | None = None
+    positive_label: str | int | float | bool | None = None
+    sensitive: list[str] | None = None
+    drop: list[str] = []
+    categorical: list[str] = []
+    name: str | None = None
+    source: str | None = None
+    license: str | None = None
+    citation: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.builtin is None) == (self.path is None):
+            raise ValueError("give exactly one of 'builtin' (e.g. adult) or 'path' (a CSV or Parquet file)")
+        if self.path is not None and not self.target:
+            raise ValueError("'target' is required with 'path': name the label column")
+        if self.test_path is not None and self.path is None:
+            raise ValueError("'test_path' needs 'path'")
+        return self
+
+
+class EncoderSpec(_Strict):
+    hidden_dims: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("hidden_dims")
+    @classmethod
+    def _positive(cls, v):
+        if any(d <= 0 for d in v):
+            raise ValueError("every hidden dimension must be a positive integer")
+        return v
+
+
+class PretrainSpec(_Strict):
+    method: Literal["scarf", "none"] = "scarf"
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    corruption_rate: float = Field(0.6, gt=0, lt=1)
+    temperature: float = Field(1.0, gt=0)
+    projection_dim: int = Field(128, ge=1)
+
+
+class FinetuneSpec(_Strict):
+    mode: Literal["linear_probe", "fine_tune"] = "fine_tune"
+    label_fraction: float = Field(0.1, gt=0, le=1)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class DPSpec(_Strict):
+    enabled: bool = False
+    target_epsilon: float = Field(3.0, gt=0)
+    delta: float = Field(1e-5, gt=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    accountant: Literal["rdp", "prv", "gdp"] = "rdp"
+
+
+class TrainingSpec(_Strict):
+    encoder: EncoderSpec = EncoderSpec()
+    pretrain: PretrainSpec = PretrainSpec()
+    finetune: FinetuneSpec = FinetuneSpec()
+    dp: DPSpec = DPSpec()
+
+
+class OwnerSpec(_Strict):
+    name: str
+    contact: str = ""
+
+
+class ConsiderationSpec(_Strict):
+    name: str
+    mitigation: str = ""
+
+
+class ModelCardSpec(_Strict):
+    """Human statements for the model card; rendered as data, never as template code."""
+
+    name: str | None = None
+    version: str = "0.1.0"
+    overview: str = ""
+    owners: list[OwnerSpec] = []
+    license: str = "apache-2.0"
+    intended_use: str = ""
+    intended_users: list[str] = []
+    out_of_scope_uses: list[str] = []
+    limitations: list[str] = []
+    ethical_considerations: list[ConsiderationSpec] = []
+    references: list[str] = []
+
+
+class OutputSpec(_Strict):
+    dir: Path = Path("govssl-out")
+
+
+class AuditPlan(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    seed: int = 0
+    dataset: DatasetSpec
+    training: TrainingSpec = TrainingSpec()
+    checks: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {"performance": {}, "fairness": {}}
+    )
+    policy: str = "default"
+    model_card: ModelCardSpec = ModelCardSpec()
+    output: OutputSpec = OutputSpec()
+
+    # filled by load_plan, not by the user
+    source_path: Path | None = Field(default=None, exclude=True)
+    sha256: str = Field(default="", exclude=True)
+
+    @field_validator("checks", mode="before")
+    @classmethod
+    def _null_params(cls, v):
+        # `fairness:` with nothing after it means "defaults"
+        if isinstance(v, dict):
+            return {k: ({} if p is None else p) for k, p in v.items()}
+        return v
+
+    def resolve(self, p: Path | str) -> Path:
+        """A path from the plan, relative to the plan file's folder."""
+        p = Path(p)
+        if p.is_absolute() or self.source_path is None:
+            return p
+        return (self.source_path.parent / p).resolve()
+
+    def policy_path(self) -> Path:
+        from govssl.policy import builtin_policy_path
+
+        if self.policy.endswith((".yaml", ".yml")) or "/" in self.policy:
+            return self.resolve(self.policy)
+        return builtin_policy_path(self.policy)
+
+    def as_data(self) -> dict:
+        return self.model_dump(mode="json", exclude={"source_path", "sha256"})
+
+
+def _check_problems(path: Path, plan: AuditPlan) -> list[str]:
+    from govssl.checks.base import registered_checks
+
+    problems = []
+    known = registered_checks()
+    for name, params in plan.checks.items():
+        if name not in known:
+            problems.append(
+                f"{path}: checks.{name}: unknown check; available: {', '.join(sorted(known))}"
+            )
+            continue
+        if not isinstance(params, dict):
+            problems.append(f"{path}: checks.{name}: parameters must be a mapping; got {params!r}")
+            continue
+        try:
+            known[name](**params)
+        except (ValueError, TypeError) as exc:
+            problems.append(f"{path}: checks.{name}: {exc}")
+    return problems
+
+
+def _file_problems(path: Path, plan: AuditPlan) -> list[str]:
+    problems = []
+    ds = plan.dataset
+    for key in ("path", "test_path"):
+        value = getattr(ds, key)
+        if value is not None and not plan.resolve(value).is_file():
+            problems.append(f"{path}: dataset.{key}: file not found: {plan.resolve(value)}")
+    try:
+        pol = plan.policy_path()
+        if not pol.is_file():
+            problems.append(f"{path}: policy: file not found: {pol}")
+    except KeyError as exc:
+        problems.append(f"{path}: policy: {exc.args[0]}")
+    return problems
+
+
+def load_plan(path: str | Path) -> AuditPlan:
+    """Read and validate a plan. Raises ConfigError listing every problem found."""
+    path = Path(path)
+    data = read_yaml_mapping(path, ConfigError, "plan")
+    try:
+        plan = AuditPlan.model_validate(data)
+    except ValidationError as exc:
+        problems = pydantic_problems(path, exc)
+        raise ConfigError(f"{path}: the plan has {len(problems)} problem(s)", problems) from None
+    plan = plan.model_copy(
+        update={
+            "source_path": path.resolve(),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+    )
+    problems = _check_problems(path, plan) + _file_problems(path, plan)
+    if problems:
+        raise ConfigError(f"{path}: the plan has {len(problems)} problem(s)", problems)
+    return plan

@@ -1,0 +1,113 @@
+"""Policy packs: load and validate them, and decide pass or blocked from the evidence."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from govssl._resources import policies_dir
+from govssl._yaml import pydantic_problems, read_yaml_mapping
+from govssl.errors import PolicyError
+from govssl.policy._decide import decide, evaluate_rule
+from govssl.policy.model import Decision, Policy, Rule, RuleOutcome
+
+__all__ = [
+    "load_policy", "decide", "evaluate_rule", "builtin_policy_path", "builtin_policies",
+    "Policy", "Rule", "RuleOutcome", "Decision",
+]
+
+
+class _RuleSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    check: str
+    metric: str
+    max: float | None = None
+    min: float | None = None
+    equals: float | bool | str | None = None
+    use: Literal["estimate", "ci_low", "ci_high"] = "estimate"
+    subject: str | None = None
+    severity: Literal["block", "warn"] = "block"
+    on_missing: Literal["fail", "skip"] = "fail"
+    rmf: list[str] = []
+    rationale: str = ""
+
+    @model_validator(mode="after")
+    def _has_threshold(self):
+        if self.max is None and self.min is None and self.equals is None:
+            raise ValueError("give a threshold: max, min or equals")
+        if self.equals is not None and (self.max is not None or self.min is not None):
+            raise ValueError("'equals' cannot be combined with 'max' or 'min'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' ({self.min}) is greater than 'max' ({self.max})")
+        return self
+
+
+class _PolicySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    policy: str = Field(min_length=1)
+    version: int = Field(ge=1)
+    description: str = ""
+    rules: list[_RuleSpec] = Field(min_length=1)
+
+
+def builtin_policies() -> list[str]:
+    return sorted(p.stem for p in policies_dir().glob("*.yaml"))
+
+
+def builtin_policy_path(name: str) -> Path:
+    path = policies_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise KeyError(f"no built-in policy '{name}'; built-in: {', '.join(builtin_policies())}")
+    return path
+
+
+def _semantic_problems(path: Path, spec: _PolicySpec) -> list[str]:
+    from govssl.checks.base import registered_checks
+    from govssl.rmf import is_subcategory
+
+    problems = []
+    checks = registered_checks()
+    seen: set[str] = set()
+    for i, rule in enumerate(spec.rules):
+        where = f"{path}: rules[{i}]"
+        if rule.id in seen:
+            problems.append(f"{where}.id: duplicate rule id '{rule.id}'")
+        seen.add(rule.id)
+        if rule.check not in checks:
+            problems.append(f"{where}.check: unknown check '{rule.check}'; known: {', '.join(sorted(checks))}")
+        elif rule.metric not in checks[rule.check].metrics:
+            problems.append(
+                f"{where}.metric: check '{rule.check}' has no metric '{rule.metric}'; "
+                f"it measures {', '.join(checks[rule.check].metrics)}"
+            )
+        for j, rmf_id in enumerate(rule.rmf):
+            if not is_subcategory(rmf_id):
+                problems.append(f"{where}.rmf[{j}]: '{rmf_id}' is not a NIST AI RMF 1.0 subcategory (e.g. 'MEASURE 2.11')")
+    return problems
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy pack; every problem is reported at once in one PolicyError."""
+    path = Path(path)
+    data = read_yaml_mapping(path, PolicyError, "policy")
+    try:
+        spec = _PolicySpec.model_validate(data)
+    except ValidationError as exc:
+        problems = pydantic_problems(path, exc)
+        raise PolicyError(f"{path}: the policy has {len(problems)} problem(s)", problems) from None
+    problems = _semantic_problems(path, spec)
+    if problems:
+        raise PolicyError(f"{path}: the policy has {len(problems)} problem(s)", problems)
+    rules = tuple(
+        Rule(**{**r.model_dump(), "rmf": tuple(r.rmf)}) for r in spec.rules
+    )
+    return Policy(
+        name=spec.policy, version=spec.version, rules=rules, path=str(path.resolve()),
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(), description=spec.description,
+    )

@@ -1,0 +1,76 @@
+"""decide(): each rule against the measurements of its check; fail closed on missing evidence."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+from govssl.checks.base import CheckResult, Measurement
+from govssl.policy.model import Decision, Policy, Rule, RuleOutcome
+
+__all__ = ["decide", "evaluate_rule"]
+
+
+def _observed(rule: Rule, m: Measurement):
+    if rule.use == "estimate":
+        return m.value
+    return m.ci_low if rule.use == "ci_low" else m.ci_high
+
+
+def _violation(rule: Rule, value) -> tuple[float, str]:
+    """(how far past the threshold, why) with a positive amount when the rule fails."""
+    if rule.equals is not None:
+        return (0.0, "") if value == rule.equals else (1.0, f"is {value!r}, must equal {rule.equals!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.inf, f"is {value!r}, not a number"
+    if math.isnan(value):
+        return math.inf, "could not be measured (NaN)"
+    worst = -math.inf
+    why = ""
+    if rule.max is not None:
+        worst, why = value - rule.max, f"{value:.4g} > {rule.max:g}"
+    if rule.min is not None and rule.min - value > worst:
+        worst, why = rule.min - value, f"{value:.4g} < {rule.min:g}"
+    return worst, why
+
+
+def evaluate_rule(rule: Rule, results: dict[str, CheckResult]) -> RuleOutcome:
+    base = dict(rule_id=rule.id, check=rule.check, metric=rule.metric, severity=rule.severity,
+                threshold=rule.threshold_text(), rmf=rule.rmf)
+    missing_status = "skipped" if rule.on_missing == "skip" else "missing"
+    result = results.get(rule.check)
+    if result is None:
+        return RuleOutcome(**base, status=missing_status, observed=None, subject="",
+                           message=f"check '{rule.check}' was not run")
+    if result.status != "measured":
+        return RuleOutcome(**base, status=missing_status, observed=None, subject="",
+                           message=f"check '{rule.check}' {result.status}: {result.reason}")
+    selected = [m for m in result.measurements if m.metric == rule.metric
+                and (rule.subject is None or m.subject == rule.subject)]
+    if not selected:
+        narrowed = f" for subject '{rule.subject}'" if rule.subject is not None else ""
+        return RuleOutcome(**base, status=missing_status, observed=None, subject=rule.subject or "",
+                           message=f"no '{rule.metric}' measurement{narrowed}")
+    worst_m, worst_amount, worst_why, worst_value = None, -math.inf, "", None
+    for m in selected:
+        value = _observed(rule, m)
+        if value is None:
+            amount, why = math.inf, f"has no {rule.use} (no confidence interval)"
+        else:
+            amount, why = _violation(rule, value)
+        if amount > worst_amount:
+            worst_m, worst_amount, worst_why, worst_value = m, amount, why, value
+    where = f" [{worst_m.subject}]" if worst_m.subject else ""
+    bound = "" if rule.use == "estimate" else f"{rule.use} "
+    if worst_amount > 0:
+        return RuleOutcome(**base, status="fail", observed=worst_value, subject=worst_m.subject,
+                           message=f"{rule.metric}{where} {bound}{worst_why}")
+    shown = f"{worst_value:.4g}" if isinstance(worst_value, float) else repr(worst_value)
+    return RuleOutcome(**base, status="pass", observed=worst_value, subject=worst_m.subject,
+                       message=f"worst {rule.metric}{where} {bound}{shown} within {rule.threshold_text()}")
+
+
+def decide(policy: Policy, results: Iterable[CheckResult]) -> Decision:
+    """Every rule's outcome; the release is blocked by any failed or missing blocking rule."""
+    by_check = {r.check: r for r in results}
+    return Decision(tuple(evaluate_rule(rule, by_check) for rule in policy.rules))

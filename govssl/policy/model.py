@@ -1,0 +1,139 @@
+"""Policy records: rules, the outcome of each rule, and the decision (DESIGN.md, "Policy packs")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["Rule", "Policy", "RuleOutcome", "Decision"]
+
+Severity = Literal["block", "warn"]
+Bound = Literal["estimate", "ci_low", "ci_high"]
+OutcomeStatus = Literal["pass", "fail", "missing", "skipped", "waived"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    check: str
+    metric: str
+    max: float | None = None
+    min: float | None = None
+    equals: float | bool | str | None = None
+    use: Bound = "estimate"
+    subject: str | None = None
+    severity: Severity = "block"
+    on_missing: Literal["fail", "skip"] = "fail"
+    rmf: tuple[str, ...] = ()
+    rationale: str = ""
+
+    def threshold_text(self) -> str:
+        parts = []
+        if self.min is not None:
+            parts.append(f">= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"<= {self.max:g}")
+        if self.equals is not None:
+            parts.append(f"== {self.equals}")
+        bound = "" if self.use == "estimate" else f" ({self.use})"
+        return " and ".join(parts) + bound
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    version: int
+    rules: tuple[Rule, ...]
+    path: str = ""
+    sha256: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """How one rule fared: the worst measurement it saw, and why it passed or failed."""
+
+    rule_id: str
+    check: str
+    metric: str
+    severity: str
+    status: OutcomeStatus
+    observed: float | bool | str | None  # the value the rule compared (estimate or a CI bound)
+    subject: str  # subject of the worst measurement
+    threshold: str
+    message: str
+    rmf: tuple[str, ...] = ()
+    waiver: dict | None = None
+
+    @property
+    def blocking(self) -> bool:
+        return self.severity == "block" and self.status in ("fail", "missing")
+
+    def to_dict(self) -> dict:
+        return {
+            "rule_id": self.rule_id,
+            "check": self.check,
+            "metric": self.metric,
+            "severity": self.severity,
+            "status": self.status,
+            "observed": self.observed,
+            "subject": self.subject,
+            "threshold": self.threshold,
+            "message": self.message,
+            "rmf": list(self.rmf),
+            "waiver": self.waiver,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RuleOutcome":
+        return cls(
+            rule_id=d["rule_id"],
+            check=d["check"],
+            metric=d["metric"],
+            severity=d["severity"],
+            status=d["status"],
+            observed=d.get("observed"),
+            subject=d.get("subject", ""),
+            threshold=d.get("threshold", ""),
+            message=d.get("message", ""),
+            rmf=tuple(d.get("rmf") or ()),
+            waiver=d.get("waiver"),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """pass or blocked. ``exit_code`` follows DESIGN.md: 0 pass, 1 blocked."""
+
+    outcomes: tuple[RuleOutcome, ...]
+    passed: bool = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "passed", not any(o.blocking for o in self.outcomes))
+
+    @property
+    def verdict(self) -> str:
+        return "pass" if self.passed else "blocked"
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    @property
+    def warnings(self) -> list[RuleOutcome]:
+        return [o for o in self.outcomes if o.severity == "warn" and o.status in ("fail", "missing")]
+
+    @property
+    def blockers(self) -> list[RuleOutcome]:
+        return [o for o in self.outcomes if o.blocking]
+
+    def to_dict(self) -> dict:
+        return {
+            "verdict": self.verdict,
+            "exit_code": self.exit_code,
+            "outcomes": [o.to_dict() for o in self.outcomes],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Decision":
+        return cls(tuple(RuleOutcome.from_dict(o) for o in d.get("outcomes", [])))

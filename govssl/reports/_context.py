@@ -1,0 +1,584 @@
+"""What goes into each document, as plain data (dicts, lists, strings, numbers).
+
+The same contexts feed the Markdown templates today and HTML or JSON renderings later, so nothing
+here knows about Jinja. User-supplied text (plan statements, dataset and column names, reasons)
+travels as data and is never compiled as template code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
+from pathlib import PurePath
+from typing import Any
+
+import yaml
+
+from govssl.checks.base import CheckResult, Measurement
+from govssl.errors import ConfigError
+from govssl.plan import ModelCardSpec
+from govssl.records import AuditRun, TrainRecord
+from govssl.rmf import CHECK_RMF, FUNCTIONS, UNKNOWN_SUBCATEGORY, is_subcategory, load_catalog
+
+__all__ = [
+    "MODEL_CARDS_CITATION",
+    "RMF_CITATION",
+    "NO_DP",
+    "END_TO_END_DP",
+    "PARTIAL_DP",
+    "model_card_context",
+    "rmf_report_context",
+    "evidence",
+    "front_matter",
+    "privacy_statement",
+    "fairness_tables",
+    "caveats",
+]
+
+MODEL_CARDS_CITATION = (
+    "Margaret Mitchell, Simone Wu, Andrew Zaldivar, Parker Barnes, Lucy Vasserman, Ben Hutchinson, "
+    "Elena Spitzer, Inioluwa Deborah Raji and Timnit Gebru. Model Cards for Model Reporting. "
+    "Proceedings of the Conference on Fairness, Accountability, and Transparency (FAT* '19), "
+    "2019, pp. 220-229. doi:10.1145/3287560.3287596"
+)
+RMF_CITATION = (
+    "NIST AI 100-1, Artificial Intelligence Risk Management Framework (AI RMF 1.0), "
+    "National Institute of Standards and Technology, January 2023. doi:10.6028/NIST.AI.100-1"
+)
+
+NO_DP = (
+    "This model was not trained with differential privacy: no formal privacy guarantee is made "
+    "for its training data."
+)
+END_TO_END_DP = (
+    "Every training phase that read the private training rows ran under DP-SGD, so the "
+    "(ε, δ) guarantee below holds end-to-end for each training row."
+)
+PARTIAL_DP = (
+    "Differential privacy covers only part of training: {scope}. No differential-privacy "
+    "guarantee holds for the training data as a whole."
+)
+
+_DP_SCOPES = {
+    "head": (
+        "the classification head was trained under DP-SGD; the encoder was not",
+        "classification head",
+    ),
+    "finetune": (
+        "the supervised fine-tuning phase (encoder and head) was trained under DP-SGD; "
+        "the self-supervised pretraining was not",
+        "fine-tuning phase",
+    ),
+}
+_DP_PARAMETERS = (
+    ("epsilon", "epsilon (ε)"),
+    ("delta", "delta (δ)"),
+    ("accountant", "accountant"),
+    ("noise_multiplier", "noise multiplier"),
+    ("sample_rate", "sample rate"),
+    ("steps", "steps"),
+    ("max_grad_norm", "max grad norm (per-sample clipping)"),
+)
+
+FAIRNESS_GROUP_METRICS = (
+    "count",
+    "selection_rate",
+    "true_positive_rate",
+    "false_positive_rate",
+    "accuracy",
+)
+_MAX_EVIDENCE_MEASUREMENTS = 12
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _result(run: AuditRun, check: str) -> CheckResult | None:
+    return next((r for r in run.results if r.check == check), None)
+
+
+def _card(run: AuditRun) -> dict:
+    """The plan's model_card section with the schema's defaults for anything left out."""
+    card = ModelCardSpec().model_dump(mode="json")
+    card.update((run.plan or {}).get("model_card") or {})
+    card["name"] = card.get("name") or run.plan_name
+    return card
+
+
+def _run_summary(run: AuditRun) -> dict:
+    return {
+        "run_id": run.run_id,
+        "created_at": run.created_at,
+        "govssl_version": run.govssl_version,
+        "plan": {"name": run.plan_name, "sha256": run.plan_sha256},
+        "policy": {
+            "name": run.policy_name,
+            "version": run.policy_version,
+            "sha256": run.policy_sha256,
+        },
+        "verdict": run.decision.verdict,
+        "seconds": run.seconds,
+    }
+
+
+def _training(training: TrainRecord) -> dict:
+    data = asdict(training)
+    data.pop("history", None)
+    data["model_file"] = PurePath(training.model_path).name if training.model_path else ""
+    return data
+
+
+def _waiver_text(waiver: Mapping | None) -> str:
+    if not waiver:
+        return ""
+    return "; ".join(f"{key}: {value}" for key, value in waiver.items() if value not in (None, ""))
+
+
+def _outcome(outcome) -> dict:
+    data = outcome.to_dict()
+    data["blocking"] = outcome.blocking
+    data["waiver_text"] = _waiver_text(outcome.waiver)
+    return data
+
+
+def _decision(run: AuditRun) -> dict:
+    decision = run.decision
+    return {
+        "verdict": decision.verdict,
+        "passed": decision.passed,
+        "exit_code": decision.exit_code,
+        "outcomes": [_outcome(o) for o in decision.outcomes],
+        "n_blockers": len(decision.blockers),
+        "n_warnings": len(decision.warnings),
+        "n_waived": sum(o.status == "waived" for o in decision.outcomes),
+    }
+
+
+def _checks(run: AuditRun) -> list[dict]:
+    return [
+        {
+            "check": r.check,
+            "status": r.status,
+            "n_measurements": len(r.measurements),
+            "reason": r.reason,
+            "seconds": r.seconds,
+            "rmf": list(CHECK_RMF.get(r.check, ())),
+        }
+        for r in run.results
+    ]
+
+
+# ---------------------------------------------------------------- privacy
+
+
+def privacy_statement(training: TrainRecord) -> dict:
+    """What differential privacy does and does not cover, stated so that nothing is overclaimed.
+
+    ``headline`` and ``paragraphs`` are the honest wording; ``parameters`` lists the accountant's
+    figures that the trainer recorded (missing keys are left out, never invented).
+    """
+    if training.dp is None:
+        return {
+            "private": False,
+            "end_to_end": False,
+            "scope": "none",
+            "summary": "none",
+            "headline": NO_DP,
+            "paragraphs": [],
+            "parameters": [],
+        }
+    dp = dict(training.dp)
+    known = dict(_DP_PARAMETERS)
+    parameters = [
+        {"key": key, "label": label, "value": dp[key]} for key, label in _DP_PARAMETERS if key in dp
+    ]
+    parameters += [
+        {"key": key, "label": key.replace("_", " "), "value": value}
+        for key, value in dp.items()
+        if key not in known
+    ]
+    if training.end_to_end_dp:
+        return {
+            "private": True,
+            "end_to_end": True,
+            "scope": training.dp_scope,
+            "summary": "every phase that read the private training rows",
+            "headline": END_TO_END_DP,
+            "paragraphs": [],
+            "parameters": parameters,
+        }
+    scope_text, phase = _DP_SCOPES.get(
+        training.dp_scope,
+        (
+            f"the '{training.dp_scope}' phase was trained under DP-SGD; other phases were not",
+            f"'{training.dp_scope}' phase",
+        ),
+    )
+    if training.method and training.method != "none":
+        encoder = (
+            f"The encoder was pretrained with {training.method} on the same private training rows "
+            f"({training.n_pretrain_rows} rows) without differential privacy. Its weights may "
+            f"reveal those rows, and the reported (ε, δ) accounts for the {phase} only."
+        )
+    else:
+        encoder = (
+            "Parts of training that read the private training rows ran without differential "
+            f"privacy; the reported (ε, δ) accounts for the {phase} only."
+        )
+    return {
+        "private": True,
+        "end_to_end": False,
+        "scope": training.dp_scope,
+        "summary": f"partial: the {phase} only",
+        "headline": PARTIAL_DP.format(scope=scope_text),
+        "paragraphs": [encoder],
+        "parameters": parameters,
+    }
+
+
+# ---------------------------------------------------------------- fairness
+
+
+def _fairness_attributes(result: CheckResult, sensitive: Iterable[str]) -> list[str]:
+    names = [m.subject for m in result.measurements if m.subject and "=" not in m.subject]
+    names += list(sensitive)
+    return list(dict.fromkeys(names))
+
+
+def _split_group(subject: str, attributes: list[str]) -> tuple[str, str]:
+    """``"sex=Female*race=White"`` -> ``("sex*race", "Female, White")`` using the known attributes.
+
+    Matching against known attribute names (longest intersection first) keeps group values that
+    themselves contain ``*`` or ``=`` intact.
+    """
+    for attribute in sorted(attributes, key=lambda a: -a.count("*")):
+        keys = attribute.split("*")
+        rest, values = subject, []
+        for i, key in enumerate(keys):
+            if not rest.startswith(key + "="):
+                break
+            rest = rest[len(key) + 1 :]
+            if i + 1 < len(keys):
+                marker = f"*{keys[i + 1]}="
+                cut = rest.find(marker)
+                if cut < 0:
+                    break
+                values.append(rest[:cut])
+                rest = rest[cut + 1 :]
+            else:
+                values.append(rest)
+        else:
+            return attribute, ", ".join(values)
+    key, _, value = subject.partition("=")
+    return key, value
+
+
+def fairness_tables(result: CheckResult | None, sensitive: Iterable[str] = ()) -> list[dict]:
+    """Per sensitive attribute: the aggregate disparities and a table of per-group metrics.
+
+    Subjects follow the fairness check: ``"sex"`` / ``"sex*race"`` for aggregates (demographic
+    parity, equalized odds), ``"sex=Female"`` for one group.
+    """
+    if result is None or result.status != "measured":
+        return []
+    attributes = _fairness_attributes(result, sensitive)
+    tables: dict[str, dict] = {}
+
+    def table(attribute: str) -> dict:
+        return tables.setdefault(
+            attribute, {"attribute": attribute, "aggregates": [], "metrics": [], "groups": {}}
+        )
+
+    for m in result.measurements:
+        if "=" not in m.subject:
+            table(m.subject)["aggregates"].append(m.to_dict())
+            continue
+        if "attribute" in m.details and isinstance(m.details.get("group"), Mapping):
+            attribute, group = m.details["attribute"], ", ".join(map(str, m.details["group"].values()))
+        else:
+            attribute, group = _split_group(m.subject, attributes)
+        t = table(attribute)
+        row = t["groups"].setdefault(
+            m.subject, {"group": group, "subject": m.subject, "values": {}}
+        )
+        row["values"][m.metric] = m.to_dict()
+        if m.metric not in t["metrics"]:
+            t["metrics"].append(m.metric)
+
+    order = {name: i for i, name in enumerate(attributes)}
+    out = []
+    for attribute in sorted(tables, key=lambda a: order.get(a, len(order))):
+        t = tables[attribute]
+        ranked = [m for m in FAIRNESS_GROUP_METRICS if m in t["metrics"]]
+        t["metrics"] = ranked + [m for m in t["metrics"] if m not in ranked]
+        t["groups"] = list(t["groups"].values())
+        out.append(t)
+    return out
+
+
+# ---------------------------------------------------------------- model card
+
+
+def front_matter(run: AuditRun, card: Mapping | None = None) -> dict:
+    """Hugging Face model card metadata, with model-index results from the performance check."""
+    card = card or _card(run)
+    tags = ["govssl", "tabular-classification"]
+    if run.training.method and run.training.method != "none":
+        tags.append("self-supervised")
+    if run.training.dp is not None:
+        tags.append("differential-privacy")
+    performance = _result(run, "performance")
+    measured = performance.measurements if performance and performance.status == "measured" else ()
+    data: dict[str, Any] = {
+        "license": card["license"],
+        "library_name": "pytorch",
+        "tags": tags,
+        "datasets": [run.dataset.name],
+        "metrics": list(dict.fromkeys(m.metric for m in measured)),
+    }
+    results = [
+        {"type": m.metric, "value": float(m.value)}
+        for m in measured
+        if m.subject == "" and _is_number(m.value) and math.isfinite(m.value)
+    ]
+    if results:
+        data["model-index"] = [
+            {
+                "name": card["name"],
+                "results": [
+                    {
+                        "task": {"type": "tabular-classification"},
+                        "dataset": {"type": run.dataset.name, "name": run.dataset.name},
+                        "metrics": results,
+                    }
+                ],
+            }
+        ]
+    return data
+
+
+def caveats(run: AuditRun, card: Mapping | None = None) -> list[str]:
+    """Known limits of the evidence: the plan's limitations, then what the run could not show."""
+    card = card or _card(run)
+    items = list(card.get("limitations") or [])
+    for r in run.results:
+        if r.status == "errored":
+            items.append(f"The {r.check} check errored and produced no evidence: {r.reason}")
+        elif r.status == "skipped":
+            items.append(f"The {r.check} check was skipped: {r.reason}")
+    for o in run.decision.outcomes:
+        if o.status == "missing":
+            items.append(f"Rule {o.rule_id} could not be evaluated: {o.message}")
+        elif o.status == "waived":
+            waiver = _waiver_text(o.waiver)
+            items.append(
+                f"Rule {o.rule_id} failed and was waived" + (f" ({waiver})" if waiver else "") + "."
+            )
+    privacy = privacy_statement(run.training)
+    if privacy["private"] and not privacy["end_to_end"]:
+        items.append(privacy["headline"])
+    return items
+
+
+def _other_measurements(run: AuditRun) -> list[dict]:
+    return [
+        {"check": r.check, "measurements": [m.to_dict() for m in r.measurements]}
+        for r in run.results
+        if r.status == "measured" and r.check not in ("performance", "fairness") and r.measurements
+    ]
+
+
+def model_card_context(run: AuditRun) -> dict:
+    """Everything the model card shows, in the sections of Mitchell et al. (2019)."""
+    card = _card(run)
+    fm = front_matter(run, card)
+    performance = _result(run, "performance")
+    fairness = _result(run, "fairness")
+    dataset = asdict(run.dataset)
+    dataset["n_features"] = len(run.dataset.numeric_features + run.dataset.categorical_features)
+    dataset["missing"] = [{"column": k, "count": v} for k, v in run.dataset.missing.items() if v]
+    tables = fairness_tables(fairness, run.dataset.sensitive)
+    measured = [
+        {"check": r.check, "metrics": list(dict.fromkeys(m.metric for m in r.measurements))}
+        for r in run.results
+        if r.status == "measured"
+    ]
+    return {
+        "citation": MODEL_CARDS_CITATION,
+        "run": _run_summary(run),
+        "front_matter": fm,
+        "front_matter_yaml": yaml.safe_dump(
+            fm, sort_keys=False, allow_unicode=True, default_flow_style=False
+        ),
+        "card": card,
+        "training": _training(run.training),
+        "dataset": dataset,
+        "factors": {
+            "sensitive": list(run.dataset.sensitive),
+            "groups": [
+                {"attribute": t["attribute"], "groups": [g["group"] for g in t["groups"]]}
+                for t in tables
+                if t["groups"]
+            ],
+        },
+        "metrics": {"measured": measured, "gated": _decision(run)["outcomes"]},
+        "checks": _checks(run),
+        "performance": (
+            [m.to_dict() for m in performance.measurements]
+            if performance and performance.status == "measured"
+            else []
+        ),
+        "fairness": tables,
+        "other_measurements": _other_measurements(run),
+        "decision": _decision(run),
+        "privacy": privacy_statement(run.training),
+        "ethical_considerations": list(card.get("ethical_considerations") or []),
+        "caveats": caveats(run, card),
+    }
+
+
+# ---------------------------------------------------------------- RMF report
+
+
+def _attestations(attestations: Iterable[Mapping] | None) -> dict[str, list[dict]]:
+    by_subcategory: dict[str, list[dict]] = {}
+    problems = []
+    for i, a in enumerate(attestations or ()):
+        if not isinstance(a, Mapping):
+            problems.append(f"attestations[{i}]: must be a mapping; got {a!r}")
+            continue
+        missing = [k for k in ("subcategory", "by", "date", "statement") if not a.get(k)]
+        if missing:
+            problems.append(f"attestations[{i}]: missing {', '.join(missing)}")
+            continue
+        if not is_subcategory(a["subcategory"]):
+            problems.append(
+                f"attestations[{i}].subcategory: "
+                + UNKNOWN_SUBCATEGORY.format(id=a["subcategory"])
+            )
+            continue
+        by_subcategory.setdefault(a["subcategory"], []).append(
+            {k: str(a[k]) for k in ("subcategory", "by", "date", "statement")}
+        )
+    if problems:
+        raise ConfigError(f"{len(problems)} invalid attestation(s)", problems)
+    return by_subcategory
+
+
+def _headline_measurements(result: CheckResult) -> list[Measurement]:
+    """Model-wide and aggregate figures: per-group fairness rows stay in the model card."""
+    if result.check == "fairness":
+        return [m for m in result.measurements if "=" not in m.subject]
+    return list(result.measurements)
+
+
+def rmf_report_context(run: AuditRun, attestations: Iterable[Mapping] | None = None) -> dict:
+    """All 72 AI RMF subcategories, each evidenced by this run, attested by a person, or open.
+
+    Evidenced: a rule outcome that was evaluated (pass, fail or waived) names the subcategory in
+    its ``rmf`` list, or a measured check maps to it through ``CHECK_RMF``. A rule that could
+    not be evaluated (missing) is shown but is no evidence. Attested: no evidence from the run,
+    but a person's attestation. Open: neither.
+    """
+    attested = _attestations(attestations)
+    outcomes = run.decision.outcomes
+    known = {s.id for s in load_catalog()}
+    unknown_ids = sorted({i for o in outcomes for i in o.rmf if i not in known})
+
+    functions = {name: {"name": name, "categories": {}} for name in FUNCTIONS}
+    counts = {name: {"evidenced": 0, "attested": 0, "open": 0, "total": 0} for name in FUNCTIONS}
+    for sub in load_catalog():
+        rules = [_outcome(o) for o in outcomes if sub.id in o.rmf and o.status != "missing"]
+        unevaluated = [_outcome(o) for o in outcomes if sub.id in o.rmf and o.status == "missing"]
+        checks, gaps = [], []
+        for r in run.results:
+            if sub.id not in CHECK_RMF.get(r.check, ()):
+                continue
+            if r.status == "measured" and r.measurements:
+                shown = _headline_measurements(r)
+                checks.append(
+                    {
+                        "check": r.check,
+                        "n_measurements": len(r.measurements),
+                        "measurements": [m.to_dict() for m in shown[:_MAX_EVIDENCE_MEASUREMENTS]],
+                        "n_more": max(0, len(shown) - _MAX_EVIDENCE_MEASUREMENTS),
+                    }
+                )
+            else:
+                gaps.append({"check": r.check, "status": r.status, "reason": r.reason})
+        if rules or checks:
+            status = "evidenced"
+        elif sub.id in attested:
+            status = "attested"
+        else:
+            status = "open"
+        counts[sub.function][status] += 1
+        counts[sub.function]["total"] += 1
+        category = functions[sub.function]["categories"].setdefault(
+            sub.category, {"id": sub.category, "text": sub.category_text, "subcategories": []}
+        )
+        category["subcategories"].append(
+            {
+                "id": sub.id,
+                "text": sub.text,
+                "status": status,
+                "rules": rules,
+                "unevaluated_rules": unevaluated,
+                "checks": checks,
+                "check_gaps": gaps,
+                "attestations": attested.get(sub.id, []),
+            }
+        )
+    totals = {k: sum(c[k] for c in counts.values()) for k in ("evidenced", "attested", "open")}
+    totals["total"] = sum(c["total"] for c in counts.values())
+    card = _card(run)
+    return {
+        "citation": RMF_CITATION,
+        "run": _run_summary(run),
+        "system": {
+            "name": card["name"],
+            "version": card["version"],
+            "overview": card.get("overview", ""),
+            "intended_use": card.get("intended_use", ""),
+            "dataset": run.dataset.name,
+            "sensitive": list(run.dataset.sensitive),
+            "training": _training(run.training),
+            "privacy": privacy_statement(run.training),
+        },
+        "decision": _decision(run),
+        "checks": _checks(run),
+        "counts": [{"function": name, **counts[name]} for name in FUNCTIONS],
+        "totals": totals,
+        "functions": [
+            {"name": f["name"], "categories": list(f["categories"].values())}
+            for f in functions.values()
+        ],
+        "unknown_rmf_ids": unknown_ids,
+        "check_rmf": {check: list(ids) for check, ids in CHECK_RMF.items()},
+        "caveats": caveats(run, card),
+    }
+
+
+# ---------------------------------------------------------------- evidence.json
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if type(value).__module__ == "numpy" and getattr(value, "ndim", None) == 0:
+        return _json_safe(value.item())
+    return value
+
+
+def evidence(run: AuditRun) -> dict:
+    """``run.to_dict()`` with non-finite floats as the strings "nan", "inf", "-inf"."""
+    return _json_safe(run.to_dict())

@@ -1,0 +1,9 @@
+"""The audit store: every audit run in one tamper-evident database (DESIGN.md, "The audit store").
+
+The only package that imports sqlmodel / SQLAlchemy.
+"""
+
+from govssl.store._ledger import VerifyReport
+from govssl.store._store import AuditStore, default_url
+
+__all__ = ["AuditStore", "VerifyReport", "default_url"]

@@ -1,0 +1,290 @@
+"""AuditRun <-> table rows, exactly: what :meth:`AuditStore.save` writes, ``load_run`` rebuilds.
+
+Values whose type matters (``0.5`` vs ``True`` vs ``"0.5"``) are JSON text. JSON has no NaN or
+infinity, so a non-finite float is written as ``{"$float": "NaN"}`` (or ``"Infinity"``,
+``"-Infinity"``); that keeps every stored text valid for the ledger's canonical JSON and brings
+the float back on load (a free-form dict that is exactly ``{"$float": "NaN"}`` would come back
+as the float too). JSON keeps floats bit-exact (``repr`` is the shortest round-trip form);
+tuples inside free-form dicts (plan, details, history) come back as lists, numpy scalars and
+arrays as Python numbers and lists.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import typing
+from dataclasses import asdict, fields
+from typing import Any
+
+from sqlalchemy import Float, Integer, Table
+
+from govssl.checks.base import CheckResult, Measurement
+from govssl.policy.model import Decision, RuleOutcome
+from govssl.records import Artifact, AuditRun, DatasetSummary, TrainRecord
+from govssl.store._tables import RECORD_TABLES
+
+__all__ = ["dumps", "loads", "run_to_rows", "rows_to_run"]
+
+_FLOAT_TAG = "$float"
+_NON_FINITE = {"NaN", "Infinity", "-Infinity"}
+
+
+def _plain(obj: Any) -> Any:
+    """numpy scalars and arrays become Python numbers and lists; anything else is not JSON."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _tag_non_finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else {_FLOAT_TAG: json.dumps(obj)}
+    if isinstance(obj, dict):
+        return {key: _tag_non_finite(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_tag_non_finite(value) for value in obj]
+    if not isinstance(obj, (str, int, type(None))) and hasattr(obj, "tolist"):
+        return _tag_non_finite(obj.tolist())
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    """JSON text of plain data, with non-finite floats tagged (see the module docstring)."""
+    options = dict(ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_plain)
+    try:
+        return json.dumps(obj, **options)
+    except ValueError:  # a NaN or an infinity somewhere: the rare path walks the data
+        return json.dumps(_tag_non_finite(obj), **options)
+
+
+def _untag(obj: dict) -> Any:
+    if len(obj) == 1 and obj.get(_FLOAT_TAG) in _NON_FINITE:
+        return float(obj[_FLOAT_TAG])
+    return obj
+
+
+def loads(text: str) -> Any:
+    """Inverse of :func:`dumps`."""
+    return json.loads(text, object_hook=_untag)
+
+
+def _typed_row(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """Every column of ``table``, each value of its column's Python type, as it will read back.
+
+    The ledger hashes this dict at save time and the row as read at verify time; giving the
+    values their column types here (``3`` into a REAL column reads back as ``3.0``) makes the
+    two agree.
+    """
+    row = {}
+    for column in table.columns:
+        value = values[column.name]
+        if value is None:
+            pass
+        elif isinstance(column.type, Float):
+            value = float(value)
+            if not math.isfinite(value):
+                raise ValueError(f"{table.name}.{column.name} must be a finite number; got {value}")
+        elif isinstance(column.type, Integer):
+            value = int(value)
+            if not -(2**63) <= value < 2**63:
+                raise ValueError(f"{table.name}.{column.name} does not fit in 64 bits: {value}")
+        else:
+            value = str(value)
+        row[column.name] = value
+    return row
+
+
+def _encode(where: str, obj: Any) -> str:
+    try:
+        return dumps(obj)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where} is not JSON data: {exc}") from None
+
+
+def run_to_rows(run: AuditRun) -> dict[str, list[dict[str, Any]]]:
+    """The rows of every record table for ``run``, keyed by table name, in writing order.
+
+    Raises ValueError naming the record when a value cannot be stored.
+    """
+    rid = run.run_id
+    checks, measurements = [], []
+    for check_position, result in enumerate(run.results):
+        checks.append(
+            {
+                "id": f"{rid}/c{check_position}",
+                "run_id": rid,
+                "position": check_position,
+                "check_name": result.check,
+                "status": result.status,
+                "reason": result.reason,
+                "seconds": result.seconds,
+            }
+        )
+        for position, m in enumerate(result.measurements):
+            where = f"measurement {position} of check '{result.check}' ({m.metric})"
+            measurements.append(
+                {
+                    "id": f"{rid}/m{len(measurements)}",
+                    "run_id": rid,
+                    "check_position": check_position,
+                    "position": position,
+                    "check_name": m.check,
+                    "metric": m.metric,
+                    "subject": m.subject,
+                    "value_json": _encode(f"{where}: value", m.value),
+                    "ci_low_json": _encode(f"{where}: ci_low", m.ci_low),
+                    "ci_high_json": _encode(f"{where}: ci_high", m.ci_high),
+                    "n": m.n,
+                    "details_json": _encode(f"{where}: details", m.details),
+                }
+            )
+    outcomes = []
+    for position, o in enumerate(run.decision.outcomes):
+        where = f"rule outcome {position} ('{o.rule_id}')"
+        outcomes.append(
+            {
+                "id": f"{rid}/o{position}",
+                "run_id": rid,
+                "position": position,
+                "rule_id": o.rule_id,
+                "check_name": o.check,
+                "metric": o.metric,
+                "severity": o.severity,
+                "status": o.status,
+                "observed_json": _encode(f"{where}: observed", o.observed),
+                "subject": o.subject,
+                "threshold": o.threshold,
+                "message": o.message,
+                "rmf_json": _encode(f"{where}: rmf", list(o.rmf)),
+                "waiver_json": _encode(f"{where}: waiver", o.waiver),
+            }
+        )
+    artifacts = [
+        {
+            "id": f"{rid}/a{position}",
+            "run_id": rid,
+            "position": position,
+            "kind": a.kind,
+            "path": a.path,
+            "sha256": a.sha256,
+            "size": a.size,
+        }
+        for position, a in enumerate(run.artifacts)
+    ]
+    run_row = {
+        "run_id": rid,
+        "created_at": run.created_at,
+        "govssl_version": run.govssl_version,
+        "plan_name": run.plan_name,
+        "plan_path": run.plan_path,
+        "plan_sha256": run.plan_sha256,
+        "plan_json": _encode("the plan", run.plan),
+        "policy_name": run.policy_name,
+        "policy_version": run.policy_version,
+        "policy_path": run.policy_path,
+        "policy_sha256": run.policy_sha256,
+        "dataset_name": run.dataset.name,
+        "dataset_json": _encode("the dataset summary", asdict(run.dataset)),
+        "model_sha256": run.training.model_sha256,
+        "training_json": _encode("the training record", asdict(run.training)),
+        "verdict": run.decision.verdict,
+        "n_measurements": len(measurements),
+        "n_blocking": len(run.decision.blockers),
+        "out_dir": run.out_dir,
+        "seconds": run.seconds,
+    }
+    by_table = dict(zip(RECORD_TABLES, ([run_row], checks, measurements, outcomes, artifacts)))
+    return {
+        name: [_typed_row(RECORD_TABLES[name], row) for row in rows]
+        for name, rows in by_table.items()
+    }
+
+
+def _from_fields(cls: type, data: dict) -> Any:
+    """Rebuild a frozen dataclass from JSON data, turning lists back into declared tuples."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if typing.get_origin(hints[f.name]) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def rows_to_run(
+    run_row: dict,
+    check_rows: list[dict],
+    measurement_rows: list[dict],
+    outcome_rows: list[dict],
+    artifact_rows: list[dict],
+) -> AuditRun:
+    """Rebuild the AuditRun; child rows must come in (check_)position order."""
+    measurements_of: dict[int, list[Measurement]] = {}
+    for m in measurement_rows:
+        measurements_of.setdefault(m["check_position"], []).append(
+            Measurement(
+                check=m["check_name"],
+                metric=m["metric"],
+                value=loads(m["value_json"]),
+                subject=m["subject"],
+                ci_low=loads(m["ci_low_json"]),
+                ci_high=loads(m["ci_high_json"]),
+                n=m["n"],
+                details=loads(m["details_json"]),
+            )
+        )
+    results = [
+        CheckResult(
+            check=c["check_name"],
+            status=c["status"],
+            measurements=tuple(measurements_of.get(c["position"], ())),
+            reason=c["reason"],
+            seconds=c["seconds"],
+        )
+        for c in check_rows
+    ]
+    outcomes = tuple(
+        RuleOutcome(
+            rule_id=o["rule_id"],
+            check=o["check_name"],
+            metric=o["metric"],
+            severity=o["severity"],
+            status=o["status"],
+            observed=loads(o["observed_json"]),
+            subject=o["subject"],
+            threshold=o["threshold"],
+            message=o["message"],
+            rmf=tuple(loads(o["rmf_json"])),
+            waiver=loads(o["waiver_json"]),
+        )
+        for o in outcome_rows
+    )
+    artifacts = [
+        Artifact(kind=a["kind"], path=a["path"], sha256=a["sha256"], size=a["size"])
+        for a in artifact_rows
+    ]
+    r = run_row
+    return AuditRun(
+        run_id=r["run_id"],
+        created_at=r["created_at"],
+        govssl_version=r["govssl_version"],
+        plan_name=r["plan_name"],
+        plan_path=r["plan_path"],
+        plan_sha256=r["plan_sha256"],
+        plan=loads(r["plan_json"]),
+        policy_name=r["policy_name"],
+        policy_version=r["policy_version"],
+        policy_path=r["policy_path"],
+        policy_sha256=r["policy_sha256"],
+        dataset=_from_fields(DatasetSummary, loads(r["dataset_json"])),
+        training=_from_fields(TrainRecord, loads(r["training_json"])),
+        results=results,
+        decision=Decision(outcomes),
+        out_dir=r["out_dir"],
+        artifacts=artifacts,
+        seconds=r["seconds"],
+    )

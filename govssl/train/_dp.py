@@ -1,0 +1,52 @@
+"""DP-SGD through Opacus (Abadi et al. 2016, "Deep Learning with Differential Privacy").
+
+Opacus calibrates the noise multiplier to the target epsilon for the planned number of epochs,
+samples batches by Poisson sampling and accounts the spent privacy. The only home of opacus.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+__all__ = ["make_private", "dp_record_of", "unwrap"]
+
+
+def make_private(model, optimizer, X: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, dp, generator):
+    from opacus import PrivacyEngine
+
+    loader = DataLoader(TensorDataset(X, y), batch_size=batch_size, shuffle=False, generator=generator)
+    engine = PrivacyEngine(accountant=dp.accountant)
+    model, optimizer, loader = engine.make_private_with_epsilon(
+        module=model,
+        optimizer=optimizer,
+        data_loader=loader,
+        target_epsilon=dp.target_epsilon,
+        target_delta=dp.delta,
+        epochs=epochs,
+        max_grad_norm=dp.max_grad_norm,
+        poisson_sampling=True,
+    )
+    return model, optimizer, loader, engine
+
+
+def dp_record_of(engine, optimizer, dp, sample_rate: float) -> dict:
+    """What an auditor needs to recompute epsilon: the accountant's history and the parameters."""
+    history = [[float(noise), float(rate), int(steps)] for noise, rate, steps in engine.accountant.history]
+    return {
+        "epsilon": float(engine.get_epsilon(dp.delta)),
+        "target_epsilon": float(dp.target_epsilon),
+        "delta": float(dp.delta),
+        "accountant": dp.accountant,
+        "noise_multiplier": float(optimizer.noise_multiplier),
+        "sample_rate": float(history[-1][1]) if history else float(sample_rate),
+        "steps": int(sum(h[2] for h in history)),
+        "max_grad_norm": float(dp.max_grad_norm),
+        "poisson_sampling": True,
+        "history": history,
+    }
+
+
+def unwrap(model):
+    """The module inside Opacus's GradSampleModule."""
+    return getattr(model, "_module", model)
