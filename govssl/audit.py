@@ -51,8 +51,9 @@ def run_audit(
 ) -> AuditRun:
     """Load, train, measure, decide, document and store one audit; return the stored run.
 
-    Raises a GovsslError subclass for bad input (nothing is trained or stored then). The store
-    is opened first so that an unusable database stops the audit before any training.
+    Raises a GovsslError subclass for bad input (nothing is trained or stored then). Plan, policy
+    and data are validated first, then the store is opened, so that neither bad input nor an
+    unusable database gets as far as training.
     """
     from govssl import data as data_module
     from govssl import reports, train
@@ -67,8 +68,8 @@ def run_audit(
         policy = load_policy(plan.policy_path())
     elif not isinstance(policy, Policy):
         policy = load_policy(policy)
-    store = store or AuditStore(db_url)
     dataset = data_module.load(plan)
+    store = store or AuditStore(db_url)
 
     run_id = new_run_id()
     out_root = Path(out_root) if out_root is not None else Path(plan.output.dir)

@@ -148,7 +148,7 @@ def _type_features(frame: pd.DataFrame, target: str, drop: list[str], forced_cat
     return numeric, categorical
 
 
-def _check_values(where: str, frame: pd.DataFrame, target: str, numeric: list[str], sensitive: list[str]) -> list[str]:
+def _check_values(where: str, frame: pd.DataFrame, target: str, numeric: list[str]) -> list[str]:
     problems = []
     missing_target = int(frame[target].isna().sum())
     if missing_target:
@@ -163,6 +163,11 @@ def _check_values(where: str, frame: pd.DataFrame, target: str, numeric: list[st
                 f"{where}: numeric column '{col}' has {int(bad.sum())} NaN or infinite value(s) "
                 f"(first in data row {row}); fill them, drop the rows, or list the column under dataset.drop"
             )
+    return problems
+
+
+def _check_groups(where: str, frame: pd.DataFrame, sensitive: list[str]) -> list[str]:
+    problems = []
     for col in sensitive:
         n_groups = frame[col].nunique(dropna=False)
         if n_groups > MAX_SENSITIVE_GROUPS:
@@ -192,6 +197,7 @@ def load(plan) -> Dataset:
     if spec.builtin:
         source, train, test, files = load_builtin(spec.builtin)
         where = f"built-in dataset '{spec.builtin}'"
+        test_where = f"{where} (test file)"
         target = spec.target or source.target
         positive = spec.positive_label if spec.positive_label is not None else source.positive_label
         sensitive = list(spec.sensitive if spec.sensitive is not None else source.sensitive)
@@ -205,10 +211,10 @@ def load(plan) -> Dataset:
         train = read_table(path)
         files = [{"path": str(path), "sha256": sha256_file(path), "size": path.stat().st_size}]
         where = str(path)
-        test = None
+        test, test_where = None, ""
         if spec.test_path is not None:
             test_path = plan.resolve(spec.test_path)
-            test = read_table(test_path)
+            test, test_where = read_table(test_path), str(test_path)
             files.append({"path": str(test_path), "sha256": sha256_file(test_path), "size": test_path.stat().st_size})
             missing_cols = sorted(set(train.columns) ^ set(test.columns))
             if missing_cols:
@@ -232,7 +238,10 @@ def load(plan) -> Dataset:
     numeric, categorical = _type_features(full, target, dropped, forced)
     if not numeric and not categorical:
         raise DataError(f"{where}: no feature columns left after dropping {', '.join(spec.drop)}")
-    problems = _check_values(where, full, target, numeric, sensitive)
+    # each file on its own, so that a row number counts the rows of the file it names
+    parts = [(where, train)] if test is None else [(where, train), (test_where, test)]
+    problems = [p for w, frame in parts for p in _check_values(w, frame, target, numeric)]
+    problems += _check_groups(where, full, sensitive)
     if problems:
         raise DataError(f"{where}: {len(problems)} problem(s) with the data", problems)
 

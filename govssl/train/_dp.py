@@ -9,7 +9,17 @@ from __future__ import annotations
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["make_private", "dp_record_of", "unwrap"]
+__all__ = ["make_private", "dp_record_of", "unwrap", "quiet_opacus"]
+
+
+def quiet_opacus() -> None:
+    """Silence Opacus's advice that is not evidence: the insecure-RNG notice (noise comes from
+    torch's seeded generator on purpose, for reproducible runs), the alpha-range hint (the bound is
+    valid, only possibly loose) and the backward-hook notice for frozen inputs."""
+    import warnings
+
+    for message in ("Secure RNG turned off", "Optimal order is the largest alpha", "Full backward hook is firing"):
+        warnings.filterwarnings("ignore", message=message)
 
 
 def make_private(model, optimizer, X: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, dp, generator):
@@ -43,6 +53,7 @@ def dp_record_of(engine, optimizer, dp, sample_rate: float) -> dict:
         "steps": int(sum(h[2] for h in history)),
         "max_grad_norm": float(dp.max_grad_norm),
         "poisson_sampling": True,
+        "secure_rng": False,  # noise from torch's seeded generator, so a run can be reproduced
         "history": history,
     }
 

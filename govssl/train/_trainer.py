@@ -89,7 +89,9 @@ def _supervised(model: nn.Module, params, X: torch.Tensor, y: torch.Tensor, spec
     batch_size = min(spec.batch_size, len(X))
     dp_record = None
     if dp is not None and dp.enabled:
-        from govssl.train._dp import make_private
+        from govssl.train._dp import make_private, quiet_opacus
+
+        quiet_opacus()
 
         model, optimizer, loader, engine = make_private(model, optimizer, X, y, batch_size, spec.epochs, dp, generator)
         batches_per_epoch = len(loader)
@@ -178,7 +180,9 @@ def fit(plan, data, out_dir: Path, progress) -> TrainResult:
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()},
         str(model_path),
-        metadata={"format": "govssl-classifier", "architecture": arch.to_json()},
+        # One key only: safetensors writes metadata keys in hash-map order, which varies between
+        # calls, and the file's sha256 must not.
+        metadata={"govssl_architecture": arch.to_json()},
     )
     record = TrainRecord(
         method=spec.pretrain.method if pretrained else "none",

@@ -1,0 +1,253 @@
+"""End-to-end tests through the command line: exit codes, messages, documents and the store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from govssl.cli import main
+from tests.conftest import REPO, fast_plan_data
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A clean working folder: the default store (.govssl/audit.db) and output land here."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GOVSSL_DB_URL", raising=False)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory, adult_csvs):
+    """One fast audit through the CLI, shared by the tests that read its outputs."""
+    folder = tmp_path_factory.mktemp("audited")
+    plan = folder / "plan.yaml"
+    plan.write_text(yaml.safe_dump(fast_plan_data(*adult_csvs)), encoding="utf-8")
+    db = f"sqlite:///{folder / 'audit.db'}"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["audit", str(plan), "--db", db, "--out", str(folder / "out"), "--quiet"])
+    run_dir = next((folder / "out").iterdir())
+    return {"code": exit_info.value.code, "db": db, "run_dir": run_dir, "plan": plan}
+
+
+def test_audit__writes_documents_and_exits_with_the_decision(audited):
+    evidence = json.loads((audited["run_dir"] / "evidence.json").read_text())
+    assert audited["code"] == evidence["decision"]["exit_code"]
+    assert audited["code"] in (0, 1)
+    assert evidence["decision"]["verdict"] == ("pass" if audited["code"] == 0 else "blocked")
+    for name in ("model.safetensors", "predictions.csv", "model_card.md", "rmf_report.md", "evidence.json"):
+        assert (audited["run_dir"] / name).is_file(), name
+    statuses = {c["check"]: c["status"] for c in evidence["checks"]}
+    assert statuses == {"performance": "measured", "fairness": "measured"}
+
+
+def test_audit__fairness_figures_equal_fairlearn_from_saved_predictions(audited):
+    from fairlearn.metrics import (
+        MetricFrame, count, demographic_parity_difference, demographic_parity_ratio,
+        equalized_odds_difference, false_positive_rate, selection_rate, true_positive_rate,
+    )
+    from sklearn.metrics import accuracy_score
+
+    evidence = json.loads((audited["run_dir"] / "evidence.json").read_text())
+    preds = pd.read_csv(audited["run_dir"] / "predictions.csv", keep_default_na=False)
+    fairness = next(c for c in evidence["checks"] if c["check"] == "fairness")["measurements"]
+    y, yhat = preds["y_true"].to_numpy(), preds["y_pred"].to_numpy()
+    compared = 0
+    for columns in (["sex"], ["race"], ["sex", "race"]):
+        subject = "*".join(columns)
+        labels = preds[columns[0]].map(lambda v, c=columns[0]: f"{c}={v}")
+        for col in columns[1:]:
+            labels = labels + preds[col].map(lambda v, c=col: f"*{c}={v}")
+        frame = MetricFrame(
+            metrics={"selection_rate": selection_rate, "true_positive_rate": true_positive_rate,
+                     "false_positive_rate": false_positive_rate, "accuracy": accuracy_score, "count": count},
+            y_true=y, y_pred=yhat, sensitive_features=labels,
+        )
+        for m in fairness:
+            if "attribute" in m["details"] and m["details"]["attribute"] == subject:
+                expected = frame.by_group.loc[m["subject"], m["metric"]]
+                if m["value"] == "nan":  # undefined rate; fairlearn reports 0.0
+                    continue
+                assert m["value"] == pytest.approx(expected, abs=1e-12), (m["subject"], m["metric"])
+                compared += 1
+        aggregate = {m["metric"]: m for m in fairness if m["subject"] == subject}
+        kept = labels.isin(aggregate["demographic_parity_difference"]["details"]["groups"]).to_numpy()
+        sf = labels[kept]
+        expected = {
+            "demographic_parity_difference": demographic_parity_difference(y[kept], yhat[kept], sensitive_features=sf),
+            "demographic_parity_ratio": demographic_parity_ratio(y[kept], yhat[kept], sensitive_features=sf),
+            "equalized_odds_difference": equalized_odds_difference(y[kept], yhat[kept], sensitive_features=sf),
+        }
+        for metric, value in expected.items():
+            stored = float(aggregate[metric]["value"])  # evidence.json writes NaN as "nan"
+            assert stored == pytest.approx(value, abs=1e-12, nan_ok=True), (subject, metric)
+            compared += 1
+    assert compared > 50
+
+
+def test_audit__predictions_are_the_stored_models(audited):
+    from safetensors import safe_open
+
+    from govssl.train.models import Architecture, build_classifier, predict_proba
+
+    path = audited["run_dir"] / "model.safetensors"
+    with safe_open(str(path), framework="pt") as fh:
+        arch = Architecture(json.loads(fh.metadata()["govssl_architecture"]))
+        state = {k: fh.get_tensor(k) for k in fh.keys()}
+    model = build_classifier(arch)
+    model.load_state_dict(state)
+    plan = yaml.safe_load(audited["plan"].read_text())
+    from govssl.data import load
+    from govssl.plan import AuditPlan
+
+    data = load(AuditPlan.model_validate(plan))
+    saved = pd.read_csv(audited["run_dir"] / "predictions.csv")
+    proba = predict_proba(model, data.X_test)
+    np.testing.assert_array_equal(proba.argmax(1), saved["y_pred"].to_numpy())
+    np.testing.assert_allclose(proba[:, 1], saved["score"].to_numpy(), rtol=0, atol=1e-7)
+
+
+def test_runs__lists_both_audits_and_artifacts_match_their_sha256(capsys, workdir, fast_plan):
+    first, _, _ = run_cli(capsys, "audit", str(fast_plan), "--quiet")
+    second, _, _ = run_cli(capsys, "audit", str(fast_plan), "--quiet")
+    assert first in (0, 1) and second in (0, 1)
+    code, out, _ = run_cli(capsys, "runs", "--json")
+    assert code == 0
+    listed = json.loads(out)
+    assert len(listed) == 2
+    code, table, _ = run_cli(capsys, "runs")
+    assert code == 0 and all(r["run_id"] in table for r in listed)
+    for row in listed:
+        code, out, _ = run_cli(capsys, "show", row["run_id"], "--json")
+        assert code == 0
+        run = json.loads(out)
+        assert run["run_id"] == row["run_id"]
+        kinds = {a["kind"] for a in run["artifacts"]}
+        assert {"model", "predictions", "model_card", "rmf_report", "evidence"} <= kinds
+        for artifact in run["artifacts"]:
+            digest = hashlib.sha256(Path(artifact["path"]).read_bytes()).hexdigest()
+            assert digest == artifact["sha256"], artifact["path"]
+    # the same plan and seed train the same model
+    assert listed[0]["model_sha256"] == listed[1]["model_sha256"]
+
+
+def test_show__unknown_run_exits_2(capsys, workdir, fast_plan):
+    run_cli(capsys, "audit", str(fast_plan), "--quiet")
+    code, _, err = run_cli(capsys, "show", "nosuchrun")
+    assert code == 2
+    assert "nosuchrun" in err
+
+
+# ------------------------------------------------------------------------------------ bad input
+
+
+def _no_store_no_output(workdir: Path) -> None:
+    assert not (workdir / ".govssl" / "audit.db").exists(), "bad input must not create the store"
+    out = workdir / "govssl-out"
+    assert not out.exists() or not any(out.iterdir()), "bad input must not leave a run folder"
+
+
+def _bad_inputs(train_csv: Path, test_csv: Path, tmp: Path):
+    """(case id, plan data or None, extra files) for each bad input a new user might try."""
+    base = fast_plan_data(train_csv, test_csv)
+    frame = pd.read_csv(train_csv)
+
+    def plan(**changes):
+        data = json.loads(json.dumps(base))
+        for dotted, value in changes.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for p in parents:
+                node = node[p]
+            node[leaf] = value
+        return data
+
+    with_nan = frame.copy()
+    with_nan.loc[7, "hours-per-week"] = np.nan
+    with_nan.to_csv(tmp / "nan.csv", index=False)
+    (tmp / "empty.csv").write_text("")
+    bad_policy = yaml.safe_load((REPO / "policies" / "default.yaml").read_text())
+    bad_policy["rules"][0]["metric"] = "acuracy"
+    (tmp / "bad-policy.yaml").write_text(yaml.safe_dump(bad_policy))
+    return [
+        ("unknown plan key", plan(**{"training.finetune.epoch": 3}), ["training.finetune.epoch", "unknown key"]),
+        ("missing column", plan(**{"dataset.sensitive": ["sex", "ethnicity"]}), ["ethnicity", "dataset.sensitive[1]"]),
+        ("wrong target name", plan(**{"dataset.target": "salary"}), ["salary", "dataset.target"]),
+        ("NaN in a numeric feature", plan(**{"dataset.path": str(tmp / "nan.csv"), "dataset.test_path": None}),
+         ["nan.csv", "hours-per-week", "data row 8"]),
+        ("empty CSV", plan(**{"dataset.path": str(tmp / "empty.csv"), "dataset.test_path": None}), ["empty.csv", "empty"]),
+        ("policy rule with an unknown metric", plan(policy=str(tmp / "bad-policy.yaml")),
+         ["bad-policy.yaml", "rules[0].metric", "acuracy"]),
+        ("data file that does not exist", plan(**{"dataset.path": str(tmp / "nope.csv")}), ["nope.csv", "dataset.path"]),
+        ("plan file that does not exist", None, ["missing-plan.yaml", "not found"]),
+    ]
+
+
+BAD_INPUT_IDS = [
+    "unknown plan key", "missing column", "wrong target name", "NaN in a numeric feature", "empty CSV",
+    "policy rule with an unknown metric", "data file that does not exist", "plan file that does not exist",
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUT_IDS)
+def test_audit__bad_input_exits_2_naming_file_and_key(case, capsys, workdir, adult_csvs, write_plan):
+    cases = {c[0]: c for c in _bad_inputs(*adult_csvs, workdir)}
+    _, data, expected = cases[case]
+    plan_path = write_plan(data) if data is not None else workdir / "missing-plan.yaml"
+    code, out, err = run_cli(capsys, "audit", str(plan_path), "--quiet")
+    assert code == 2, err
+    for fragment in expected:
+        assert fragment in err, (fragment, err)
+    if data is not None and case != "policy rule with an unknown metric" and "dataset" not in err:
+        assert str(plan_path.name) in err
+    assert "Traceback" not in err + out
+    _no_store_no_output(workdir)
+
+
+def test_cli__console_script_reports_bad_input_without_traceback(tmp_path):
+    """The installed `govssl` entry point, as CI calls it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "govssl.cli", "audit", str(tmp_path / "absent.yaml")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "absent.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli__every_command_has_help_and_is_in_the_readme(capsys):
+    from govssl.cli import cli
+
+    readme = (REPO / "README.md").read_text()
+    names = []
+    for name, command in cli.commands.items():
+        sub = getattr(command, "commands", None)
+        names += [f"{name} {s}" for s in sub] if sub else [name]
+    for name in names:
+        code, out, _ = run_cli(capsys, *name.split(), "--help")
+        assert code == 0 and "Usage" in out, name
+        assert f"govssl {name}" in readme, f"`govssl {name}` is not documented in README.md"
+
+
+def test_policy_validate__default_passes_and_bad_exits_2(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "policy", "validate", str(REPO / "policies" / "default.yaml"))
+    assert code == 0 and "valid" in out
+    bad = tmp_path / "p.yaml"
+    bad.write_text("policy: x\nversion: 1\nrules:\n  - id: a\n    check: fairness\n    metric: equalized_odds_difference\n    max: '10%'\n")
+    code, _, err = run_cli(capsys, "policy", "validate", str(bad))
+    assert code == 2
+    assert "p.yaml: rules[0].max" in err and "'10%'" in err

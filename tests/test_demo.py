@@ -1,0 +1,39 @@
+"""The README's demo audit, as a new user runs it (slow: the full Adult data and training budget)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from govssl.audit import run_audit
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    return run_audit(REPO / "audits" / "adult-income.yaml", db_url=f"sqlite:///{folder / 'audit.db'}", out_root=folder / "out")
+
+
+def _measured(run, check, metric, subject=""):
+    return next(m.value for m in run.measurements if m.check == check and m.metric == metric and m.subject == subject)
+
+
+def test_demo__accuracy_on_the_official_test_split(demo_run):
+    assert demo_run.dataset.n_test == 16281
+    assert _measured(demo_run, "performance", "accuracy") >= 0.82
+
+
+def test_demo__privacy_spent_within_target_and_scope_stated(demo_run):
+    dp = demo_run.training.dp
+    assert dp["epsilon"] <= 3.0 and dp["delta"] == 1e-5
+    assert demo_run.training.dp_scope == "finetune" and demo_run.training.end_to_end_dp is False
+    card = (Path(demo_run.out_dir) / "model_card.md").read_text()
+    assert "end-to-end" not in card.lower() and "end to end" not in card.lower()
+
+
+def test_demo__finishes_within_the_time_budget(demo_run):
+    assert demo_run.seconds < 90, f"the demo audit took {demo_run.seconds:.1f} s"

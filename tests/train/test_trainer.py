@@ -1,0 +1,138 @@
+"""The trainer: determinism, SCARF corruption and loss, DP accounting and honest DP scope."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from govssl.data import load
+from govssl.plan import AuditPlan
+from govssl.progress import NullProgress
+from govssl.train import fit, label_subset
+from govssl.train.models import Architecture, build_classifier, predict_proba
+from govssl.train.scarf import InfoNCELoss, ScarfCorruption
+from tests.conftest import fast_plan_data
+
+
+def _plan(adult_csvs, *, dp=False, seed=0, pretrain="scarf", mode="fine_tune", epochs=3):
+    data = fast_plan_data(*adult_csvs, dp=dp, seed=seed)
+    data["training"]["pretrain"]["method"] = pretrain
+    data["training"]["finetune"].update(mode=mode, epochs=epochs, label_fraction=0.25)
+    data["training"]["encoder"]["hidden_dims"] = [32, 32]
+    return AuditPlan.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def small_data(adult_csvs):
+    return load(_plan(adult_csvs))
+
+
+def test_fit__same_seed_gives_identical_weights_file(adult_csvs, small_data, tmp_path):
+    plan = _plan(adult_csvs)
+    first = fit(plan, small_data, tmp_path / "a", NullProgress())
+    second = fit(plan, small_data, tmp_path / "b", NullProgress())
+    assert first.record.model_sha256 == second.record.model_sha256
+    other = fit(_plan(adult_csvs, seed=1), small_data, tmp_path / "c", NullProgress())
+    assert other.record.model_sha256 != first.record.model_sha256
+
+
+def test_fit__saved_weights_reload_to_the_same_predictions(adult_csvs, small_data, tmp_path):
+    result = fit(_plan(adult_csvs), small_data, tmp_path, NullProgress())
+    with safe_open(result.record.model_path, framework="pt") as fh:
+        arch = Architecture(json.loads(fh.metadata()["govssl_architecture"]))
+        state = {k: fh.get_tensor(k) for k in fh.keys()}
+    model = build_classifier(arch)
+    model.load_state_dict(state)
+    np.testing.assert_array_equal(predict_proba(model, small_data.X_test), result.predict_proba(small_data.X_test))
+
+
+def test_fit__dp_epsilon_matches_opacus_accountant_and_stays_under_target(adult_csvs, small_data, tmp_path):
+    from opacus.accountants import RDPAccountant
+
+    plan = _plan(adult_csvs, dp=True)
+    result = fit(plan, small_data, tmp_path, NullProgress())
+    dp = result.record.dp
+    accountant = RDPAccountant()
+    accountant.history = [tuple(h) for h in dp["history"]]
+    recomputed = accountant.get_epsilon(delta=dp["delta"])
+    assert recomputed == pytest.approx(dp["epsilon"], rel=1e-12)
+    assert dp["epsilon"] <= plan.training.dp.target_epsilon
+    # Opacus's Poisson sampling: rate = 1 / batches per epoch, one accountant step per batch
+    batches = math.ceil(result.record.n_labelled_rows / plan.training.finetune.batch_size)
+    assert dp["sample_rate"] == pytest.approx(1 / batches)
+    assert dp["steps"] == plan.training.finetune.epochs * batches
+    assert dp["noise_multiplier"] > 0
+
+
+@pytest.mark.parametrize(
+    ("pretrain", "mode", "dp", "scope", "end_to_end"),
+    [
+        ("scarf", "fine_tune", True, "finetune", False),
+        ("scarf", "linear_probe", True, "head", False),
+        ("none", "fine_tune", True, "finetune", True),
+        ("scarf", "fine_tune", False, "none", False),
+    ],
+)
+def test_fit__records_which_phases_were_private(adult_csvs, small_data, tmp_path, pretrain, mode, dp, scope, end_to_end):
+    result = fit(_plan(adult_csvs, dp=dp, pretrain=pretrain, mode=mode, epochs=1), small_data, tmp_path, NullProgress())
+    assert result.record.dp_scope == scope
+    assert result.record.end_to_end_dp is end_to_end
+    assert (result.record.dp is not None) is dp
+
+
+def test_fit__linear_probe_leaves_the_pretrained_encoder_unchanged(adult_csvs, small_data, tmp_path):
+    probe = fit(_plan(adult_csvs, mode="linear_probe"), small_data, tmp_path / "p", NullProgress())
+    tuned = fit(_plan(adult_csvs, mode="fine_tune"), small_data, tmp_path / "t", NullProgress())
+    # same seed, same pretraining: the probe's encoder is exactly the pretrained one, fine-tuning moves it
+    probe_encoder = [p for p in probe.model[:-1].parameters()]
+    tuned_encoder = [p for p in tuned.model[:-1].parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(probe_encoder, tuned_encoder))
+    probe2 = fit(_plan(adult_csvs, mode="linear_probe", epochs=1), small_data, tmp_path / "p2", NullProgress())
+    for a, b in zip(probe_encoder, probe2.model[:-1].parameters()):
+        assert torch.equal(a, b)
+
+
+def test_label_subset__stratified_and_reproducible():
+    y = np.array([0] * 900 + [1] * 100)
+    rows = label_subset(y, 0.1, seed=3)
+    assert len(rows) == 100 and y[rows].sum() == 10
+    np.testing.assert_array_equal(rows, label_subset(y, 0.1, seed=3))
+    assert not np.array_equal(rows, label_subset(y, 0.1, seed=4))
+
+
+def test_scarf_corruption__replaces_whole_features_with_values_from_their_marginals():
+    gen = torch.Generator().manual_seed(0)
+    numeric = torch.arange(50, dtype=torch.float32)[:, None]  # feature 0: values 0..49
+    onehot = torch.nn.functional.one_hot(torch.arange(50) % 3, 3).float()  # feature 1: 3 levels
+    X = torch.cat([numeric, onehot], dim=1)
+    corrupt = ScarfCorruption(X, [slice(0, 1), slice(1, 4)], rate=0.5)
+    anchor = torch.tensor([[100.0, 0.0, 0.0, 0.0]] * 2000)  # values no training row has
+    out = corrupt(anchor, gen)
+    replaced_numeric = out[:, 0] != 100.0
+    replaced_block = out[:, 1:].sum(dim=1) == 1
+    assert set(out[replaced_numeric, 0].tolist()) <= set(range(50))
+    assert torch.all((out[:, 1:].sum(dim=1) == 0) | replaced_block)  # a one-hot block moves as one
+    for rate in (replaced_numeric.float().mean(), replaced_block.float().mean()):
+        assert abs(float(rate) - 0.5) < 0.05
+
+
+def test_infonce_loss__equals_hand_computation():
+    torch.manual_seed(0)
+    a, b = torch.randn(5, 4), torch.randn(5, 4)
+    tau = 0.5
+    an, bn = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    expected = 0.0
+    for i in range(5):
+        logits = [float(an[i] @ bn[j]) / tau for j in range(5)]
+        expected += -logits[i] + math.log(sum(math.exp(v) for v in logits))
+    assert float(InfoNCELoss(tau)(a, b)) == pytest.approx(expected / 5, rel=1e-5)
+
+
+def test_infonce_loss__rejects_a_bad_temperature():
+    with pytest.raises(ValueError, match="temperature"):
+        InfoNCELoss(0.0)
