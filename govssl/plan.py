@@ -179,20 +179,22 @@ class AuditPlan(_Strict):
         return self.model_dump(mode="json", exclude={"source_path", "sha256"})
 
 
-def _check_problems(path: Path, plan: AuditPlan) -> list[str]:
+def _check_problems(path: Path, checks: Any) -> list[str]:
     from govssl.checks.base import registered_checks
 
+    if not isinstance(checks, dict):
+        return []  # the schema reports it
     problems = []
     known = registered_checks()
-    for name, params in plan.checks.items():
+    for name, params in checks.items():
         if name not in known:
             problems.append(
                 f"{path}: checks.{name}: unknown check; available: {', '.join(sorted(known))}"
             )
             continue
+        params = {} if params is None else params
         if not isinstance(params, dict):
-            problems.append(f"{path}: checks.{name}: parameters must be a mapping; got {params!r}")
-            continue
+            continue  # the schema reports it
         try:
             known[name](**params)
         except (ValueError, TypeError) as exc:
@@ -207,6 +209,8 @@ def _file_problems(path: Path, plan: AuditPlan) -> list[str]:
         value = getattr(ds, key)
         if value is not None and not plan.resolve(value).is_file():
             problems.append(f"{path}: dataset.{key}: file not found: {plan.resolve(value)}")
+    if not isinstance(plan.policy, str):
+        return problems  # the schema reports it
     try:
         pol = plan.policy_path()
         if not pol.is_file():
@@ -216,6 +220,17 @@ def _file_problems(path: Path, plan: AuditPlan) -> list[str]:
     return problems
 
 
+def _problems_beyond_schema(path: Path, data: dict) -> list[str]:
+    """Checks and files of a plan whose schema failed, so that one run lists every problem."""
+    dataset = data.get("dataset") if isinstance(data.get("dataset"), dict) else {}
+    files = {k: dataset.get(k) for k in ("path", "test_path") if isinstance(dataset.get(k), str)}
+    stub = AuditPlan.model_construct(
+        dataset=DatasetSpec.model_construct(**files), policy=data.get("policy", "default"),
+        source_path=path.resolve(),
+    )
+    return _check_problems(path, data.get("checks")) + _file_problems(path, stub)
+
+
 def load_plan(path: str | Path) -> AuditPlan:
     """Read and validate a plan. Raises ConfigError listing every problem found."""
     path = Path(path)
@@ -223,7 +238,7 @@ def load_plan(path: str | Path) -> AuditPlan:
     try:
         plan = AuditPlan.model_validate(data)
     except ValidationError as exc:
-        problems = pydantic_problems(path, exc)
+        problems = pydantic_problems(path, exc) + _problems_beyond_schema(path, data)
         raise ConfigError(f"{path}: the plan has {len(problems)} problem(s)", problems) from None
     plan = plan.model_copy(
         update={
@@ -231,7 +246,7 @@ def load_plan(path: str | Path) -> AuditPlan:
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         }
     )
-    problems = _check_problems(path, plan) + _file_problems(path, plan)
+    problems = _check_problems(path, plan.checks) + _file_problems(path, plan)
     if problems:
         raise ConfigError(f"{path}: the plan has {len(problems)} problem(s)", problems)
     return plan

@@ -30,7 +30,8 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: in
 def _weighted_auc(counts: np.ndarray, y: np.ndarray, score: np.ndarray) -> np.ndarray:
     """ROC AUC (Mann-Whitney, ties count half) for each row of draw counts."""
     order = np.argsort(score, kind="stable")
-    s, yy, w = score[order], y[order], counts[:, order]
+    # float64: the sums of pos * neg_below pass 2**24, where float32 counts would round
+    s, yy, w = score[order], y[order], counts[:, order].astype(np.float64)
     starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
     pos = np.add.reduceat(w * (yy == 1), starts, axis=1)
     neg = np.add.reduceat(w * (yy == 0), starts, axis=1)

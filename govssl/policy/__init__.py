@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -26,8 +26,8 @@ class _RuleSpec(BaseModel):
     id: str = Field(min_length=1)
     check: str
     metric: str
-    max: float | None = None
-    min: float | None = None
+    max: float | None = Field(None, allow_inf_nan=False)
+    min: float | None = Field(None, allow_inf_nan=False)
     equals: float | bool | str | None = None
     use: Literal["estimate", "ci_low", "ci_high"] = "estimate"
     subject: str | None = None
@@ -67,27 +67,35 @@ def builtin_policy_path(name: str) -> Path:
     return path
 
 
-def _semantic_problems(path: Path, spec: _PolicySpec) -> list[str]:
+def _semantic_problems(path: Path, rules: Any) -> list[str]:
+    """Problems the schema cannot see, read from the raw rules so they are reported alongside it."""
     from govssl.checks.base import registered_checks
     from govssl.rmf import is_subcategory
 
+    if not isinstance(rules, list):
+        return []  # the schema reports it
     problems = []
     checks = registered_checks()
     seen: set[str] = set()
-    for i, rule in enumerate(spec.rules):
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict):
+            continue  # the schema reports it
         where = f"{path}: rules[{i}]"
-        if rule.id in seen:
-            problems.append(f"{where}.id: duplicate rule id '{rule.id}'")
-        seen.add(rule.id)
-        if rule.check not in checks:
-            problems.append(f"{where}.check: unknown check '{rule.check}'; known: {', '.join(sorted(checks))}")
-        elif rule.metric not in checks[rule.check].metrics:
+        rule_id, check, metric = rule.get("id"), rule.get("check"), rule.get("metric")
+        if isinstance(rule_id, str):
+            if rule_id in seen:
+                problems.append(f"{where}.id: duplicate rule id '{rule_id}'")
+            seen.add(rule_id)
+        if isinstance(check, str) and check not in checks:
+            problems.append(f"{where}.check: unknown check '{check}'; known: {', '.join(sorted(checks))}")
+        elif isinstance(check, str) and isinstance(metric, str) and metric not in checks[check].metrics:
             problems.append(
-                f"{where}.metric: check '{rule.check}' has no metric '{rule.metric}'; "
-                f"it measures {', '.join(checks[rule.check].metrics)}"
+                f"{where}.metric: check '{check}' has no metric '{metric}'; "
+                f"it measures {', '.join(checks[check].metrics)}"
             )
-        for j, rmf_id in enumerate(rule.rmf):
-            if not is_subcategory(rmf_id):
+        rmf = rule.get("rmf")
+        for j, rmf_id in enumerate(rmf if isinstance(rmf, list) else []):
+            if isinstance(rmf_id, str) and not is_subcategory(rmf_id):
                 problems.append(f"{where}.rmf[{j}]: '{rmf_id}' is not a NIST AI RMF 1.0 subcategory (e.g. 'MEASURE 2.11')")
     return problems
 
@@ -96,12 +104,12 @@ def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy pack; every problem is reported at once in one PolicyError."""
     path = Path(path)
     data = read_yaml_mapping(path, PolicyError, "policy")
+    problems = []
     try:
         spec = _PolicySpec.model_validate(data)
     except ValidationError as exc:
         problems = pydantic_problems(path, exc)
-        raise PolicyError(f"{path}: the policy has {len(problems)} problem(s)", problems) from None
-    problems = _semantic_problems(path, spec)
+    problems += _semantic_problems(path, data.get("rules"))
     if problems:
         raise PolicyError(f"{path}: the policy has {len(problems)} problem(s)", problems)
     rules = tuple(

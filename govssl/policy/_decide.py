@@ -58,7 +58,7 @@ def evaluate_rule(rule: Rule, results: dict[str, CheckResult]) -> RuleOutcome:
             amount, why = math.inf, f"has no {rule.use} (no confidence interval)"
         else:
             amount, why = _violation(rule, value)
-        if amount > worst_amount:
+        if worst_m is None or amount > worst_amount:
             worst_m, worst_amount, worst_why, worst_value = m, amount, why, value
     where = f" [{worst_m.subject}]" if worst_m.subject else ""
     bound = "" if rule.use == "estimate" else f"{rule.use} "

@@ -1,0 +1,88 @@
+"""Tests of the vectorised bootstrap: draw counts, weighted sums and percentile intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from govssl.checks._bootstrap import bootstrap_sums, percentile_interval, resample_counts
+
+
+def test_resample_counts__chunks_and_totals():
+    chunks = list(resample_counts(n=37, n_boot=250, seed=0, chunk=100))
+
+    assert [c.shape for c in chunks] == [(100, 37), (100, 37), (50, 37)]
+    for counts in chunks:
+        assert counts.dtype == np.float32
+        assert np.all(counts >= 0)
+        assert np.all(counts.sum(axis=1) == 37)  # each resample draws n rows
+
+
+def test_resample_counts__reproducible_for_a_seed():
+    first = np.concatenate(list(resample_counts(50, 120, seed=4)))
+    again = np.concatenate(list(resample_counts(50, 120, seed=4)))
+    other = np.concatenate(list(resample_counts(50, 120, seed=5)))
+
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_resample_counts__draws_are_uniform_with_replacement():
+    # each row is drawn Binomial(n, 1/n) times: mean 1, variance (1 - 1/n)
+    counts = np.concatenate(list(resample_counts(20, 4000, seed=1)))
+
+    assert counts.mean() == pytest.approx(1.0, abs=1e-12)
+    assert counts.var() == pytest.approx(1 - 1 / 20, rel=0.05)
+    assert counts.mean(axis=0) == pytest.approx(np.ones(20), abs=0.06)
+    assert (counts == 0).mean() == pytest.approx((1 - 1 / 20) ** 20, abs=0.01)
+
+
+def test_resample_counts__the_draws_of_a_plain_rng_loop():
+    # the counts are exactly the bincounts of rng.integers(0, n, size=(chunk, n))
+    rng = np.random.default_rng(9)
+    draws = rng.integers(0, 30, size=(70, 30))
+
+    counts = next(resample_counts(30, 70, seed=9))
+
+    assert np.array_equal(counts, np.stack([np.bincount(d, minlength=30) for d in draws]))
+
+
+def test_bootstrap_sums__equal_sums_over_resampled_rows():
+    rng = np.random.default_rng(2)
+    indicators = (rng.random((40, 3)) < 0.4).astype(np.float64)
+
+    sums = bootstrap_sums(indicators, n_boot=130, seed=6)
+
+    expected = []
+    for counts in np.concatenate(list(resample_counts(40, 130, seed=6))):
+        rows = np.repeat(np.arange(40), counts.astype(int))
+        expected.append(indicators[rows].sum(axis=0))
+    assert sums.dtype == np.float64
+    assert np.array_equal(sums, np.array(expected))
+
+
+def test_bootstrap_sums__no_resamples():
+    assert bootstrap_sums(np.ones((5, 2)), n_boot=0, seed=0).shape == (0, 2)
+
+
+def test_percentile_interval__equals_numpy_quantiles_ignoring_nan():
+    rng = np.random.default_rng(0)
+    samples = rng.normal(size=(200, 2))
+    samples[::7, 1] = np.nan
+
+    low, high = percentile_interval(samples, 0.9)
+
+    assert low[0] == pytest.approx(np.quantile(samples[:, 0], 0.05), abs=1e-12)
+    assert high[0] == pytest.approx(np.quantile(samples[:, 0], 0.95), abs=1e-12)
+    defined = samples[~np.isnan(samples[:, 1]), 1]
+    assert low[1] == pytest.approx(np.quantile(defined, 0.05), abs=1e-12)
+    assert high[1] == pytest.approx(np.quantile(defined, 0.95), abs=1e-12)
+
+
+def test_percentile_interval__all_nan_column_is_nan():
+    samples = np.column_stack([np.arange(10.0), np.full(10, np.nan)])
+
+    low, high = percentile_interval(samples, 0.95)
+
+    assert np.isnan(low[1]) and np.isnan(high[1])
+    assert (low[0], high[0]) == pytest.approx((0.225, 8.775))

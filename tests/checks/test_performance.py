@@ -1,0 +1,156 @@
+"""Tests of the performance check against scikit-learn and hand computations, and of its
+bootstrap intervals against a plain loop over the same resamples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from govssl.checks._bootstrap import resample_counts
+from govssl.checks.performance import PerformanceCheck, _weighted_auc, expected_calibration_error
+
+from ._fakes import make_context, proba_from_scores, resamples
+
+METRICS = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "expected_calibration_error")
+
+
+def _prediction_set(n: int = 400, seed: int = 42):
+    """Labels and scores of a decent classifier; scores rounded to 2 decimals, so with many ties."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(np.int64)
+    score = np.clip(0.3 + 0.35 * y + rng.normal(0, 0.2, n), 0.0, 1.0).round(2)
+    return y, proba_from_scores(score)
+
+
+def _ece_by_hand(y, proba, n_bins):
+    """Guo et al. 2017: sum over equal-width confidence bins of (bin share) * |accuracy - confidence|."""
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y
+    total = 0.0
+    for b in range(n_bins):
+        low, high = b / n_bins, (b + 1) / n_bins
+        in_bin = (confidence >= low) & ((confidence < high) if b < n_bins - 1 else (confidence <= high))
+        if in_bin.any():
+            total += in_bin.sum() / len(y) * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return total
+
+
+def _by_metric(result):
+    return {m.metric: m for m in result.measurements}
+
+
+def test_performance__point_estimates_equal_sklearn():
+    y, proba = _prediction_set()
+    pred, score = proba.argmax(axis=1), proba[:, 1]
+
+    result = PerformanceCheck(n_boot=50).run(make_context(y, proba))
+
+    assert result.status == "measured" and result.check == "performance"
+    got = _by_metric(result)
+    assert tuple(got) == METRICS
+    assert got["accuracy"].value == pytest.approx(skm.accuracy_score(y, pred), abs=1e-12)
+    assert got["balanced_accuracy"].value == pytest.approx(skm.balanced_accuracy_score(y, pred), abs=1e-12)
+    assert got["f1"].value == pytest.approx(skm.f1_score(y, pred), abs=1e-12)
+    assert got["roc_auc"].value == pytest.approx(skm.roc_auc_score(y, score), abs=1e-12)
+    assert got["expected_calibration_error"].value == pytest.approx(_ece_by_hand(y, proba, 15), abs=1e-12)
+    for m in got.values():
+        assert (m.subject, m.n, m.details) == ("", len(y), {"n_boot": 50, "confidence": 0.95})
+        assert m.ci_low <= m.ci_high
+
+
+def test_expected_calibration_error__hand_computed_example():
+    # confidences 0.85 and 0.95 fall in bin 4 of 5, 0.65 and 0.75 in bin 3, 0.55 in bin 2
+    proba = np.array([[0.15, 0.85], [0.95, 0.05], [0.35, 0.65], [0.25, 0.75], [0.45, 0.55]])
+    y = np.array([1, 1, 1, 0, 0])  # correct, wrong, correct, wrong, wrong
+    # bin 4: accuracy 0.5, confidence 0.90; bin 3: 0.5, 0.70; bin 2: 0.0, 0.55
+    expected = 2 / 5 * 0.40 + 2 / 5 * 0.20 + 1 / 5 * 0.55
+
+    assert expected_calibration_error(y, proba, n_bins=5) == pytest.approx(0.35, abs=1e-12)
+    result = PerformanceCheck(n_boot=20, calibration_bins=5).run(make_context(y, proba))
+    assert _by_metric(result)["expected_calibration_error"].value == pytest.approx(expected, abs=1e-12)
+
+
+def test_expected_calibration_error__perfectly_calibrated_is_zero():
+    proba = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+
+    assert expected_calibration_error(np.array([1, 0, 1]), proba) == 0.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_weighted_auc__equals_sklearn_with_counts_as_weights(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    y = (rng.random(n) < 0.4).astype(np.int64)
+    score = rng.integers(0, 12, n) / 11  # few distinct scores: many ties
+    counts = rng.integers(0, 4, size=(25, n)).astype(np.float32)
+
+    got = _weighted_auc(counts, y, score)
+
+    expected = [skm.roc_auc_score(y, score, sample_weight=c) for c in counts]
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_weighted_auc__large_resamples_keep_double_precision():
+    # sums of pos * neg_below pass 2**24 here; float32 arithmetic would be off by ~1e-7
+    rng = np.random.default_rng(3)
+    n = 16_000
+    y = (rng.random(n) < 0.25).astype(np.int64)
+    score = (rng.random(n) * 0.5 + 0.3 * y).round(3)
+    counts = next(resample_counts(n, 3, seed=0))
+
+    got = _weighted_auc(counts, y, score)
+
+    expected = [skm.roc_auc_score(y, score, sample_weight=c) for c in counts]
+    assert got == pytest.approx(expected, abs=1e-12)
+
+
+def test_weighted_auc__one_class_is_undefined():
+    counts = np.ones((1, 4), dtype=np.float32)
+
+    assert np.isnan(_weighted_auc(counts, np.zeros(4, dtype=np.int64), np.array([0.1, 0.2, 0.3, 0.4])))[0]
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.8])
+def test_performance__bootstrap_intervals_equal_a_plain_loop(confidence):
+    y, proba = _prediction_set(n=300, seed=5)
+    n_boot, seed = 120, 11  # 120: two chunks of resamples, the second one partial
+
+    got = _by_metric(PerformanceCheck(n_boot=n_boot, confidence=confidence, calibration_bins=10)
+                     .run(make_context(y, proba, seed=seed)))
+
+    per_resample = {name: [] for name in METRICS}
+    for idx in resamples(len(y), n_boot, seed):
+        y_r, proba_r = y[idx], proba[idx]
+        pred_r = proba_r.argmax(axis=1)
+        per_resample["accuracy"].append(skm.accuracy_score(y_r, pred_r))
+        per_resample["balanced_accuracy"].append(skm.balanced_accuracy_score(y_r, pred_r))
+        per_resample["f1"].append(skm.f1_score(y_r, pred_r))
+        per_resample["roc_auc"].append(skm.roc_auc_score(y_r, proba_r[:, 1]))
+        per_resample["expected_calibration_error"].append(_ece_by_hand(y_r, proba_r, 10))
+    alpha = (1 - confidence) / 2
+    for name in METRICS:
+        low, high = np.quantile(per_resample[name], [alpha, 1 - alpha])
+        assert got[name].ci_low == pytest.approx(low, abs=1e-9), name
+        assert got[name].ci_high == pytest.approx(high, abs=1e-9), name
+
+
+def test_performance__same_seed_same_intervals_other_seed_other_intervals():
+    y, proba = _prediction_set(n=200)
+    check = PerformanceCheck(n_boot=60)
+
+    first = _by_metric(check.run(make_context(y, proba, seed=1)))
+    again = _by_metric(check.run(make_context(y, proba, seed=1)))
+    other = _by_metric(check.run(make_context(y, proba, seed=2)))
+
+    assert first == again
+    assert (first["roc_auc"].ci_low, first["roc_auc"].ci_high) != (other["roc_auc"].ci_low, other["roc_auc"].ci_high)
+
+
+def test_performance__unknown_parameter_names_the_allowed_ones():
+    with pytest.raises(ValueError) as info:
+        PerformanceCheck(n_bot=10, bins=3)
+
+    assert str(info.value) == (
+        "unknown parameter(s) bins, n_bot; 'performance' takes calibration_bins, confidence, n_boot"
+    )
