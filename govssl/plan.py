@@ -92,8 +92,12 @@ class FinetuneSpec(_Strict):
 
 
 class DPSpec(_Strict):
+    """DP-SGD settings. The noise is calibrated to ``target_epsilon`` unless ``noise_multiplier``
+    is given, in which case epsilon is what the accountant reports for it."""
+
     enabled: bool = False
     target_epsilon: float = Field(3.0, gt=0)
+    noise_multiplier: float | None = Field(None, ge=0)
     delta: float = Field(1e-5, gt=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
     accountant: Literal["rdp", "prv", "gdp"] = "rdp"

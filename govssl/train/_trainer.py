@@ -92,8 +92,9 @@ def _supervised(model: nn.Module, params, X: torch.Tensor, y: torch.Tensor, spec
         from govssl.train._dp import make_private, quiet_opacus
 
         quiet_opacus()
-
-        model, optimizer, loader, engine = make_private(model, optimizer, X, y, batch_size, spec.epochs, dp, generator)
+        model, optimizer, loss_fn, loader, engine = make_private(
+            model, optimizer, loss_fn, X, y, batch_size, spec.epochs, dp, generator
+        )
         batches_per_epoch = len(loader)
     else:
         loader, engine = None, None

@@ -1,0 +1,73 @@
+"""The private path against plain training, and the noise it adds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from govssl.plan import DPSpec
+from govssl.train._dp import make_private, quiet_opacus
+
+
+def _mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
+def _train(model, optimizer, criterion, batches):
+    for xb, yb in batches:
+        loss = criterion(model(xb), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return model
+
+
+@pytest.fixture
+def data():
+    gen = torch.Generator().manual_seed(1)
+    X = torch.randn(512, 10, generator=gen)
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).long()
+    batches = [(X[i : i + 128], y[i : i + 128]) for i in range(0, 512, 128)]
+    return X, y, batches
+
+
+def _private(X, y, noise: float, clip: float):
+    quiet_opacus()
+    model = _mlp()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    spec = DPSpec(enabled=True, noise_multiplier=noise, max_grad_norm=clip)
+    model, optimizer, criterion, _, _ = make_private(
+        model, optimizer, nn.CrossEntropyLoss(), X, y, 128, 1, spec, torch.Generator().manual_seed(0)
+    )
+    return model, optimizer, criterion
+
+
+def test_private_path__without_noise_and_clipping_equals_plain_training(data):
+    X, y, batches = data
+    plain = _mlp()
+    _train(plain, torch.optim.Adam(plain.parameters(), lr=1e-2), nn.CrossEntropyLoss(), batches)
+    private = _train(*_private(X, y, noise=0.0, clip=1e9), batches)
+    for a, b in zip(plain.parameters(), private.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_private_path__clipping_changes_the_update(data):
+    X, y, batches = data
+    plain = _mlp()
+    _train(plain, torch.optim.SGD(plain.parameters(), lr=1.0), nn.CrossEntropyLoss(), batches[:1])
+    quiet_opacus()
+    model = _mlp()
+    spec = DPSpec(enabled=True, noise_multiplier=0.0, max_grad_norm=1e-3)
+    model, optimizer, criterion, _, _ = make_private(
+        model, torch.optim.SGD(model.parameters(), lr=1.0), nn.CrossEntropyLoss(), X, y, 128, 1, spec,
+        torch.Generator().manual_seed(0),
+    )
+    _train(model, optimizer, criterion, batches[:1])
+    start = _mlp()
+    # each example's gradient is clipped to norm 1e-3, so the whole step moves at most that far
+    step = torch.sqrt(sum(((p.detach() - q.detach()) ** 2).sum() for p, q in zip(model.parameters(), start.parameters())))
+    assert float(step) <= 1e-3 * (1 + 1e-4)
+    plain_step = torch.sqrt(sum(((p.detach() - q.detach()) ** 2).sum() for p, q in zip(plain.parameters(), start.parameters())))
+    assert float(plain_step) > 10 * float(step)
