@@ -84,7 +84,8 @@ def run_audit(
             trained = train.fit(plan, dataset, out_dir, progress)
             artifacts = [Artifact.of("model", trained.record.model_path)]
             artifacts.append(_write_predictions(out_dir / "predictions.csv", dataset, trained.predict_proba(dataset.X_test)))
-            ctx = CheckContext(dataset=dataset, train=trained, seed=plan.seed, out_dir=out_dir, progress=progress)
+            ctx = CheckContext(dataset=dataset, train=trained, seed=plan.seed, out_dir=out_dir,
+                               progress=progress, plan=plan)
             results = []
             with progress.task("running checks", len(plan.checks)) as task:
                 for name, params in plan.checks.items():

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 
 from govssl.checks.base import CheckResult
 from govssl.policy.model import Decision
 
-__all__ = ["Artifact", "DatasetSummary", "TrainRecord", "AuditRun", "sha256_file"]
+__all__ = ["Artifact", "DatasetSummary", "TrainRecord", "Waiver", "Attestation", "AuditRun", "sha256_file"]
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -82,6 +83,36 @@ class TrainRecord:
     history: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Waiver:
+    """An approved exception: turns a rule's blocking failure into an accepted one until it expires.
+
+    Applies to one run (``run_id``) or to every audit of one model (``model_sha256``).
+    """
+
+    waiver_id: str
+    rule_id: str
+    approver: str
+    reason: str
+    expires: str  # ISO date; the waiver counts through the end of that day (UTC)
+    created_at: str  # ISO 8601, UTC
+    run_id: str | None = None
+    model_sha256: str | None = None
+
+    def active(self, at: datetime) -> bool:
+        return at.date() <= date.fromisoformat(self.expires)
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """A person's statement for a NIST AI RMF subcategory that no check can evidence."""
+
+    subcategory: str  # e.g. "GOVERN 1.1"
+    by: str
+    date: str  # ISO date
+    statement: str
+
+
 @dataclass
 class AuditRun:
     """One audit: inputs (by hash), what the trainer did, the evidence, the decision, the files."""
@@ -103,6 +134,7 @@ class AuditRun:
     decision: Decision
     out_dir: str
     artifacts: list[Artifact] = field(default_factory=list)
+    attestations: list[Attestation] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -127,5 +159,6 @@ class AuditRun:
             "checks": [r.to_dict() for r in self.results],
             "decision": self.decision.to_dict(),
             "artifacts": [asdict(a) for a in self.artifacts],
+            "attestations": [asdict(a) for a in self.attestations],
             "seconds": round(self.seconds, 3),
         }

@@ -105,7 +105,8 @@ class CheckContext:
     train: "TrainResult"
     seed: int
     out_dir: Any  # pathlib.Path of the run's output folder (charts go there)
-    progress: Any = None  # callable(description, total) -> context manager with .advance(), or None
+    progress: Any = None  # govssl.progress.Progress (NullProgress when None)
+    plan: Any = None  # the AuditPlan: checks that retrain (poisoning) reuse its training recipe
 
 
 class Check(ABC):
