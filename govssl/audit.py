@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import secrets
+from dataclasses import asdict
 import shutil
 import time
 import warnings
@@ -15,8 +16,8 @@ from pathlib import Path
 
 from govssl import __version__
 from govssl.errors import ConfigError
-from govssl.plan import AuditPlan, load_plan
-from govssl.policy import Policy, decide, load_policy
+from govssl.plan import AuditPlan, load_attestations, load_plan
+from govssl.policy import Policy, apply_waivers, decide, load_policy
 from govssl.progress import NullProgress
 from govssl.records import Artifact, AuditRun
 
@@ -68,6 +69,7 @@ def run_audit(
         policy = load_policy(plan.policy_path())
     elif not isinstance(policy, Policy):
         policy = load_policy(policy)
+    attestations = load_attestations(plan.resolve(plan.attestations)) if plan.attestations else []
     dataset = data_module.load(plan)
     store = store or AuditStore(db_url)
 
@@ -92,7 +94,10 @@ def run_audit(
                     result = create_check(name, **params).run(ctx)
                     results.append(result)
                     task.advance(1, check=name)
-        decision = decide(policy, results)
+        decision = apply_waivers(  # a waiver for this model (same sha256) covers new audits of it
+            decide(policy, results), store.waivers(model_sha256=trained.record.model_sha256),
+            run_id=run_id, model_sha256=trained.record.model_sha256,
+        )
         run = AuditRun(
             run_id=run_id,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -111,9 +116,10 @@ def run_audit(
             decision=decision,
             out_dir=str(out_dir),
             artifacts=artifacts,
+            attestations=attestations,
         )
         run.seconds = time.perf_counter() - started
-        run.artifacts.extend(reports.render(run, out_dir))
+        run.artifacts.extend(reports.render(run, out_dir, attestations=[asdict(a) for a in attestations]))
         store.save(run)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)  # no half-written run on disk either

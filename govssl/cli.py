@@ -114,6 +114,9 @@ def _print_run(run, console: Console) -> None:
         status = o.status if not (o.severity == "warn" and o.status == "fail") else "warn"
         colour = "yellow" if status == "warn" else colours.get(o.status, "white")
         why = "" if o.status == "pass" else o.message
+        if o.status == "waived" and o.waiver:
+            w = o.waiver
+            why = f"waived by {w['approver']} until {w['expires']}: {w['reason']} (was: {o.message})"
         rules.add_row(o.rule_id, o.severity, f"[{colour}]{status}[/]", _fmt(o.observed), o.threshold, why)
     console.print(rules)
     docs = [a for a in run.artifacts if a.kind not in ("model", "predictions")]
@@ -203,11 +206,186 @@ def show(run_id: str, db_url: str | None, as_json: bool) -> None:
     """Print one stored run (RUN_ID or a unique prefix of it)."""
     from govssl.store import AuditStore
 
-    run = AuditStore(db_url).load_run(run_id)
+    store = AuditStore(db_url)
+    run = _effective(store, store.load_run(run_id))
     if as_json:
         click.echo(json.dumps(run.to_dict(), indent=2, default=str))
     else:
         _print_run(run, out)
+
+
+def _effective(store, run):
+    """The run with the waivers in force now applied to its stored decision."""
+    from govssl.policy import apply_waivers
+
+    waivers = store.waivers(run_id=run.run_id) + store.waivers(model_sha256=run.training.model_sha256)
+    run.decision = apply_waivers(run.decision, waivers, run_id=run.run_id, model_sha256=run.training.model_sha256)
+    return run
+
+
+@cli.command()
+@click.option("--run", "run_id", required=True, help="The audit run (id or unique prefix).")
+@click.option("--rule", "rule_id", required=True, help="The rule whose blocking failure is accepted.")
+@click.option("--approver", required=True, help="Who approves the exception (name or role).")
+@click.option("--reason", required=True, help="Why the failure is acceptable; shown in every document.")
+@click.option("--expires", required=True, type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Last day the waiver counts (YYYY-MM-DD, UTC).")
+@click.option("--for-model", "for_model", is_flag=True,
+              help="Waive the rule for every audit of this run's model (same sha256), not just this run.")
+@db_option
+def waive(run_id: str, rule_id: str, approver: str, reason: str, expires, for_model: bool, db_url: str | None) -> None:
+    """Accept a rule's blocking failure until a date, with an approver and a reason."""
+    import secrets as _secrets
+    from datetime import datetime as _dt, timezone as _tz
+
+    from govssl.errors import ConfigError
+    from govssl.policy import unwaived
+    from govssl.records import Waiver
+    from govssl.store import AuditStore
+
+    store = AuditStore(db_url)
+    run = store.load_run(run_id)
+    outcome = next((o for o in run.decision.outcomes if o.rule_id == rule_id), None)
+    if outcome is None:
+        rules = ", ".join(o.rule_id for o in run.decision.outcomes)
+        raise ConfigError(f"--rule: run {run.run_id} has no rule '{rule_id}'; its rules: {rules}")
+    if not unwaived(outcome).blocking:
+        raise ConfigError(f"--rule: rule '{rule_id}' did not block run {run.run_id} (status {unwaived(outcome).status}, "
+                          f"severity {outcome.severity}); only blocking failures can be waived")
+    today = _dt.now(_tz.utc).date()
+    if expires.date() < today:
+        raise ConfigError(f"--expires: {expires.date()} is in the past (today is {today} UTC)")
+    for name, value in (("--approver", approver), ("--reason", reason)):
+        if not value.strip():
+            raise ConfigError(f"{name}: must not be empty")
+    waiver = Waiver(
+        waiver_id=_secrets.token_hex(8), rule_id=rule_id, approver=approver.strip(), reason=reason.strip(),
+        expires=expires.date().isoformat(), created_at=_dt.now(_tz.utc).isoformat(timespec="seconds"),
+        run_id=None if for_model else run.run_id,
+        model_sha256=run.training.model_sha256 if for_model else None,
+    )
+    store.add_waiver(waiver)
+    run = _effective(store, run)
+    scope = f"model {run.training.model_sha256[:16]}…" if for_model else f"run {run.run_id}"
+    out.print(f"waiver {waiver.waiver_id}: rule {rule_id} waived for {scope} until {waiver.expires} "
+              f"(approver {waiver.approver})", markup=False)
+    out.print(f"decision of run {run.run_id} now: {run.decision.verdict.upper()}", markup=False)
+
+
+@cli.command()
+@click.option("--model", "model_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The model file about to be released.")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The policy it must have passed (default: the built-in default pack).")
+@click.option("--max-age", type=click.IntRange(min=0), default=None, metavar="DAYS",
+              help="Only audits at most this many days old count.")
+@db_option
+@json_option
+def gate(model_file: Path, policy_path: Path | None, max_age: int | None, db_url: str | None, as_json: bool) -> None:
+    """Exit 0 only if the store holds a passing (or fully waived) audit of exactly this model
+    file under exactly this policy file; otherwise exit 1 with the reason. For CI release jobs."""
+    from datetime import datetime as _dt, timedelta, timezone as _tz
+
+    from govssl.errors import DataError
+    from govssl.policy import builtin_policy_path, load_policy
+    from govssl.records import sha256_file
+    from govssl.store import AuditStore
+
+    if not model_file.is_file():
+        raise DataError(f"{model_file}: model file not found")
+    pol = load_policy(policy_path or builtin_policy_path("default"))
+    model_sha = sha256_file(model_file)
+    store = AuditStore(db_url)
+    since = _dt.now(_tz.utc) - timedelta(days=max_age) if max_age is not None else None
+    candidates = store.find_runs(model_sha256=model_sha, policy_sha256=pol.sha256, since=since)
+    verdict = {"model": str(model_file), "model_sha256": model_sha, "policy": pol.name,
+               "policy_sha256": pol.sha256, "max_age_days": max_age, "passed": False, "run_id": None}
+    reason = ""
+    if not candidates:
+        older = store.find_runs(model_sha256=model_sha, policy_sha256=pol.sha256) if since else []
+        any_policy = store.find_runs(model_sha256=model_sha)
+        if older:
+            reason = f"the newest audit of this model under this policy ({older[0]['run_id']}) is older than {max_age} day(s)"
+        elif any_policy:
+            reason = (f"this model was audited ({any_policy[0]['run_id']}) but never under policy "
+                      f"'{pol.name}' with sha256 {pol.sha256[:16]}…")
+        else:
+            reason = f"no audit of a model with sha256 {model_sha[:16]}… in the store"
+    for row in candidates:  # newest first: the newest passing audit releases the model
+        run = _effective(store, store.load_run(row["run_id"]))
+        if run.decision.passed:
+            waived = [o.rule_id for o in run.decision.outcomes if o.status == "waived"]
+            verdict.update(passed=True, run_id=run.run_id, waived_rules=waived)
+            break
+        if not reason:
+            blockers = ", ".join(o.rule_id for o in run.decision.blockers)
+            reason = f"the newest audit ({run.run_id}) is blocked by: {blockers}"
+    verdict["reason"] = "" if verdict["passed"] else reason
+    if as_json:
+        click.echo(json.dumps(verdict, indent=2))
+    elif verdict["passed"]:
+        extra = f" with waived rule(s) {', '.join(verdict['waived_rules'])}" if verdict["waived_rules"] else ""
+        out.print(f"gate: PASS  {model_file} (sha256 {model_sha[:16]}…) passed policy {pol.name} in run "
+                  f"{verdict['run_id']}{extra}", markup=False)
+    else:
+        out.print(f"gate: BLOCKED  {model_file} (sha256 {model_sha[:16]}…): {reason}", markup=False)
+    sys.exit(EXIT_OK if verdict["passed"] else EXIT_BLOCKED)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--format", "formats", type=click.Choice(["md", "html", "json"]), multiple=True,
+              help="Which documents to write (repeatable; default all).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder to write into (default: the run's own folder).")
+@db_option
+def report(run_id: str, formats: tuple[str, ...], out_dir: Path | None, db_url: str | None) -> None:
+    """Re-render a stored run's documents from the store alone (current waivers and
+    attestations), without retraining."""
+    from dataclasses import asdict
+
+    from govssl import reports
+    from govssl.store import AuditStore
+
+    store = AuditStore(db_url)
+    run = _effective(store, store.load_run(run_id))
+    target = out_dir or Path(run.out_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    written = reports.render(run, target, attestations=[asdict(a) for a in run.attestations],
+                             formats=formats or ("md", "html", "json"))
+    for artifact in written:
+        out.print(str(artifact.path), markup=False)
+    out.print(f"decision of run {run.run_id}: {run.decision.verdict.upper()}", markup=False)
+
+
+@cli.command("attest-rmf")
+@click.option("--run", "run_id", required=True, help="The audit run the statement belongs to.")
+@click.option("--subcategory", required=True, help="NIST AI RMF subcategory, e.g. 'GOVERN 1.1'.")
+@click.option("--by", "by", required=True, help="Who attests (name and role).")
+@click.option("--statement", required=True, help="What is attested, in a sentence or two.")
+@click.option("--date", "on", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Date of the statement (YYYY-MM-DD; default today, UTC).")
+@db_option
+def attest_rmf(run_id: str, subcategory: str, by: str, statement: str, on, db_url: str | None) -> None:
+    """Record a person's attestation for a NIST AI RMF subcategory no check can evidence."""
+    from datetime import datetime as _dt, timezone as _tz
+
+    from govssl.errors import ConfigError
+    from govssl.records import Attestation
+    from govssl.rmf import is_subcategory
+    from govssl.store import AuditStore
+
+    if not is_subcategory(subcategory):
+        raise ConfigError(f"--subcategory: '{subcategory}' is not a NIST AI RMF 1.0 subcategory (e.g. 'GOVERN 1.1')")
+    for name, value in (("--by", by), ("--statement", statement)):
+        if not value.strip():
+            raise ConfigError(f"{name}: must not be empty")
+    store = AuditStore(db_url)
+    run = store.load_run(run_id)
+    day = (on.date() if on else _dt.now(_tz.utc).date()).isoformat()
+    store.add_attestations(run.run_id, [Attestation(subcategory, by.strip(), day, statement.strip())])
+    out.print(f"attested {subcategory} for run {run.run_id} by {by.strip()} on {day}; "
+              f"`govssl report {run.run_id}` re-renders the documents", markup=False)
 
 
 @cli.group()
@@ -223,6 +401,34 @@ def policy_validate(file: Path) -> None:
 
     pol = load_policy(file)
     out.print(f"{file}: policy '{pol.name}' v{pol.version}, {len(pol.rules)} rule(s), valid  sha256 {pol.sha256}")
+
+
+@policy.command("explain")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+def policy_explain(file: Path, as_json: bool) -> None:
+    """Show the rules of a policy pack as a table: what each checks, how, and why."""
+    from dataclasses import asdict
+
+    from govssl.policy import load_policy
+
+    pol = load_policy(file)
+    if as_json:
+        click.echo(json.dumps({"policy": pol.name, "version": pol.version, "sha256": pol.sha256,
+                               "rules": [asdict(r) for r in pol.rules]}, indent=2))
+        return
+    out.print(f"policy [bold]{pol.name}[/] v{pol.version}  sha256 {pol.sha256}")
+    if pol.description:
+        out.print(pol.description, markup=False)
+    table = Table(show_lines=True)
+    for col in ("rule", "measures", "passes when", "severity", "if missing", "NIST AI RMF", "why"):
+        table.add_column(col)
+    for r in pol.rules:
+        subject = f" [{r.subject}]" if r.subject else " (worst subject)"
+        small = f"; n >= {r.min_n}" if r.min_n else ""
+        table.add_row(r.id, f"{r.check}.{r.metric}{subject}", r.threshold_text() + small, r.severity,
+                      r.on_missing, ", ".join(r.rmf), r.rationale)
+    out.print(table)
 
 
 def _log_internal_error(exc: BaseException) -> Path | None:

@@ -8,6 +8,7 @@ every problem of a plan (schema, unknown checks or check parameters, missing fil
 from __future__ import annotations
 
 import hashlib
+from datetime import date as date_type
 from pathlib import Path
 from typing import Any, Literal
 
@@ -150,6 +151,7 @@ class AuditPlan(_Strict):
         default_factory=lambda: {"performance": {}, "fairness": {}}
     )
     policy: str = "default"
+    attestations: Path | None = None  # YAML list of {subcategory, by, date, statement}
     model_card: ModelCardSpec = ModelCardSpec()
     output: OutputSpec = OutputSpec()
 
@@ -215,6 +217,11 @@ def _file_problems(path: Path, plan: AuditPlan) -> list[str]:
             problems.append(f"{path}: dataset.{key}: file not found: {plan.resolve(value)}")
     if not isinstance(plan.policy, str):
         return problems  # the schema reports it
+    if plan.attestations is not None:
+        try:
+            load_attestations(plan.resolve(plan.attestations))
+        except ConfigError as exc:
+            problems += [str(exc).splitlines()[0]] + exc.problems
     try:
         pol = plan.policy_path()
         if not pol.is_file():
@@ -233,6 +240,44 @@ def _problems_beyond_schema(path: Path, data: dict) -> list[str]:
         source_path=path.resolve(),
     )
     return _check_problems(path, data.get("checks")) + _file_problems(path, stub)
+
+
+class _AttestationSpec(_Strict):
+    subcategory: str
+    by: str = Field(min_length=1)
+    date: date_type
+    statement: str = Field(min_length=1)
+
+
+def load_attestations(path: Path) -> list:
+    """An attestations file: a YAML list of {subcategory, by, date, statement} records."""
+    import yaml
+
+    from govssl.records import Attestation
+    from govssl.rmf import is_subcategory
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: attestations file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the attestations file: {exc}") from None
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}: an attestations file is a YAML list of {{subcategory, by, date, statement}}")
+    problems, out = [], []
+    for i, item in enumerate(data):
+        try:
+            spec = _AttestationSpec.model_validate(item)
+        except ValidationError as exc:
+            problems += [p.replace(f"{path}: ", f"{path}: [{i}].", 1) for p in pydantic_problems(path, exc)]
+            continue
+        if not is_subcategory(spec.subcategory):
+            problems.append(f"{path}: [{i}].subcategory: '{spec.subcategory}' is not a NIST AI RMF 1.0 subcategory")
+            continue
+        out.append(Attestation(spec.subcategory, spec.by, spec.date.isoformat(), spec.statement))
+    if problems:
+        raise ConfigError(f"{path}: {len(problems)} problem(s) in the attestations", problems)
+    return out
 
 
 def load_plan(path: str | Path) -> AuditPlan:

@@ -12,10 +12,11 @@ from govssl._resources import policies_dir
 from govssl._yaml import pydantic_problems, read_yaml_mapping
 from govssl.errors import PolicyError
 from govssl.policy._decide import decide, evaluate_rule
+from govssl.policy._waivers import apply_waivers, unwaived
 from govssl.policy.model import Decision, Policy, Rule, RuleOutcome
 
 __all__ = [
-    "load_policy", "decide", "evaluate_rule", "builtin_policy_path", "builtin_policies",
+    "load_policy", "decide", "evaluate_rule", "apply_waivers", "unwaived", "builtin_policy_path", "builtin_policies",
     "Policy", "Rule", "RuleOutcome", "Decision",
 ]
 
@@ -31,6 +32,7 @@ class _RuleSpec(BaseModel):
     equals: float | bool | str | None = None
     use: Literal["estimate", "ci_low", "ci_high"] = "estimate"
     subject: str | None = None
+    min_n: int | None = Field(None, ge=1)
     severity: Literal["block", "warn"] = "block"
     on_missing: Literal["fail", "skip"] = "fail"
     rmf: list[str] = []

@@ -51,6 +51,17 @@ def evaluate_rule(rule: Rule, results: dict[str, CheckResult]) -> RuleOutcome:
         narrowed = f" for subject '{rule.subject}'" if rule.subject is not None else ""
         return RuleOutcome(**base, status=missing_status, observed=None, subject=rule.subject or "",
                            message=f"no '{rule.metric}' measurement{narrowed}")
+    insufficient = ""
+    if rule.min_n is not None:
+        small = [m for m in selected if m.n is None or m.n < rule.min_n]
+        selected = [m for m in selected if not (m.n is None or m.n < rule.min_n)]
+        if small:
+            names = ", ".join(f"{m.subject or '(model)'} (n={m.n})" for m in small[:5])
+            more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+            insufficient = f"; insufficient data (n < {rule.min_n}): {names}{more}"
+        if not selected:
+            return RuleOutcome(**base, status=missing_status, observed=None, subject=rule.subject or "",
+                               message=f"every '{rule.metric}' measurement rests on fewer than {rule.min_n} rows{insufficient}")
     worst_m, worst_amount, worst_why, worst_value = None, -math.inf, "", None
     for m in selected:
         value = _observed(rule, m)
@@ -64,10 +75,10 @@ def evaluate_rule(rule: Rule, results: dict[str, CheckResult]) -> RuleOutcome:
     bound = "" if rule.use == "estimate" else f"{rule.use} "
     if worst_amount > 0:
         return RuleOutcome(**base, status="fail", observed=worst_value, subject=worst_m.subject,
-                           message=f"{rule.metric}{where} {bound}{worst_why}")
+                           message=f"{rule.metric}{where} {bound}{worst_why}{insufficient}")
     shown = f"{worst_value:.4g}" if isinstance(worst_value, float) else repr(worst_value)
     return RuleOutcome(**base, status="pass", observed=worst_value, subject=worst_m.subject,
-                       message=f"worst {rule.metric}{where} {bound}{shown} within {rule.threshold_text()}")
+                       message=f"worst {rule.metric}{where} {bound}{shown} within {rule.threshold_text()}{insufficient}")
 
 
 def decide(policy: Policy, results: Iterable[CheckResult]) -> Decision:

@@ -22,6 +22,7 @@ class Rule:
     equals: float | bool | str | None = None
     use: Bound = "estimate"
     subject: str | None = None
+    min_n: int | None = None  # measurements on fewer rows are insufficient data, not evidence
     severity: Severity = "block"
     on_missing: Literal["fail", "skip"] = "fail"
     rmf: tuple[str, ...] = ()

@@ -1,7 +1,8 @@
 """Governance documents of an audit run: model card, NIST AI RMF report and evidence.json.
 
-Contexts (what each document says) are plain functions in ``_context``; rendering is sandboxed
-Jinja over the shipped ``templates/`` folder, which a user folder may override file by file.
+Contexts (what each document says) are plain functions in ``_context``; Markdown and HTML are
+rendered by sandboxed Jinja over the shipped ``templates/`` folder, which a user folder may
+override file by file; ``model_card.json`` (Model Card Toolkit schema) comes from the same context.
 """
 
 from govssl.reports._context import (
@@ -10,22 +11,30 @@ from govssl.reports._context import (
     NO_DP,
     PARTIAL_DP,
     RMF_CITATION,
+    WAIVER_KEYS,
     evidence,
     model_card_context,
     privacy_statement,
     rmf_report_context,
 )
-from govssl.reports._render import DOCUMENTS, render
+from govssl.reports._mct import MCT_SCHEMA_VERSION, model_card_json
+from govssl.reports._render import DOCUMENTS, FORMATS, JSON_DOCUMENTS, UNKNOWN_FORMAT, render
 
 __all__ = [
     "DOCUMENTS",
     "END_TO_END_DP",
+    "FORMATS",
+    "JSON_DOCUMENTS",
+    "MCT_SCHEMA_VERSION",
     "MODEL_CARDS_CITATION",
     "NO_DP",
     "PARTIAL_DP",
     "RMF_CITATION",
+    "UNKNOWN_FORMAT",
+    "WAIVER_KEYS",
     "evidence",
     "model_card_context",
+    "model_card_json",
     "privacy_statement",
     "render",
     "rmf_report_context",

@@ -1,6 +1,6 @@
 """What goes into each document, as plain data (dicts, lists, strings, numbers).
 
-The same contexts feed the Markdown templates today and HTML or JSON renderings later, so nothing
+The same contexts feed the Markdown and HTML templates and the Model Card Toolkit JSON, so nothing
 here knows about Jinja. User-supplied text (plan statements, dataset and column names, reasons)
 travels as data and is never compiled as template code.
 """
@@ -27,6 +27,7 @@ __all__ = [
     "NO_DP",
     "END_TO_END_DP",
     "PARTIAL_DP",
+    "WAIVER_KEYS",
     "model_card_context",
     "rmf_report_context",
     "evidence",
@@ -89,6 +90,8 @@ FAIRNESS_GROUP_METRICS = (
     "accuracy",
 )
 _MAX_EVIDENCE_MEASUREMENTS = 12
+#: fields of a waiver record (govssl.records.Waiver) that every document shows, in this order
+WAIVER_KEYS = ("approver", "reason", "expires", "waiver_id", "created_at")
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -133,15 +136,25 @@ def _training(training: TrainRecord) -> dict:
     return data
 
 
-def _waiver_text(waiver: Mapping | None) -> str:
+def _waiver(waiver: Mapping | None) -> dict | None:
+    """A waiver record with every key of ``WAIVER_KEYS`` (blank when the record lacks it)."""
     if not waiver:
-        return ""
-    return "; ".join(f"{key}: {value}" for key, value in waiver.items() if value not in (None, ""))
+        return None
+    data = {key: "" if waiver.get(key) is None else str(waiver[key]) for key in WAIVER_KEYS}
+    data.update((k, v) for k, v in waiver.items() if k not in data and v not in (None, ""))
+    return data
+
+
+def _waiver_text(waiver: Mapping | None) -> str:
+    """``approver: ...; reason: ...; expires: ...`` first, whatever order the record has."""
+    data = _waiver(waiver) or {}
+    return "; ".join(f"{key}: {value}" for key, value in data.items() if value not in (None, ""))
 
 
 def _outcome(outcome) -> dict:
     data = outcome.to_dict()
     data["blocking"] = outcome.blocking
+    data["waiver"] = _waiver(outcome.waiver)
     data["waiver_text"] = _waiver_text(outcome.waiver)
     return data
 
@@ -156,6 +169,11 @@ def _decision(run: AuditRun) -> dict:
         "n_blockers": len(decision.blockers),
         "n_warnings": len(decision.warnings),
         "n_waived": sum(o.status == "waived" for o in decision.outcomes),
+        "waivers": [
+            {"rule_id": o.rule_id, **_waiver(o.waiver)}
+            for o in decision.outcomes
+            if o.status == "waived" and o.waiver
+        ],
     }
 
 

@@ -27,6 +27,29 @@ TEMPLATE_DIR_NOT_FOUND = "{path}: template folder not found"
 _RUNTIME_ERRORS = (jinja2.TemplateError, TypeError, ValueError, ArithmeticError, LookupError)
 
 
+class _MemoryBytecodeCache(jinja2.BytecodeCache):
+    """Compiled templates kept for the life of the process, so each render does not recompile.
+
+    Jinja keys a bucket by template name and file and drops it when the source's checksum
+    changes, so an edited user template is compiled afresh. Only ``environment()`` uses it,
+    and its environments all compile alike (same sandbox, autoescape and whitespace settings).
+    """
+
+    def __init__(self) -> None:
+        self._code: dict[str, bytes] = {}
+
+    def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        code = self._code.get(bucket.key)
+        if code is not None:
+            bucket.bytecode_from_string(code)
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        self._code[bucket.key] = bucket.bytecode_to_string()
+
+
+_BYTECODE = _MemoryBytecodeCache()
+
+
 def environment(template_dir: str | Path | None = None) -> SandboxedEnvironment:
     """A sandboxed environment whose loader looks in ``template_dir`` before the shipped folder."""
     folders = []
@@ -48,6 +71,7 @@ def environment(template_dir: str | Path | None = None) -> SandboxedEnvironment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        bytecode_cache=_BYTECODE,
     )
     env.filters.update(num=num, ci=ci, code=code, cell=cell)
     env.globals["template_folders"] = [str(folder) for folder in folders]

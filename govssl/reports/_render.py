@@ -11,13 +11,24 @@ from pathlib import Path
 from govssl.records import Artifact, AuditRun
 from govssl.reports._context import evidence, model_card_context, rmf_report_context
 from govssl.reports._jinja import environment, render_template
+from govssl.reports._mct import model_card_json_from_context
 
-__all__ = ["render", "DOCUMENTS"]
+__all__ = ["render", "DOCUMENTS", "JSON_DOCUMENTS", "FORMATS", "UNKNOWN_FORMAT"]
 
-#: (artifact kind, template, output file) of every templated document
+FORMATS = ("md", "html", "json")
+UNKNOWN_FORMAT = "unknown document format {format!r}; choose from {choices}"
+
+#: (artifact kind, format, context, template, output file) of every templated document
 DOCUMENTS = (
-    ("model_card", "model_card.md.j2", "model_card.md"),
-    ("rmf_report", "rmf_report.md.j2", "rmf_report.md"),
+    ("model_card", "md", "model_card", "model_card.md.j2", "model_card.md"),
+    ("rmf_report", "md", "rmf_report", "rmf_report.md.j2", "rmf_report.md"),
+    ("model_card_html", "html", "model_card", "model_card.html.j2", "model_card.html"),
+    ("rmf_report_html", "html", "rmf_report", "rmf_report.html.j2", "rmf_report.html"),
+)
+#: (artifact kind, output file) of the documents written as JSON (format "json")
+JSON_DOCUMENTS = (
+    ("model_card_json", "model_card.json"),
+    ("evidence", "evidence.json"),
 )
 
 
@@ -40,30 +51,56 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
+def _formats(formats: Iterable[str]) -> set[str]:
+    if isinstance(formats, str):
+        formats = (formats,)
+    wanted = set()
+    for name in formats:
+        if name not in FORMATS:
+            raise ValueError(UNKNOWN_FORMAT.format(format=name, choices=", ".join(FORMATS)))
+        wanted.add(name)
+    return wanted
+
+
+def _json_text(data) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
 def render(
     run: AuditRun,
     out_dir: Path,
     template_dir: Path | None = None,
     attestations: Iterable[Mapping] | None = None,
+    formats: Iterable[str] = FORMATS,
 ) -> list[Artifact]:
-    """Write ``model_card.md``, ``rmf_report.md`` and ``evidence.json`` into ``out_dir``.
+    """Write the run's documents into ``out_dir``, one artifact per file.
 
-    ``template_dir`` overrides any shipped template by file name; ``attestations`` are
-    ``{subcategory, by, date, statement}`` records for the RMF report. Raises TemplateError (and
-    writes nothing) if any template fails. Does not change ``run``: evidence.json lists the
-    artifacts the run had before rendering, and the caller adds the returned ones.
+    ``formats``: "md" (model_card.md, rmf_report.md), "html" (model_card.html,
+    rmf_report.html), "json" (model_card.json in the Model Card Toolkit schema, evidence.json);
+    an unknown one is a ValueError. ``template_dir`` overrides any shipped template by file name;
+    ``attestations`` are ``{subcategory, by, date, statement}`` records for the RMF report.
+    Raises TemplateError (and writes nothing) if any template fails. Does not change ``run``:
+    evidence.json lists the artifacts the run had before rendering, and the caller adds the
+    returned ones.
     """
+    wanted = _formats(formats)
     out_dir = Path(out_dir)
     env = environment(template_dir)
+    # both contexts always: an invalid attestation is bad input whichever formats are asked for
     contexts = {
         "model_card": model_card_context(run),
         "rmf_report": rmf_report_context(run, attestations),
     }
-    texts = {
-        kind: render_template(env, template, contexts[kind]) for kind, template, _ in DOCUMENTS
-    }
-    texts["evidence"] = json.dumps(evidence(run), indent=2, allow_nan=False) + "\n"
-    files = {kind: filename for kind, _, filename in DOCUMENTS} | {"evidence": "evidence.json"}
+    texts: dict[str, str] = {}
+    files: dict[str, str] = {}
+    for kind, fmt, context, template, filename in DOCUMENTS:
+        if fmt in wanted:
+            texts[kind] = render_template(env, template, contexts[context])
+            files[kind] = filename
+    if "json" in wanted:
+        texts["model_card_json"] = _json_text(model_card_json_from_context(contexts["model_card"]))
+        texts["evidence"] = json.dumps(evidence(run), indent=2, allow_nan=False) + "\n"
+        files.update(JSON_DOCUMENTS)
 
     artifacts = []
     for kind, text in texts.items():

@@ -292,3 +292,40 @@ def test_decision__round_trips_through_dict():
 
     assert again == decision
     assert again.to_dict()["verdict"] == "blocked"
+
+
+# ------------------------------------------------------------------------- minimum group size
+
+
+def _groups(*pairs):
+    """Per-group TPR measurements: (subject, value, n)."""
+    from govssl.checks.base import CheckResult, Measurement
+
+    ms = tuple(Measurement("fairness", "true_positive_rate", v, s, n=n) for s, v, n in pairs)
+    return {"fairness": CheckResult("fairness", "measured", ms)}
+
+
+def test_evaluate_rule__min_n_reports_small_groups_as_insufficient_instead_of_judging_them():
+    from govssl.policy import Rule, evaluate_rule
+
+    rule = Rule(id="tpr", check="fairness", metric="true_positive_rate", min=0.5, min_n=30)
+    outcome = evaluate_rule(rule, _groups(("sex=Female", 0.6, 500), ("sex=Male", 0.7, 900), ("race=Other", 0.1, 12)))
+    assert outcome.status == "pass"
+    assert "insufficient data (n < 30): race=Other (n=12)" in outcome.message
+
+
+def test_evaluate_rule__min_n_with_only_small_groups_fails_closed():
+    from govssl.policy import Rule, evaluate_rule
+
+    rule = Rule(id="tpr", check="fairness", metric="true_positive_rate", min=0.5, min_n=30)
+    outcome = evaluate_rule(rule, _groups(("race=Other", 0.9, 12), ("race=Eskimo", 0.9, 8)))
+    assert outcome.status == "missing" and outcome.blocking
+    assert "fewer than 30 rows" in outcome.message
+
+
+def test_evaluate_rule__without_min_n_small_groups_count():
+    from govssl.policy import Rule, evaluate_rule
+
+    rule = Rule(id="tpr", check="fairness", metric="true_positive_rate", min=0.5)
+    outcome = evaluate_rule(rule, _groups(("sex=Female", 0.6, 500), ("race=Other", 0.1, 12)))
+    assert outcome.status == "fail" and outcome.subject == "race=Other"

@@ -1,4 +1,4 @@
-"""Rendering a hand-built audit run into model_card.md, rmf_report.md and evidence.json."""
+"""Rendering a hand-built audit run into the model card, the RMF report and evidence.json."""
 
 from __future__ import annotations
 
@@ -18,7 +18,9 @@ from govssl.policy.model import Decision, RuleOutcome
 from govssl.records import Artifact, AuditRun, DatasetSummary, TrainRecord
 from govssl.reports import (
     END_TO_END_DP,
+    FORMATS,
     NO_DP,
+    UNKNOWN_FORMAT,
     model_card_context,
     privacy_statement,
     render,
@@ -36,7 +38,17 @@ HEAD_DP = {
     "steps": 254,
     "max_grad_norm": 1.0,
 }
-FILES = ("model_card.md", "rmf_report.md", "evidence.json")
+FILES = (
+    "model_card.md",
+    "rmf_report.md",
+    "model_card.html",
+    "rmf_report.html",
+    "model_card.json",
+    "evidence.json",
+)
+KINDS = (
+    "model_card", "rmf_report", "model_card_html", "rmf_report_html", "model_card_json", "evidence",
+)
 SUBCATEGORY_HEADING = re.compile(r"^#### ((?:GOVERN|MAP|MEASURE|MANAGE) \d+\.\d+): (\w+)$", re.M)
 
 
@@ -263,16 +275,46 @@ def section(text: str, heading: str) -> str:
 # ---------------------------------------------------------------- files and artifacts
 
 
-def test_render__writes_three_files_with_matching_artifacts(tmp_path):
+def test_render__writes_every_document_with_matching_artifacts(tmp_path):
     run = make_run(tmp_path)
     artifacts = render(run, Path(run.out_dir))
-    assert [a.kind for a in artifacts] == ["model_card", "rmf_report", "evidence"]
+    assert [a.kind for a in artifacts] == list(KINDS)
     for artifact, name in zip(artifacts, FILES):
         path = Path(run.out_dir) / name
         assert Path(artifact.path) == path.resolve()
         assert artifact.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
         assert artifact.size == path.stat().st_size
     assert sorted(p.name for p in Path(run.out_dir).iterdir()) == sorted(FILES)
+
+
+@pytest.mark.parametrize(
+    "formats, files",
+    [
+        (("md",), ["model_card.md", "rmf_report.md"]),
+        (("html",), ["model_card.html", "rmf_report.html"]),
+        (("json",), ["model_card.json", "evidence.json"]),
+        (
+            ("json", "md", "md"),
+            ["model_card.md", "rmf_report.md", "model_card.json", "evidence.json"],
+        ),
+        ((), []),
+    ],
+)
+def test_render__formats_select_the_documents(tmp_path, formats, files):
+    run = make_run(tmp_path)
+    artifacts = render(run, Path(run.out_dir), formats=formats)
+    assert [Path(a.path).name for a in artifacts] == files
+    assert sorted(p.name for p in Path(run.out_dir).iterdir()) == sorted(files)
+
+
+@pytest.mark.parametrize("formats", [("md", "pdf"), ("HTML",), "docx"])
+def test_render__unknown_format_is_a_value_error_naming_it(tmp_path, formats):
+    run = make_run(tmp_path)
+    bad = next(f for f in ([formats] if isinstance(formats, str) else formats) if f not in FORMATS)
+    with pytest.raises(ValueError) as info:
+        render(run, Path(run.out_dir), formats=formats)
+    assert str(info.value) == UNKNOWN_FORMAT.format(format=bad, choices="md, html, json")
+    assert list(Path(run.out_dir).iterdir()) == []
 
 
 def test_render__does_not_change_the_run(tmp_path):
@@ -645,6 +687,11 @@ def test_render__user_template_folder_overrides_a_template(tmp_path):
         ("model_card.md.j2", "ok\nok\n{{ card.__class__.__mro__ }}\n", 3),
         ("model_card.md.j2", "{% include 'not-there.md.j2' %}\n", 1),
         ("rmf_report.md.j2", "{% for x in functions %}\n{{ x.nope.deeper }}\n{% endfor %}\n", 2),
+        (
+            "model_card.html.j2",
+            "{% extends '_base.html.j2' %}\n{% block body %}\n{{ card.nope }}\n{% endblock %}\n",
+            3,
+        ),
     ],
 )
 def test_render__broken_user_template_raises_and_writes_nothing(tmp_path, name, source, line):
