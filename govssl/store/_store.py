@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sqlite3
+import time
 import uuid
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
@@ -85,6 +87,23 @@ def _parse(url: str) -> URL:
     return parsed
 
 
+def _set_wal(cursor) -> None:
+    """Switch a SQLite file to WAL once. The switch needs the file to itself and SQLite does
+    not always wait for that (the busy timeout is skipped), so several processes opening a new
+    file at once retry here until the busy timeout."""
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _create_engines(url: URL) -> tuple[Engine, Engine, Engine]:
     """The engine and its views for reading and for writing; all dialect-specific code is here.
 
@@ -107,7 +126,7 @@ def _create_engines(url: URL) -> tuple[Engine, Engine, Engine]:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _set_wal(cursor)
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 

@@ -49,25 +49,30 @@ class PostgresServer:
     run_as: list[str]
     bin: Path
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.port}/{database}"
+    def url(self, schema: str = "") -> str:
+        """The store URL; with ``schema``, a store of its own in that schema (the tests' unit
+        of isolation: a schema is made in milliseconds, a database in about a second)."""
+        url = f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.port}/postgres"
+        return f"{url}?options=-csearch_path%3D{schema}" if schema else url
 
-    def connect(self, database: str = "postgres"):
+    def connect(self, schema: str = ""):
         import psycopg
 
+        options = f"-csearch_path={schema}" if schema else ""
         return psycopg.connect(
-            host="127.0.0.1", port=self.port, user=PG_USER, dbname=database, autocommit=True
+            host="127.0.0.1", port=self.port, user=PG_USER, dbname="postgres", autocommit=True,
+            options=options,
         )
 
-    def create_database(self) -> str:
+    def create_schema(self) -> str:
         name = f"t_{uuid.uuid4().hex[:16]}"
         with self.connect() as conn:
-            conn.execute(f"CREATE DATABASE {name}")
+            conn.execute(f"CREATE SCHEMA {name}")
         return name
 
-    def drop_database(self, name: str) -> None:
+    def drop_schema(self, name: str) -> None:
         with self.connect() as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
     def stop(self) -> None:
         subprocess.run(
@@ -152,7 +157,7 @@ class Backend:
     url: str
     sqlite_file: Path | None = None
     server: PostgresServer | None = None
-    database: str = ""
+    schema: str = ""
 
     def raw_sql(self, *statements: str) -> None:
         if self.sqlite_file is not None:
@@ -161,7 +166,7 @@ class Backend:
                     conn.execute(statement)
             conn.close()
             return
-        with self.server.connect(self.database) as conn, conn.transaction():
+        with self.server.connect(self.schema) as conn, conn.transaction():
             for statement in statements:
                 conn.execute(statement)
 
@@ -172,7 +177,7 @@ class Backend:
                 return conn.execute(statement).fetchall()
             finally:
                 conn.close()
-        with self.server.connect(self.database) as conn:
+        with self.server.connect(self.schema) as conn:
             return conn.execute(statement).fetchall()
 
     def count_rows(self) -> dict[str, int]:
@@ -190,6 +195,6 @@ def backend(request, tmp_path):
     server = request.getfixturevalue("postgres_server")
     if isinstance(server, str):
         pytest.skip(f"no PostgreSQL server: {server}")
-    database = server.create_database()
-    yield Backend("postgresql", server.url(database), server=server, database=database)
-    server.drop_database(database)
+    schema = server.create_schema()
+    yield Backend("postgresql", server.url(schema), server=server, schema=schema)
+    server.drop_schema(schema)
