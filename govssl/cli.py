@@ -227,7 +227,7 @@ def verify(db_url: str | None, as_json: bool) -> None:
 
     from govssl.store import AuditStore
 
-    report = AuditStore(db_url).verify(check_files=True)
+    report = AuditStore(db_url, create=False).verify(check_files=True)
     if as_json:
         click.echo(json.dumps(asdict(report) | {"store": _store_label(db_url)}, indent=2))
     elif report.ok:

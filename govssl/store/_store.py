@@ -43,6 +43,7 @@ AMBIGUOUS_RUN = (
     "run id '{prefix}' matches {count} runs in {url}: {candidates}; give more characters"
 )
 BAD_LIMIT = "limit must be a positive integer or None; got {limit!r}"
+NO_STORE = "there is no audit store at {url}; check --db or GOVSSL_DB_URL"
 CANNOT_WRITE = "cannot write {what} to {url}: {reason}"
 BAD_WAIVER = "waiver '{waiver_id}': {reason}"
 DUPLICATE_WAIVER = "waiver '{waiver_id}' is already in {url}; waiver ids are unique"
@@ -142,15 +143,19 @@ class AuditStore:
     """The tamper-evident audit database: runs written whole or not at all, each record chained.
 
     ``url`` is any SQLAlchemy URL (None: :func:`default_url`). Opening creates the tables (and
-    the SQLite file's folder); every failure is a :class:`StoreError` naming the URL.
+    the SQLite file's folder) or upgrades them to this govssl's schema; with ``create=False``
+    a SQLite file that does not exist is an error instead (commands that only read). Every
+    failure is a :class:`StoreError` naming the URL.
     """
 
-    def __init__(self, url: str | None = None):
+    def __init__(self, url: str | None = None, *, create: bool = True):
         self.url = url if url is not None else default_url()
         parsed = _parse(self.url)
         self._shown_url = parsed.render_as_string(hide_password=True)
+        sqlite_file = _sqlite_file(parsed)
+        if not create and sqlite_file is not None and not sqlite_file.is_file():
+            raise StoreError(NO_STORE.format(url=self._shown_url))
         try:
-            sqlite_file = _sqlite_file(parsed)
             if sqlite_file is not None:
                 sqlite_file.parent.mkdir(parents=True, exist_ok=True)
             self._engine, self._reader, self._writer = _create_engines(parsed)

@@ -168,3 +168,10 @@ def test_export__changed_file_exits_3_and_writes_nothing(capsys, backend, saved,
     err = " ".join(err.split())
     assert code == 3 and "model_card file" in err and "changed on disk" in err
     assert not target.exists()
+
+
+def test_verify__no_store_at_that_path_exits_2(capsys, tmp_path):
+    url = f"sqlite:///{tmp_path / 'typo.db'}"
+    code, _, err = run_cli(capsys, "verify", "--db", url)
+    assert code == 2 and "there is no audit store at" in err and "typo.db" in " ".join(err.split())
+    assert not (tmp_path / "typo.db").exists()
