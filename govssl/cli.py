@@ -177,11 +177,18 @@ def _store_label(db_url: str | None) -> str:
 @db_option
 @json_option
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N runs.")
-def runs(db_url: str | None, as_json: bool, limit: int | None) -> None:
-    """List the audit runs in the store, newest first."""
+@click.option("--model", "model_sha256", metavar="SHA256", default=None, help="Only runs of the model with this sha256.")
+@click.option("--decision", "verdict", type=click.Choice(["pass", "blocked"]), default=None, help="Only runs with this decision.")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]), default=None,
+              help="Only runs created at or after this date/time (UTC).")
+@click.option("--plan", "plan_name", metavar="NAME", default=None, help="Only runs of the plan with this name.")
+def runs(db_url: str | None, as_json: bool, limit: int | None, model_sha256: str | None, verdict: str | None,
+         since: datetime | None, plan_name: str | None) -> None:
+    """List the audit runs in the store, newest first (filters combine)."""
     from govssl.store import AuditStore
 
-    rows = AuditStore(db_url).list_runs(limit=limit)
+    rows = AuditStore(db_url).find_runs(model_sha256=model_sha256, verdict=verdict, since=since,
+                                        plan_name=plan_name, limit=limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -386,6 +393,79 @@ def attest_rmf(run_id: str, subcategory: str, by: str, statement: str, on, db_ur
     store.add_attestations(run.run_id, [Attestation(subcategory, by.strip(), day, statement.strip())])
     out.print(f"attested {subcategory} for run {run.run_id} by {by.strip()} on {day}; "
               f"`govssl report {run.run_id}` re-renders the documents", markup=False)
+
+
+@cli.command()
+@db_option
+@json_option
+def verify(db_url: str | None, as_json: bool) -> None:
+    """Walk the store's hash chain and hash the artifact files: exit 0 if everything holds,
+    3 naming the first entry that was changed, removed, inserted or reordered."""
+    from dataclasses import asdict
+
+    from govssl.store import AuditStore
+
+    report = AuditStore(db_url, create=False).verify(check_files=True)
+    if as_json:
+        click.echo(json.dumps(asdict(report) | {"store": _store_label(db_url)}, indent=2))
+    elif report.ok:
+        elsewhere = f" ({report.files_missing} not on this machine)" if report.files_missing else ""
+        out.print(f"ok: {report.entries} ledger entries verified in {_store_label(db_url)}; "
+                  f"{report.files_checked} artifact file(s) match their sha256{elsewhere}")
+    else:
+        err.print(f"integrity failure in {_store_label(db_url)}: {report.first_problem}", markup=False)
+    sys.exit(EXIT_OK if report.ok else EXIT_INTEGRITY)
+
+
+@cli.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@db_option
+@json_option
+def diff(run_a: str, run_b: str, db_url: str | None, as_json: bool) -> None:
+    """Compare two stored runs: measurements side by side with deltas, rule outcomes that changed."""
+    from govssl.store import AuditStore, diff_runs
+
+    store = AuditStore(db_url)
+    result = diff_runs(store.load_run(run_a), store.load_run(run_b))
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    a, b = result["run_a"], result["run_b"]
+    out.print(f"A = {a} ({result['verdict_a']})   B = {b} ({result['verdict_b']})"
+              + ("   model changed" if result["model_changed"] else "   same model")
+              + ("   policy changed" if result["policy_changed"] else ""))
+    table = Table(title="measurements", title_justify="left")
+    for col in ("check", "metric", "subject", "A", "B", "B - A"):
+        table.add_column(col, justify="right" if col in ("A", "B", "B - A") else "left")
+    for m in result["measurements"]:
+        delta = "" if m["delta"] is None else f"{m['delta']:+.4g}"
+        table.add_row(m["check"], m["metric"], m["subject"] or "(model)", _fmt(m["a"]), _fmt(m["b"]), delta)
+    out.print(table)
+    if not result["rules_changed"]:
+        out.print("no rule outcome changed")
+        return
+    rules = Table(title="rule outcomes that changed", title_justify="left")
+    for col in ("rule", "subject", "A", "B", "observed A", "observed B"):
+        rules.add_column(col)
+    for r in result["rules_changed"]:
+        rules.add_row(r["rule_id"], r["subject"], str(r["status_a"]), str(r["status_b"]),
+                      _fmt(r["observed_a"]), _fmt(r["observed_b"]))
+    out.print(rules)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The zip file to write.")
+@db_option
+def export(run_id: str, out_file: Path, db_url: str | None) -> None:
+    """Write one stored run as a zip: record, documents, evidence, attestations, SHA256SUMS."""
+    from govssl.store import AuditStore, export_run
+
+    run = AuditStore(db_url).load_run(run_id)
+    names = export_run(run, out_file)
+    out.print(f"exported run {run.run_id} to {out_file}: {len(names)} file(s) with SHA256SUMS")
 
 
 @cli.group()

@@ -4,6 +4,7 @@ The only package that imports sqlmodel / SQLAlchemy.
 """
 
 from govssl.store._ledger import VerifyReport
+from govssl.store._reports import diff_runs, export_run
 from govssl.store._store import AuditStore, default_url
 
-__all__ = ["AuditStore", "VerifyReport", "default_url"]
+__all__ = ["AuditStore", "VerifyReport", "default_url", "diff_runs", "export_run"]

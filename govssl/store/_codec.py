@@ -21,10 +21,13 @@ from sqlalchemy import Float, Integer, Table
 
 from govssl.checks.base import CheckResult, Measurement
 from govssl.policy.model import Decision, RuleOutcome
-from govssl.records import Artifact, AuditRun, DatasetSummary, TrainRecord
-from govssl.store._tables import RECORD_TABLES
+from govssl.records import Artifact, Attestation, AuditRun, DatasetSummary, TrainRecord, Waiver
+from govssl.store._tables import RECORD_TABLES, RUN_TABLES
 
-__all__ = ["dumps", "loads", "run_to_rows", "rows_to_run"]
+__all__ = [
+    "dumps", "loads", "run_to_rows", "rows_to_run", "attestation_rows", "waiver_row",
+    "row_to_waiver",
+]
 
 _FLOAT_TAG = "$float"
 _NON_FINITE = {"NaN", "Infinity", "-Infinity"}
@@ -172,6 +175,7 @@ def run_to_rows(run: AuditRun) -> dict[str, list[dict[str, Any]]]:
         }
         for position, a in enumerate(run.artifacts)
     ]
+    attestations = attestation_rows(rid, 0, run.attestations, added_at="")
     run_row = {
         "run_id": rid,
         "created_at": run.created_at,
@@ -194,11 +198,43 @@ def run_to_rows(run: AuditRun) -> dict[str, list[dict[str, Any]]]:
         "out_dir": run.out_dir,
         "seconds": run.seconds,
     }
-    by_table = dict(zip(RECORD_TABLES, ([run_row], checks, measurements, outcomes, artifacts)))
+    rows_of = ([run_row], checks, measurements, outcomes, artifacts, attestations)
+    by_table = dict(zip(RUN_TABLES, rows_of))
     return {
         name: [_typed_row(RECORD_TABLES[name], row) for row in rows]
         for name, rows in by_table.items()
     }
+
+
+def attestation_rows(
+    run_id: str, first_position: int, attestations: list[Attestation], added_at: str
+) -> list[dict[str, Any]]:
+    """Rows of the attestations table; ``added_at`` is '' for those saved with the run."""
+    rows = []
+    for offset, a in enumerate(attestations):
+        position = first_position + offset
+        if not isinstance(a, Attestation):
+            raise ValueError(f"attestation {position} is a {type(a).__name__}, not an Attestation")
+        row = {
+            "id": f"{run_id}/t{position}",
+            "run_id": run_id,
+            "position": position,
+            "subcategory": a.subcategory,
+            "attested_by": a.by,
+            "date": a.date,
+            "statement": a.statement,
+            "added_at": added_at,
+        }
+        rows.append(_typed_row(RECORD_TABLES["attestations"], row))
+    return rows
+
+
+def waiver_row(waiver: Waiver) -> dict[str, Any]:
+    return _typed_row(RECORD_TABLES["waivers"], asdict(waiver))
+
+
+def row_to_waiver(row: dict[str, Any]) -> Waiver:
+    return Waiver(**{f.name: row[f.name] for f in fields(Waiver)})
 
 
 def _from_fields(cls: type, data: dict) -> Any:
@@ -221,6 +257,7 @@ def rows_to_run(
     measurement_rows: list[dict],
     outcome_rows: list[dict],
     artifact_rows: list[dict],
+    attestation_rows: list[dict] = (),
 ) -> AuditRun:
     """Rebuild the AuditRun; child rows must come in (check_)position order."""
     measurements_of: dict[int, list[Measurement]] = {}
@@ -286,5 +323,12 @@ def rows_to_run(
         decision=Decision(outcomes),
         out_dir=r["out_dir"],
         artifacts=artifacts,
+        attestations=[
+            Attestation(
+                subcategory=a["subcategory"], by=a["attested_by"], date=a["date"],
+                statement=a["statement"],
+            )
+            for a in attestation_rows
+        ],
         seconds=r["seconds"],
     )

@@ -17,13 +17,17 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from operator import itemgetter
+from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import Connection, exists, func, insert, select, update
 
+from govssl.records import sha256_file
 from govssl.store._tables import CHAIN_HEAD, LEDGER, RECORD_TABLES, primary_key_of
 
-__all__ = ["GENESIS_HASH", "VerifyReport", "canonical_json", "entry_hash", "append", "verify"]
+__all__ = [
+    "GENESIS_HASH", "VerifyReport", "canonical_json", "entry_hash", "lock_head", "append", "verify"
+]
 
 GENESIS_HASH = "0" * 64
 _HEAD_ID = 1
@@ -51,6 +55,11 @@ HEAD_BEHIND = (
 )
 HEAD_MISMATCH = "the chain head (entry {head}) does not match the ledger's last entry {last}"
 INSERTED = "{table} '{record_id}' has no ledger entry: the row was inserted outside govssl"
+FILE_CHANGED = (
+    "ledger entry {seq} (artifacts '{record_id}'): the file {path} changed on disk: "
+    "its sha256 is {actual}, the store records {expected}"
+)
+FILE_UNREADABLE = "ledger entry {seq} (artifacts '{record_id}'): cannot read {path}: {error}"
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class VerifyReport:
     ok: bool
     entries: int
     first_problem: str = ""
+    files_checked: int = 0  # artifact files found and hashed (verify with check_files)
+    files_missing: int = 0  # artifact files not on this machine (written elsewhere or moved)
 
 
 _CANONICAL = json.JSONEncoder(
@@ -90,6 +101,20 @@ def ensure_head(conn: Connection) -> None:
         conn.execute(insert(CHAIN_HEAD).values(id=_HEAD_ID, seq=0, entry_hash=GENESIS_HASH))
 
 
+def lock_head(conn: Connection) -> tuple[int, str]:
+    """Lock the chain head for the rest of the transaction; returns ``(seq, entry_hash)``.
+
+    ``SELECT ... FOR UPDATE`` queues writers on PostgreSQL; on SQLite the writer's
+    BEGIN IMMEDIATE already holds the database's write lock (FOR UPDATE is not emitted).
+    """
+    head = conn.execute(
+        select(CHAIN_HEAD.c.seq, CHAIN_HEAD.c.entry_hash)
+        .where(CHAIN_HEAD.c.id == _HEAD_ID)
+        .with_for_update()
+    ).one()
+    return head.seq, head.entry_hash
+
+
 def append(conn: Connection, rows_by_table: dict[str, list[dict[str, Any]]]) -> int:
     """Insert the rows and one ledger entry for each, in the caller's transaction.
 
@@ -97,12 +122,7 @@ def append(conn: Connection, rows_by_table: dict[str, list[dict[str, Any]]]) -> 
     already holds the write lock), so concurrent writers append one after the other and the
     chain cannot fork. Returns the number of entries appended.
     """
-    head = conn.execute(
-        select(CHAIN_HEAD.c.seq, CHAIN_HEAD.c.entry_hash)
-        .where(CHAIN_HEAD.c.id == _HEAD_ID)
-        .with_for_update()
-    ).one()
-    seq, prev = head.seq, head.entry_hash
+    seq, prev = lock_head(conn)
     created_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
     entries = []
     for table_name, rows in rows_by_table.items():
@@ -229,7 +249,35 @@ def _inserted_problem(conn: Connection) -> str:
     return ""
 
 
-def verify(conn: Connection) -> VerifyReport:
+def _file_problems(conn: Connection) -> tuple[str, int, int]:
+    """Hash every artifact file on this machine: (first changed file or '', checked, missing)."""
+    artifacts = RECORD_TABLES["artifacts"]
+    recorded = (LEDGER.c.record_table == "artifacts") & (LEDGER.c.record_id == artifacts.c.id)
+    stmt = (
+        select(LEDGER.c.seq, artifacts.c.id, artifacts.c.path, artifacts.c.sha256)
+        .select_from(artifacts.join(LEDGER, recorded))
+        .order_by(LEDGER.c.seq)
+    )
+    checked = missing = 0
+    for seq, record_id, path, expected in conn.execute(stmt).all():
+        if not Path(path).is_file():
+            missing += 1
+            continue
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            problem = FILE_UNREADABLE.format(seq=seq, record_id=record_id, path=path, error=exc)
+            return problem, checked, missing
+        checked += 1
+        if actual != expected:
+            problem = FILE_CHANGED.format(
+                seq=seq, record_id=record_id, path=path, actual=actual, expected=expected
+            )
+            return problem, checked, missing
+    return "", checked, missing
+
+
+def verify(conn: Connection, check_files: bool = False) -> VerifyReport:
     """Walk the ledger in seq order against the tables as they are now; report the first problem.
 
     Checks, in order: seq continuity, prev_hash links, each entry's hash against its row
@@ -238,7 +286,13 @@ def verify(conn: Connection) -> VerifyReport:
     """
     problem, last_seq, last_hash = _walk(conn)
     problem = problem or _head_problem(conn, last_seq, last_hash) or _inserted_problem(conn)
+    checked = missing = 0
+    if not problem and check_files:
+        problem, checked, missing = _file_problems(conn)
     if not problem:
-        return VerifyReport(ok=True, entries=last_seq)
+        return VerifyReport(ok=True, entries=last_seq, files_checked=checked, files_missing=missing)
     total = conn.execute(select(func.count()).select_from(LEDGER)).scalar_one()
-    return VerifyReport(ok=False, entries=total, first_problem=problem)
+    return VerifyReport(
+        ok=False, entries=total, first_problem=problem, files_checked=checked,
+        files_missing=missing,
+    )

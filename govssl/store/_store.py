@@ -6,21 +6,25 @@ runners write to one database. Dialect-specific code lives in :func:`_create_eng
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import sqlite3
+import time
+import uuid
 from contextlib import contextmanager
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import Connection, Engine, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, or_, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
-from sqlmodel import SQLModel
 
 from govssl.errors import StoreError
-from govssl.records import AuditRun
-from govssl.store import _codec, _ledger
+from govssl.records import Attestation, AuditRun, Waiver
+from govssl.store import _codec, _ledger, _migrate
 from govssl.store._ledger import VerifyReport
-from govssl.store._tables import ALL_TABLES, LEDGER, RECORD_TABLES
+from govssl.store._tables import LEDGER, RECORD_TABLES
 
 __all__ = ["AuditStore", "default_url", "DEFAULT_URL", "ENV_VAR"]
 
@@ -39,6 +43,11 @@ AMBIGUOUS_RUN = (
     "run id '{prefix}' matches {count} runs in {url}: {candidates}; give more characters"
 )
 BAD_LIMIT = "limit must be a positive integer or None; got {limit!r}"
+NO_STORE = "there is no audit store at {url}; check --db or GOVSSL_DB_URL"
+CANNOT_WRITE = "cannot write {what} to {url}: {reason}"
+BAD_WAIVER = "waiver '{waiver_id}': {reason}"
+DUPLICATE_WAIVER = "waiver '{waiver_id}' is already in {url}; waiver ids are unique"
+BAD_SINCE = "since must be a datetime or None; got {since!r}"
 
 # Connection option that makes the SQLite begin hook take the write lock up front.
 _WRITE = "govssl_write"
@@ -79,6 +88,23 @@ def _parse(url: str) -> URL:
     return parsed
 
 
+def _set_wal(cursor) -> None:
+    """Switch a SQLite file to WAL once. The switch needs the file to itself and SQLite does
+    not always wait for that (the busy timeout is skipped), so several processes opening a new
+    file at once retry here until the busy timeout."""
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+        return
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _create_engines(url: URL) -> tuple[Engine, Engine, Engine]:
     """The engine and its views for reading and for writing; all dialect-specific code is here.
 
@@ -101,7 +127,7 @@ def _create_engines(url: URL) -> tuple[Engine, Engine, Engine]:
         dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _set_wal(cursor)
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
 
@@ -117,20 +143,24 @@ class AuditStore:
     """The tamper-evident audit database: runs written whole or not at all, each record chained.
 
     ``url`` is any SQLAlchemy URL (None: :func:`default_url`). Opening creates the tables (and
-    the SQLite file's folder); every failure is a :class:`StoreError` naming the URL.
+    the SQLite file's folder) or upgrades them to this govssl's schema; with ``create=False``
+    a SQLite file that does not exist is an error instead (commands that only read). Every
+    failure is a :class:`StoreError` naming the URL.
     """
 
-    def __init__(self, url: str | None = None):
+    def __init__(self, url: str | None = None, *, create: bool = True):
         self.url = url if url is not None else default_url()
         parsed = _parse(self.url)
         self._shown_url = parsed.render_as_string(hide_password=True)
+        sqlite_file = _sqlite_file(parsed)
+        if not create and sqlite_file is not None and not sqlite_file.is_file():
+            raise StoreError(NO_STORE.format(url=self._shown_url))
         try:
-            sqlite_file = _sqlite_file(parsed)
             if sqlite_file is not None:
                 sqlite_file.parent.mkdir(parents=True, exist_ok=True)
             self._engine, self._reader, self._writer = _create_engines(parsed)
             with self._writer.begin() as conn:
-                SQLModel.metadata.create_all(conn, tables=ALL_TABLES)
+                _migrate.upgrade(conn)
                 _ledger.ensure_head(conn)
         except (NoSuchModuleError, ImportError) as exc:
             raise StoreError(
@@ -169,6 +199,7 @@ class AuditStore:
         runs = RECORD_TABLES["runs"]
         try:
             with self._writer.begin() as conn:
+                _ledger.lock_head(conn)
                 exists = conn.execute(
                     select(runs.c.run_id).where(runs.c.run_id == run.run_id)
                 ).first()
@@ -183,9 +214,27 @@ class AuditStore:
 
     def list_runs(self, limit: int | None = None) -> list[dict]:
         """Runs newest first (by created_at, then by save order) with their headline figures."""
+        return self.find_runs(limit=limit)
+
+    def find_runs(
+        self,
+        model_sha256: str | None = None,
+        policy_sha256: str | None = None,
+        verdict: str | None = None,
+        since: datetime | None = None,
+        plan_name: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict]:
+        """The runs that match every filter given, newest first, as :meth:`list_runs` gives them.
+
+        ``since`` keeps runs created at or after it (a naive datetime is UTC); the others match
+        the stored value exactly (``verdict``: "pass" or "blocked").
+        """
         positive = isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1
         if limit is not None and not positive:
             raise StoreError(BAD_LIMIT.format(limit=limit))
+        if since is not None and not isinstance(since, datetime):
+            raise StoreError(BAD_SINCE.format(since=since))
         runs = RECORD_TABLES["runs"]
         columns = [
             runs.c.run_id,
@@ -199,12 +248,22 @@ class AuditStore:
             runs.c.n_blocking,
         ]
         saved = (LEDGER.c.record_table == "runs") & (LEDGER.c.record_id == runs.c.run_id)
-        stmt = (
-            select(*columns)
-            .select_from(runs.outerjoin(LEDGER, saved))
-            .order_by(runs.c.created_at.desc(), LEDGER.c.seq.desc())
-            .limit(limit)
-        )
+        stmt = select(*columns).select_from(runs.outerjoin(LEDGER, saved))
+        for column, wanted in (
+            (runs.c.model_sha256, model_sha256),
+            (runs.c.policy_sha256, policy_sha256),
+            (runs.c.verdict, verdict),
+            (runs.c.plan_name, plan_name),
+        ):
+            if wanted is not None:
+                stmt = stmt.where(column == wanted)
+        if since is not None:
+            utc = since.replace(tzinfo=timezone.utc) if since.tzinfo is None else since
+            # created_at is ISO 8601 in UTC ("2024-05-01T12:00:00+00:00"): text order is time order
+            stmt = stmt.where(
+                runs.c.created_at >= utc.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            )
+        stmt = stmt.order_by(runs.c.created_at.desc(), LEDGER.c.seq.desc()).limit(limit)
         with self._reading() as conn:
             return [dict(row._mapping) for row in conn.execute(stmt)]
 
@@ -251,9 +310,122 @@ class AuditStore:
                 rows("measurements", m.check_position, m.position),
                 rows("rule_outcomes", tables["rule_outcomes"].c.position),
                 rows("artifacts", tables["artifacts"].c.position),
+                rows("attestations", tables["attestations"].c.position),
             )
 
-    def verify(self) -> VerifyReport:
-        """Walk the hash chain against the tables as they are now (see :mod:`._ledger`)."""
+    def verify(self, check_files: bool = False) -> VerifyReport:
+        """Walk the hash chain against the tables as they are now (see :mod:`._ledger`).
+
+        With ``check_files``, each artifact file found on this machine must also still have
+        its recorded sha256 (files written on another machine are counted as not found).
+        """
         with self._reading() as conn:
-            return _ledger.verify(conn)
+            return _ledger.verify(conn, check_files=check_files)
+
+    def _write(self, what: str, write) -> None:
+        """Run ``write(conn)`` in one write transaction holding the chain head."""
+        try:
+            with self._writer.begin() as conn:
+                _ledger.lock_head(conn)
+                write(conn)
+        except SQLAlchemyError as exc:
+            raise StoreError(
+                CANNOT_WRITE.format(what=what, url=self._shown_url, reason=_reason(exc))
+            ) from None
+
+    def add_attestations(self, run_id: str, attestations: list[Attestation]) -> None:
+        """Attestations made after the run (exact run id), appended to it and to the ledger."""
+        attestations = list(attestations)
+        table = RECORD_TABLES["attestations"]
+        runs = RECORD_TABLES["runs"]
+
+        def write(conn: Connection) -> None:
+            if conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first() is None:
+                raise StoreError(NO_RUN.format(run_id=run_id, url=self._shown_url))
+            last = conn.execute(
+                select(func.max(table.c.position)).where(table.c.run_id == run_id)
+            ).scalar()
+            added_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            first = 0 if last is None else last + 1
+            try:
+                rows = _codec.attestation_rows(run_id, first, attestations, added_at)
+            except (TypeError, ValueError) as exc:
+                raise StoreError(
+                    CANNOT_WRITE.format(what="attestations", url=self._shown_url, reason=exc)
+                ) from None
+            _ledger.append(conn, {"attestations": rows})
+
+        self._write(f"attestations of run '{run_id}'", write)
+
+    def add_waiver(self, waiver: Waiver) -> str:
+        """Store a waiver (ledgered); returns its id, made up when ``waiver.waiver_id`` is ''.
+
+        It must name a rule, a run or a model (or both), and an ISO expiry date.
+        """
+        if not isinstance(waiver, Waiver):
+            raise StoreError(f"add_waiver takes a Waiver; got {type(waiver).__name__}")
+        if not waiver.waiver_id:
+            waiver = dataclasses.replace(waiver, waiver_id=f"waiver-{uuid.uuid4().hex[:12]}")
+        if not waiver.created_at:
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            waiver = dataclasses.replace(waiver, created_at=now)
+        problem = _waiver_problem(waiver)
+        if problem:
+            raise StoreError(BAD_WAIVER.format(waiver_id=waiver.waiver_id, reason=problem))
+        table = RECORD_TABLES["waivers"]
+
+        def write(conn: Connection) -> None:
+            taken = select(table.c.waiver_id).where(table.c.waiver_id == waiver.waiver_id)
+            if conn.execute(taken).first() is not None:
+                raise StoreError(
+                    DUPLICATE_WAIVER.format(waiver_id=waiver.waiver_id, url=self._shown_url)
+                )
+            _ledger.append(conn, {"waivers": [_codec.waiver_row(waiver)]})
+
+        self._write(f"waiver '{waiver.waiver_id}'", write)
+        return waiver.waiver_id
+
+    def waivers(
+        self,
+        rule_id: str | None = None,
+        run_id: str | None = None,
+        model_sha256: str | None = None,
+        active_at: datetime | None = None,
+    ) -> list[Waiver]:
+        """Waivers in the order they were stored, filtered.
+
+        Given both ``run_id`` and ``model_sha256``, the waivers that apply to that run: those
+        for the run or for its model. ``active_at`` keeps those not expired then.
+        """
+        table = RECORD_TABLES["waivers"]
+        recorded = (LEDGER.c.record_table == "waivers") & (LEDGER.c.record_id == table.c.waiver_id)
+        stmt = select(table).select_from(table.outerjoin(LEDGER, recorded))
+        if rule_id is not None:
+            stmt = stmt.where(table.c.rule_id == rule_id)
+        applies = []
+        if run_id is not None:
+            applies.append(table.c.run_id == run_id)
+        if model_sha256 is not None:
+            applies.append(table.c.model_sha256 == model_sha256)
+        if applies:
+            stmt = stmt.where(or_(*applies))
+        stmt = stmt.order_by(LEDGER.c.seq, table.c.waiver_id)
+        with self._reading() as conn:
+            found = [_codec.row_to_waiver(dict(row._mapping)) for row in conn.execute(stmt)]
+        if active_at is not None:
+            found = [w for w in found if w.active(active_at)]
+        return found
+
+
+def _waiver_problem(waiver: Waiver) -> str:
+    if not waiver.rule_id:
+        return "rule_id is empty"
+    if not (waiver.run_id or waiver.model_sha256):
+        return "it names neither a run_id nor a model_sha256"
+    if not waiver.approver:
+        return "approver is empty"
+    try:
+        date.fromisoformat(waiver.expires)
+    except (TypeError, ValueError):
+        return f"expires must be an ISO date (YYYY-MM-DD); got {waiver.expires!r}"
+    return ""

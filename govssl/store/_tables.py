@@ -17,6 +17,8 @@ __all__ = [
     "MeasurementRow",
     "RuleOutcomeRow",
     "ArtifactRow",
+    "AttestationRow",
+    "WaiverRow",
     "LedgerRow",
     "ChainHeadRow",
     "RECORD_TABLES",
@@ -42,7 +44,7 @@ class RunRow(SQLModel, table=True):
     run_id: str = Field(primary_key=True)
     created_at: str = Field(index=True)
     govssl_version: str
-    plan_name: str
+    plan_name: str = Field(index=True)
     plan_path: str = _text()
     plan_sha256: str
     plan_json: str = _text()
@@ -52,7 +54,7 @@ class RunRow(SQLModel, table=True):
     policy_sha256: str
     dataset_name: str
     dataset_json: str = _text()
-    model_sha256: str
+    model_sha256: str = Field(index=True)
     training_json: str = _text()
     verdict: str
     n_measurements: int
@@ -129,6 +131,37 @@ class ArtifactRow(SQLModel, table=True):
     size: int = Field(sa_type=_INT64)
 
 
+class AttestationRow(SQLModel, table=True):
+    """A person's statement for an RMF subcategory; ``added_at`` is '' when saved with the run,
+    the time it was added otherwise (attestations made after the run)."""
+
+    __tablename__ = "attestations"
+
+    id: str = Field(primary_key=True)  # "<run_id>/t<position>"
+    run_id: str = Field(foreign_key="runs.run_id", index=True)
+    position: int
+    subcategory: str
+    attested_by: str = _text()
+    date: str
+    statement: str = _text()
+    added_at: str
+
+
+class WaiverRow(SQLModel, table=True):
+    """An approved exception to a rule, for one run or for every audit of one model."""
+
+    __tablename__ = "waivers"
+
+    waiver_id: str = Field(primary_key=True)
+    rule_id: str = Field(index=True)
+    approver: str = _text()
+    reason: str = _text()
+    expires: str
+    created_at: str
+    run_id: str | None = Field(default=None, index=True)
+    model_sha256: str | None = Field(default=None, index=True)
+
+
 class LedgerRow(SQLModel, table=True):
     """The hash chain: one entry per record, ``entry_hash = sha256(prev_hash || record)``."""
 
@@ -160,8 +193,15 @@ def _table(model: type[SQLModel]) -> Table:
 #: record tables in the order a run is written (and its ledger entries appended)
 RECORD_TABLES: dict[str, Table] = {
     _table(m).name: _table(m)
-    for m in (RunRow, CheckResultRow, MeasurementRow, RuleOutcomeRow, ArtifactRow)
+    for m in (
+        RunRow, CheckResultRow, MeasurementRow, RuleOutcomeRow, ArtifactRow, AttestationRow,
+        WaiverRow,
+    )
 }
+#: the record tables a run is made of (``save`` writes these, in this order)
+RUN_TABLES: tuple[str, ...] = (
+    "runs", "check_results", "measurements", "rule_outcomes", "artifacts", "attestations"
+)
 ALL_TABLES: list[Table] = [*RECORD_TABLES.values(), _table(LedgerRow), _table(ChainHeadRow)]
 LEDGER: Table = _table(LedgerRow)
 CHAIN_HEAD: Table = _table(ChainHeadRow)

@@ -16,11 +16,11 @@ import pytest
 from govssl.checks.base import CheckResult, Measurement
 from govssl.errors import StoreError
 from govssl.policy.model import Decision, RuleOutcome
-from govssl.records import Artifact, AuditRun, DatasetSummary, TrainRecord
+from govssl.records import Artifact, Attestation, AuditRun, DatasetSummary, TrainRecord
 from govssl.store import AuditStore, VerifyReport, default_url
 from govssl.store import _ledger, _store
 
-RECORDS_PER_RUN = 1 + 3 + 12 + 3 + 2  # run, checks, measurements, rule outcomes, artifacts
+RECORDS_PER_RUN = 1 + 3 + 12 + 3 + 2 + 2  # run, checks, measurements, outcomes, artifacts, attestations
 
 
 def make_run(tmp_path, run_id="20240501T120000-a1b2c3", created_at="2024-05-01T12:00:00+00:00",
@@ -99,6 +99,10 @@ def make_run(tmp_path, run_id="20240501T120000-a1b2c3", created_at="2024-05-01T1
         results=[performance, fairness, robustness], decision=Decision(outcomes),
         out_dir=str(tmp_path / "out"),
         artifacts=[Artifact.of("model", model), Artifact.of("model_card", card)],
+        attestations=[
+            Attestation("GOVERN 1.1", "Dana Reviewer", "2024-05-01", "Legal review done; ticket 42."),
+            Attestation("MAP 1.1", "Kim Ø. Owner", "2024-05-02", "Context of use documented."),
+        ],
         seconds=61.5,
     )
 
@@ -125,29 +129,10 @@ def assert_same(actual, expected, where="run"):
 
 
 @pytest.fixture
-def db(tmp_path):
-    return tmp_path / "audit.db"
-
-
-@pytest.fixture
-def store(db):
-    return AuditStore(f"sqlite:///{db}")
-
-
-def raw_sql(db, *statements):
-    """Tamper with the file as an attacker would: plain sqlite3, no govssl."""
-    with sqlite3.connect(db) as conn:
-        for statement in statements:
-            conn.execute(statement)
-    conn.close()
-
-
-def count_rows(db) -> dict[str, int]:
-    tables = ["runs", "check_results", "measurements", "rule_outcomes", "artifacts", "ledger"]
-    with sqlite3.connect(db) as conn:
-        counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}
-    conn.close()
-    return counts
+def store(backend):
+    opened = AuditStore(backend.url)
+    yield opened
+    opened.close()
 
 
 def test_audit_store__round_trip_to_dict_is_exact(store, tmp_path):
@@ -244,67 +229,68 @@ def test_load_run__exact_id_wins_over_longer_ids(store, tmp_path):
     assert store.load_run("a1").run_id == "a1"
 
 
-def test_load_run__ambiguous_prefix_lists_candidates(store, db, tmp_path):
+def test_load_run__ambiguous_prefix_lists_candidates(store, backend, tmp_path):
     store.save(make_run(tmp_path, "a1b2c3"))
     store.save(make_run(tmp_path, "a1ffff"))
     with pytest.raises(StoreError) as error:
         store.load_run("a1")
     assert str(error.value) == _store.AMBIGUOUS_RUN.format(
-        prefix="a1", count=2, url=f"sqlite:///{db}", candidates="a1b2c3, a1ffff"
+        prefix="a1", count=2, url=backend.url, candidates="a1b2c3, a1ffff"
     )
 
 
 @pytest.mark.parametrize("run_id", ["zzz", "", "a_", "a%"])
-def test_load_run__unknown_id(store, db, tmp_path, run_id):
+def test_load_run__unknown_id(store, backend, tmp_path, run_id):
     store.save(make_run(tmp_path, "abc"))
     with pytest.raises(StoreError) as error:
         store.load_run(run_id)
-    assert str(error.value) == f"no run '{run_id}' in sqlite:///{db}"
+    assert str(error.value) == f"no run '{run_id}' in {backend.url}"
 
 
-def test_save__duplicate_run_id_changes_nothing(store, db, tmp_path):
+def test_save__duplicate_run_id_changes_nothing(store, backend, tmp_path):
     run = make_run(tmp_path)
     store.save(run)
-    before = count_rows(db)
+    before = backend.count_rows()
     with pytest.raises(StoreError) as error:
         store.save(run)
-    assert str(error.value) == _store.DUPLICATE_RUN.format(run_id=run.run_id, url=f"sqlite:///{db}")
-    assert count_rows(db) == before
+    assert str(error.value) == _store.DUPLICATE_RUN.format(run_id=run.run_id, url=backend.url)
+    assert backend.count_rows() == before
     assert store.verify().ok
 
 
-def test_save__failure_half_way_leaves_no_trace(store, db, tmp_path):
+def test_save__failure_half_way_leaves_no_trace(store, backend, tmp_path):
     """A measurement row already holding the id of the new run's 4th measurement: the run,
     check rows and first inserts go in, the measurement insert fails, all of it rolls back."""
     store.save(make_run(tmp_path, "earlier"))
     planted = ("INSERT INTO measurements VALUES ('later/m3', 'earlier', 0, 0, 'x', 'y', '', "
                "'1', 'null', 'null', NULL, '{}')")
-    raw_sql(db, planted)
-    before = count_rows(db)
-    with pytest.raises(StoreError, match=r"cannot save run 'later' to .*UNIQUE constraint failed"):
+    backend.raw_sql(planted)
+    before = backend.count_rows()
+    unique = "UNIQUE constraint failed" if backend.name == "sqlite" else "duplicate key value"
+    with pytest.raises(StoreError, match=rf"cannot save run 'later' to .*{unique}"):
         store.save(make_run(tmp_path, "later"))
-    assert count_rows(db) == before
-    raw_sql(db, "DELETE FROM measurements WHERE id = 'later/m3'")
+    assert backend.count_rows() == before
+    backend.raw_sql("DELETE FROM measurements WHERE id = 'later/m3'")
     assert store.verify() == VerifyReport(ok=True, entries=RECORDS_PER_RUN)
     assert [r["run_id"] for r in store.list_runs()] == ["earlier"]
 
 
-def test_save__value_that_is_not_json_names_it(store, db, tmp_path):
+def test_save__value_that_is_not_json_names_it(store, backend, tmp_path):
     run = make_run(tmp_path)
     bad = dataclasses.replace(run.results[0].measurements[0], details={"groups": {1, 2}})
     run.results[0] = dataclasses.replace(run.results[0], measurements=(bad,))
     expected = "measurement 0 of check 'performance' .accuracy.: details is not JSON data"
     with pytest.raises(StoreError, match=expected):
         store.save(run)
-    assert count_rows(db)["runs"] == 0
+    assert backend.count_rows()["runs"] == 0
 
 
-def test_save__integer_past_64_bits_names_it(store, db, tmp_path):
+def test_save__integer_past_64_bits_names_it(store, backend, tmp_path):
     run = make_run(tmp_path)
     run.artifacts[0] = dataclasses.replace(run.artifacts[0], size=2**64)
     with pytest.raises(StoreError, match="artifacts.size does not fit in 64 bits"):
         store.save(run)
-    assert count_rows(db)["runs"] == 0
+    assert backend.count_rows()["runs"] == 0
 
 
 def test_verify__ok_counts_every_record(store, tmp_path):
@@ -314,15 +300,15 @@ def test_verify__ok_counts_every_record(store, tmp_path):
     assert store.verify() == VerifyReport(ok=True, entries=2 * RECORDS_PER_RUN)
 
 
-def test_ledger__entry_hash_follows_the_design_formula(store, db, tmp_path):
+def test_ledger__entry_hash_follows_the_design_formula(store, backend, tmp_path):
     """Recompute the first entry by hand from DESIGN.md: sha256(prev_hash || canonical JSON)."""
     run = make_run(tmp_path)
     store.save(run)
-    conn = sqlite3.connect(db)
-    conn.row_factory = sqlite3.Row
-    entry = conn.execute("SELECT * FROM ledger WHERE seq = 1").fetchone()
-    row = dict(conn.execute("SELECT * FROM runs").fetchone())
-    conn.close()
+    ledger_columns = ["seq", "prev_hash", "entry_hash", "record_table", "record_id", "created_at"]
+    entry = dict(zip(ledger_columns, backend.query(
+        f"SELECT {', '.join(ledger_columns)} FROM ledger WHERE seq = 1")[0]))
+    run_columns = [c.name for c in _store.RECORD_TABLES["runs"].columns]
+    row = dict(zip(run_columns, backend.query(f"SELECT {', '.join(run_columns)} FROM runs")[0]))
     record = {"seq": 1, "table": "runs", "created_at": entry["created_at"], "row": row}
     text = json.dumps(
         record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -332,9 +318,9 @@ def test_ledger__entry_hash_follows_the_design_formula(store, db, tmp_path):
     assert (entry["record_table"], entry["record_id"]) == ("runs", run.run_id)
 
 
-def test_verify__detects_changed_measurement_value(store, db, tmp_path):
+def test_verify__detects_changed_measurement_value(store, backend, tmp_path):
     store.save(make_run(tmp_path, "r1"))
-    raw_sql(db, "UPDATE measurements SET value_json = '0.05' WHERE id = 'r1/m8'")
+    backend.raw_sql("UPDATE measurements SET value_json = '0.05' WHERE id = 'r1/m8'")
     report = store.verify()
     seq = 1 + 3 + 8 + 1
     assert report == VerifyReport(
@@ -344,17 +330,17 @@ def test_verify__detects_changed_measurement_value(store, db, tmp_path):
     )
 
 
-def test_verify__detects_deleted_rule_outcome(store, db, tmp_path):
+def test_verify__detects_deleted_rule_outcome(store, backend, tmp_path):
     store.save(make_run(tmp_path, "r1"))
-    raw_sql(db, "DELETE FROM rule_outcomes WHERE id = 'r1/o1'")
+    backend.raw_sql("DELETE FROM rule_outcomes WHERE id = 'r1/o1'")
     assert store.verify().first_problem == _ledger.REMOVED.format(
         seq=1 + 3 + 12 + 2, table="rule_outcomes", record_id="r1/o1"
     )
 
 
-def test_verify__detects_inserted_run(store, db, tmp_path):
+def test_verify__detects_inserted_run(store, backend, tmp_path):
     store.save(make_run(tmp_path, "r1"))
-    raw_sql(db, "INSERT INTO runs SELECT 'fake', created_at, govssl_version, plan_name, plan_path,"
+    backend.raw_sql("INSERT INTO runs SELECT 'fake', created_at, govssl_version, plan_name, plan_path,"
                 " plan_sha256, plan_json, policy_name, policy_version, policy_path, policy_sha256,"
                 " dataset_name, dataset_json, model_sha256, training_json, 'pass', n_measurements,"
                 " 0, out_dir, seconds FROM runs WHERE run_id = 'r1'")
@@ -365,10 +351,9 @@ def test_verify__detects_inserted_run(store, db, tmp_path):
     )
 
 
-def test_verify__detects_swapped_ledger_entries(store, db, tmp_path):
+def test_verify__detects_swapped_ledger_entries(store, backend, tmp_path):
     store.save(make_run(tmp_path, "r1"))
-    raw_sql(
-        db,
+    backend.raw_sql(
         "UPDATE ledger SET seq = -1 WHERE seq = 5",
         "UPDATE ledger SET seq = 5 WHERE seq = 9",
         "UPDATE ledger SET seq = 9 WHERE seq = -1",
@@ -376,18 +361,19 @@ def test_verify__detects_swapped_ledger_entries(store, db, tmp_path):
     assert store.verify().first_problem == _ledger.REORDERED.format(seq=5, actual=8, previous=4)
 
 
-def test_verify__detects_removed_ledger_entry(store, db, tmp_path):
+def test_verify__detects_removed_ledger_entry(store, backend, tmp_path):
     store.save(make_run(tmp_path, "r1"))
-    raw_sql(db, "DELETE FROM ledger WHERE seq = 7", "DELETE FROM measurements WHERE id = 'r1/m2'")
+    backend.raw_sql("DELETE FROM ledger WHERE seq = 7", "DELETE FROM measurements WHERE id = 'r1/m2'")
     assert store.verify().first_problem == _ledger.GAP.format(seq=8, previous=6, first=7, last=7)
 
 
-def test_verify__detects_removed_last_run(store, db, tmp_path):
+def test_verify__detects_removed_last_run(store, backend, tmp_path):
     """Cutting the newest run out of every table leaves a consistent chain; the head tells."""
     store.save(make_run(tmp_path, "r1"))
     store.save(make_run(tmp_path, "r2"))
-    raw_sql(db, *[f"DELETE FROM {t} WHERE run_id = 'r2'"
-                  for t in ("check_results", "measurements", "rule_outcomes", "artifacts", "runs")],
+    backend.raw_sql(*[f"DELETE FROM {t} WHERE run_id = 'r2'"
+                  for t in ("check_results", "measurements", "rule_outcomes", "artifacts",
+                            "attestations", "runs")],
             f"DELETE FROM ledger WHERE seq > {RECORDS_PER_RUN}")
     assert store.verify().first_problem == _ledger.HEAD_BEHIND.format(
         last=RECORDS_PER_RUN, head=2 * RECORDS_PER_RUN
@@ -398,8 +384,8 @@ def _save_in_child(url: str, run: AuditRun) -> str:
     return AuditStore(url).save(run)
 
 
-def test_save__concurrent_processes_keep_one_chain(db, tmp_path):
-    url = f"sqlite:///{db}"
+def test_save__concurrent_processes_keep_one_chain(backend, tmp_path):
+    url = backend.url
     AuditStore(url).close()  # tables first; no open connection crosses the fork
     runs = [make_run(tmp_path, f"run-{i:02d}") for i in range(12)]
     with multiprocessing.get_context("fork").Pool(4) as pool:
@@ -408,7 +394,9 @@ def test_save__concurrent_processes_keep_one_chain(db, tmp_path):
     assert AuditStore(url).verify() == VerifyReport(ok=True, entries=12 * RECORDS_PER_RUN)
 
 
-def test_audit_store__sqlite_is_in_wal_mode(store, db):
+def test_audit_store__sqlite_is_in_wal_mode(tmp_path):
+    db = tmp_path / "audit.db"
+    AuditStore(f"sqlite:///{db}").close()
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
