@@ -21,8 +21,8 @@ from rich.table import Table
 from govssl import __version__
 from govssl.errors import GovsslError
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 for _console in (out, err):
     if not _console.is_terminal:  # CI logs and pipes: wide enough for the tables, no wrapping
         _console.width = 140

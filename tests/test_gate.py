@@ -21,6 +21,18 @@ BLOCKING_POLICY = {
 }
 
 
+def copy_store(audited, tmp_path) -> str:
+    """A private copy of the shared store (SQLite's backup API: the WAL file holds recent writes)."""
+    import sqlite3
+
+    source = sqlite3.connect(audited["folder"] / "audit.db")
+    target = sqlite3.connect(tmp_path / "copy.db")
+    source.backup(target)
+    source.close()
+    target.close()
+    return f"sqlite:///{tmp_path / 'copy.db'}"
+
+
 def cli(capsys, *argv):
     with pytest.raises(SystemExit) as exit_info:
         main(list(argv))
@@ -97,8 +109,7 @@ def test_gate__missing_model_file_exits_2(capsys, audited, tmp_path):
 
 
 def test_waive__waived_failure_passes_the_gate_and_shows_in_documents(capsys, tmp_path, audited):
-    db = f"sqlite:///{tmp_path / 'copy.db'}"
-    (tmp_path / "copy.db").write_bytes((audited["folder"] / "audit.db").read_bytes())
+    db = copy_store(audited, tmp_path)
     expires = (datetime.now(timezone.utc) + timedelta(days=30)).date().isoformat()
     code, out, _ = cli(capsys, "waive", "--run", audited["blocked"], "--rule", "near-perfect", "--approver", "Dana Reviewer",
                        "--reason", "accuracy target is aspirational", "--expires", expires, "--db", db)
@@ -116,8 +127,7 @@ def test_waive__expired_waiver_blocks_again(capsys, tmp_path, audited):
     from govssl.records import Waiver
     from govssl.store import AuditStore
 
-    db = f"sqlite:///{tmp_path / 'copy.db'}"
-    (tmp_path / "copy.db").write_bytes((audited["folder"] / "audit.db").read_bytes())
+    db = copy_store(audited, tmp_path)
     yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
     AuditStore(db).add_waiver(Waiver("w-old", "near-perfect", "Dana Reviewer", "was fine last month", yesterday,
                                      "2026-01-01T00:00:00+00:00", run_id=audited["blocked"]))
@@ -140,8 +150,7 @@ def test_waive__bad_requests_exit_2(capsys, audited, args, fragment):
 
 
 def test_attestations__from_the_plan_and_the_command_reach_the_rmf_report(capsys, tmp_path, audited):
-    db = f"sqlite:///{tmp_path / 'copy.db'}"
-    (tmp_path / "copy.db").write_bytes((audited["folder"] / "audit.db").read_bytes())
+    db = copy_store(audited, tmp_path)
     code, _, _ = cli(capsys, "attest-rmf", "--run", audited["passed"], "--subcategory", "GOVERN 2.1", "--by", "CISO",
                      "--statement", "Roles are documented.", "--db", db)
     assert code == 0
