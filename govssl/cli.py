@@ -465,7 +465,7 @@ def export(run_id: str, out_file: Path, db_url: str | None) -> None:
 
     run = AuditStore(db_url).load_run(run_id)
     names = export_run(run, out_file)
-    out.print(f"exported run {run.run_id} to {out_file}: {len(names)} file(s) with SHA256SUMS")
+    out.print(f"exported run {run.run_id} to {out_file}: {len(names)} file(s) including SHA256SUMS")
 
 
 @cli.group()

@@ -31,7 +31,7 @@ __all__ = [
 
 GENESIS_HASH = "0" * 64
 _HEAD_ID = 1
-_VERIFY_BATCH = 5000
+_VERIFY_BATCH = 20_000
 
 CHANGED = "ledger entry {seq} ({table} '{record_id}'): the row was changed after it was recorded"
 REMOVED = "ledger entry {seq} ({table} '{record_id}'): the row was removed"

@@ -142,7 +142,7 @@ def postgres_server():
     """The session's PostgreSQL server, or the reason there is none (tests skip with it)."""
     try:
         # fsync off: a crash of this throw-away server is not what the tests are about
-        server = start_postgres({"fsync": "off", "full_page_writes": "off"})
+        server = start_postgres({"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"})
     except RuntimeError as exc:
         yield str(exc)
         return
