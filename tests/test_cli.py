@@ -251,3 +251,26 @@ def test_policy_validate__default_passes_and_bad_exits_2(capsys, tmp_path):
     code, _, err = run_cli(capsys, "policy", "validate", str(bad))
     assert code == 2
     assert "p.yaml: rules[0].max" in err and "'10%'" in err
+
+
+def test_audit__model_card_json_validates_against_the_model_card_toolkit_schema(audited):
+    schema_file = REPO.parent / "shared" / "reference" / "mct_model_card.schema.json"
+    if not schema_file.is_file():
+        pytest.skip("the Model Card Toolkit schema is not beside the repository")
+    import jsonschema
+
+    card = json.loads((audited["run_dir"] / "model_card.json").read_text())
+    jsonschema.Draft7Validator(json.loads(schema_file.read_text())).validate(card)
+    metrics = {(m["type"], m.get("slice", "")) for m in card["quantitative_analysis"]["performance_metrics"]}
+    assert ("accuracy", "") in metrics and ("equalized_odds_difference", "sex") in metrics
+
+
+def test_audit__rmf_report_lists_the_72_subcategories_of_nist_ai_100_1(audited):
+    import re
+
+    reference = REPO.parent / "shared" / "reference" / "nist_ai_rmf_subcategories.json"
+    text = (audited["run_dir"] / "rmf_report.md").read_text()
+    found = re.findall(r"^#### ((?:GOVERN|MAP|MEASURE|MANAGE) \d+\.\d+)", text, flags=re.M)
+    assert len(found) == 72 == len(set(found))
+    if reference.is_file():
+        assert found == [s["id"] for s in json.loads(reference.read_text())]
