@@ -15,10 +15,14 @@ from govssl.reports._context import (
     privacy_statement,
     rmf_report_context,
 )
+from govssl.reports._datasheet import DATASHEETS_CITATION, datasheet_context, load_datasheet_answers
 from govssl.reports._render import DOCUMENTS, render
 
 __all__ = [
+    "DATASHEETS_CITATION",
     "DOCUMENTS",
+    "datasheet_context",
+    "load_datasheet_answers",
     "END_TO_END_DP",
     "MODEL_CARDS_CITATION",
     "NO_DP",

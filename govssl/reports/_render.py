@@ -10,6 +10,7 @@ from pathlib import Path
 
 from govssl.records import Artifact, AuditRun
 from govssl.reports._context import evidence, model_card_context, rmf_report_context
+from govssl.reports._datasheet import datasheet_context
 from govssl.reports._jinja import environment, render_template
 
 __all__ = ["render", "DOCUMENTS"]
@@ -18,6 +19,7 @@ __all__ = ["render", "DOCUMENTS"]
 DOCUMENTS = (
     ("model_card", "model_card.md.j2", "model_card.md"),
     ("rmf_report", "rmf_report.md.j2", "rmf_report.md"),
+    ("datasheet", "datasheet.md.j2", "datasheet.md"),
 )
 
 
@@ -46,7 +48,7 @@ def render(
     template_dir: Path | None = None,
     attestations: Iterable[Mapping] | None = None,
 ) -> list[Artifact]:
-    """Write ``model_card.md``, ``rmf_report.md`` and ``evidence.json`` into ``out_dir``.
+    """Write ``model_card.md``, ``rmf_report.md``, ``datasheet.md`` and ``evidence.json`` into ``out_dir``.
 
     ``template_dir`` overrides any shipped template by file name; ``attestations`` are
     ``{subcategory, by, date, statement}`` records for the RMF report. Raises TemplateError (and
@@ -58,6 +60,7 @@ def render(
     contexts = {
         "model_card": model_card_context(run),
         "rmf_report": rmf_report_context(run, attestations),
+        "datasheet": datasheet_context(run),
     }
     texts = {
         kind: render_template(env, template, contexts[kind]) for kind, template, _ in DOCUMENTS

@@ -36,7 +36,7 @@ HEAD_DP = {
     "steps": 254,
     "max_grad_norm": 1.0,
 }
-FILES = ("model_card.md", "rmf_report.md", "evidence.json")
+FILES = ("model_card.md", "rmf_report.md", "datasheet.md", "evidence.json")
 SUBCATEGORY_HEADING = re.compile(r"^#### ((?:GOVERN|MAP|MEASURE|MANAGE) \d+\.\d+): (\w+)$", re.M)
 
 
@@ -263,10 +263,10 @@ def section(text: str, heading: str) -> str:
 # ---------------------------------------------------------------- files and artifacts
 
 
-def test_render__writes_three_files_with_matching_artifacts(tmp_path):
+def test_render__writes_four_files_with_matching_artifacts(tmp_path):
     run = make_run(tmp_path)
     artifacts = render(run, Path(run.out_dir))
-    assert [a.kind for a in artifacts] == ["model_card", "rmf_report", "evidence"]
+    assert [a.kind for a in artifacts] == ["model_card", "rmf_report", "datasheet", "evidence"]
     for artifact, name in zip(artifacts, FILES):
         path = Path(run.out_dir) / name
         assert Path(artifact.path) == path.resolve()
