@@ -41,7 +41,8 @@ def _normalise(header: str) -> str:
 
 def _is_phone(value: str) -> bool:
     digits = sum(ch.isdigit() for ch in value)
-    return bool(_PHONE.match(value)) and 7 <= digits <= 15 and any(ch in value for ch in "+-( .") and not _SSN.match(value)
+    return (bool(_PHONE.match(value)) and 7 <= digits <= 15 and any(ch in value for ch in "+-( .")
+            and not _SSN.match(value) and not _DATE.match(value))
 
 
 def _is_birth_date(value: str, today: date) -> bool:
