@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import gzip
 import hashlib
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -168,7 +167,10 @@ def sign_manifest(manifest: dict, key: SigningKey) -> dict:
 
 def write_manifest(manifest: dict, path: str | Path) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    try:
+        path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write the manifest: {exc}") from None
     return path
 
 
@@ -314,10 +316,13 @@ def verify_plan_manifest(plan) -> ManifestReport | None:
         return None
     report = verify_manifest(path)
     if spec.builtin:
-        return report
+        from govssl.data._builtin import ADULT
+
+        read = [datasets_dir() / spec.builtin / name for name, _ in ADULT.files]
+    else:
+        read = [plan.resolve(p) for p in (spec.path, spec.test_path) if p is not None]
     listed = {f["path"] for f in report.files}
-    missing = [str(plan.resolve(p)) for p in (spec.path, spec.test_path)
-               if p is not None and str(plan.resolve(p).resolve()) not in listed]
+    missing = [str(p.resolve()) for p in read if str(p.resolve()) not in listed]
     if missing:
         raise IntegrityError(f"{missing[0]}: not listed in the manifest {path}",
                              [f"{m}: the plan reads it but the manifest {path} does not list it" for m in missing])

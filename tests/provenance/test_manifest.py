@@ -169,6 +169,8 @@ def test_data_manifest__bad_key_or_missing_file_exits_2(capsys, tmp_path, signed
     assert code == 2 and "alice.pub" in err and "private key" in err
     code, _, err = run_cli(capsys, "data", "manifest", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "m.json"))
     assert code == 2 and "absent.csv" in err
+    code, _, err = run_cli(capsys, "data", "manifest", str(signed["data"]), "--out", str(tmp_path / "no" / "m.json"))
+    assert code == 2 and "cannot write the manifest" in err
 
 
 def test_verify_manifest__shipped_adult_manifest_verifies_and_matches_the_published_hashes():
