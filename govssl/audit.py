@@ -41,6 +41,20 @@ def _write_predictions(path: Path, data, proba) -> Artifact:
     return Artifact.of("predictions", path)
 
 
+def _signing_key(plan: AuditPlan):
+    """The key that signs the run's evidence: the plan's ``provenance.signing_key``, else env
+    GOVSSL_SIGNING_KEY, else None (the envelope is written unsigned)."""
+    import os
+
+    from govssl.provenance import SIGNING_KEY_ENV, load_signing_key
+
+    if plan.provenance.signing_key is not None:
+        return load_signing_key(plan.resolve(plan.provenance.signing_key))
+    if os.environ.get(SIGNING_KEY_ENV):
+        return load_signing_key(os.environ[SIGNING_KEY_ENV])
+    return None
+
+
 def run_audit(
     plan: AuditPlan | str | Path,
     policy: Policy | str | Path | None = None,
@@ -57,7 +71,7 @@ def run_audit(
     unusable database gets as far as training.
     """
     from govssl import data as data_module
-    from govssl import reports, train
+    from govssl import provenance, reports, train
     from govssl.checks.base import CheckContext, create_check
     from govssl.store import AuditStore
 
@@ -70,6 +84,9 @@ def run_audit(
     elif not isinstance(policy, Policy):
         policy = load_policy(policy)
     attestations = load_attestations(plan.resolve(plan.attestations)) if plan.attestations else []
+    manifest = provenance.verify_plan_manifest(plan)  # exit 3 before anything is trained or stored
+    signing_key = _signing_key(plan)
+    reports.load_datasheet_answers(plan)  # a bad answers file is an input error, found before training
     dataset = data_module.load(plan)
     store = store or AuditStore(db_url)
 
@@ -87,7 +104,7 @@ def run_audit(
             artifacts = [Artifact.of("model", trained.record.model_path)]
             artifacts.append(_write_predictions(out_dir / "predictions.csv", dataset, trained.predict_proba(dataset.X_test)))
             ctx = CheckContext(dataset=dataset, train=trained, seed=plan.seed, out_dir=out_dir,
-                               progress=progress, plan=plan)
+                               progress=progress, plan=plan, policy=policy, manifest=manifest)
             results = []
             with progress.task("running checks", len(plan.checks)) as task:
                 for name, params in plan.checks.items():
@@ -120,6 +137,7 @@ def run_audit(
         )
         run.seconds = time.perf_counter() - started
         run.artifacts.extend(reports.render(run, out_dir, attestations=[asdict(a) for a in attestations]))
+        run.artifacts.append(provenance.write_attestation(run, signing_key))
         store.save(run)
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)  # no half-written run on disk either

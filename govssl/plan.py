@@ -49,6 +49,9 @@ class DatasetSpec(_Strict):
     source: str | None = None
     license: str | None = None
     citation: str | None = None
+    manifest: Path | None = None  # data manifest verified before training (built-in data ships one)
+    datasheet: Path | None = None  # YAML answers to datasheet questions the data cannot answer
+    personal_data: list[str] = []  # columns declared to hold personal identifiers (the PII scan accepts them)
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -137,6 +140,14 @@ class ModelCardSpec(_Strict):
     references: list[str] = []
 
 
+class ProvenanceSpec(_Strict):
+    """Keys: ``signing_key`` (a private key file, or env GOVSSL_SIGNING_KEY) signs the audit's
+    evidence; ``trusted_keys`` (public key files) are signers whose data manifests are trusted."""
+
+    signing_key: Path | None = None
+    trusted_keys: list[Path] = []
+
+
 class OutputSpec(_Strict):
     dir: Path = Path("govssl-out")
 
@@ -154,6 +165,7 @@ class AuditPlan(_Strict):
     attestations: Path | None = None  # YAML list of {subcategory, by, date, statement}
     model_card: ModelCardSpec = ModelCardSpec()
     output: OutputSpec = OutputSpec()
+    provenance: ProvenanceSpec = ProvenanceSpec()
 
     # filled by load_plan, not by the user
     source_path: Path | None = Field(default=None, exclude=True)
@@ -215,6 +227,16 @@ def _file_problems(path: Path, plan: AuditPlan) -> list[str]:
         value = getattr(ds, key)
         if value is not None and not plan.resolve(value).is_file():
             problems.append(f"{path}: dataset.{key}: file not found: {plan.resolve(value)}")
+    for key in ("manifest", "datasheet"):
+        value = getattr(ds, key, None)
+        if value is not None and not plan.resolve(value).is_file():
+            problems.append(f"{path}: dataset.{key}: file not found: {plan.resolve(value)}")
+    keys = getattr(plan, "provenance", None)
+    for key, value in ([("signing_key", keys.signing_key)] if keys and keys.signing_key else []) + [
+        (f"trusted_keys[{i}]", k) for i, k in enumerate(keys.trusted_keys if keys else [])
+    ]:
+        if not plan.resolve(value).is_file():
+            problems.append(f"{path}: provenance.{key}: file not found: {plan.resolve(value)}")
     if not isinstance(plan.policy, str):
         return problems  # the schema reports it
     if plan.attestations is not None:

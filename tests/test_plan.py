@@ -59,6 +59,8 @@ def test_load_plan__demo_plan_loads():
     assert plan.checks == {
         "performance": {"n_boot": 1000},
         "fairness": {"n_boot": 1000, "min_group_size": 30},
+        "provenance": {},
+        "data_quality": {},
     }
     assert plan.policy_path() == REPO / "policies" / "default.yaml"
     assert plan.source_path == DEMO_PLAN

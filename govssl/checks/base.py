@@ -107,6 +107,8 @@ class CheckContext:
     out_dir: Any  # pathlib.Path of the run's output folder (charts go there)
     progress: Any = None  # govssl.progress.Progress (NullProgress when None)
     plan: Any = None  # the AuditPlan: checks that retrain (poisoning) reuse its training recipe
+    policy: Any = None  # the Policy: its provenance settings (trusted keys, allowed licences)
+    manifest: Any = None  # govssl.provenance.ManifestReport verified before training, or None
 
 
 class Check(ABC):
@@ -166,6 +168,7 @@ def register_check(name: str, force: bool = False):
 def _load_builtin_checks() -> None:
     # Importing the modules registers their checks.
     from govssl.checks import fairness, performance  # noqa: F401
+    from govssl.checks import data_quality, provenance  # noqa: F401
 
 
 def registered_checks() -> dict[str, type[Check]]:

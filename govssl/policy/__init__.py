@@ -56,6 +56,9 @@ class _PolicySpec(BaseModel):
     version: int = Field(ge=1)
     description: str = ""
     rules: list[_RuleSpec] = Field(min_length=1)
+    # provenance settings (optional): public key files relative to the policy file, licence ids
+    trusted_keys: list[str] = []
+    allowed_licenses: list[str] = []
 
 
 def builtin_policies() -> list[str]:
@@ -102,6 +105,20 @@ def _semantic_problems(path: Path, rules: Any) -> list[str]:
     return problems
 
 
+def _key_problems(path: Path, keys: Any) -> list[str]:
+    from govssl.errors import ConfigError
+    from govssl.provenance import load_public_key
+
+    problems = []
+    for i, key in enumerate(keys if isinstance(keys, list) else []):
+        if isinstance(key, str):
+            try:
+                load_public_key(path.resolve().parent / key)
+            except ConfigError as exc:
+                problems.append(f"{path}: trusted_keys[{i}]: {exc}")
+    return problems
+
+
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy pack; every problem is reported at once in one PolicyError."""
     path = Path(path)
@@ -112,6 +129,7 @@ def load_policy(path: str | Path) -> Policy:
     except ValidationError as exc:
         problems = pydantic_problems(path, exc)
     problems += _semantic_problems(path, data.get("rules"))
+    problems += _key_problems(path, data.get("trusted_keys"))
     if problems:
         raise PolicyError(f"{path}: the policy has {len(problems)} problem(s)", problems)
     rules = tuple(
@@ -120,4 +138,6 @@ def load_policy(path: str | Path) -> Policy:
     return Policy(
         name=spec.policy, version=spec.version, rules=rules, path=str(path.resolve()),
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(), description=spec.description,
+        trusted_keys=tuple(str(path.resolve().parent / k) for k in spec.trusted_keys),
+        allowed_licenses=tuple(spec.allowed_licenses),
     )

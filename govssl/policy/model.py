@@ -48,6 +48,8 @@ class Policy:
     path: str = ""
     sha256: str = ""
     description: str = ""
+    trusted_keys: tuple[str, ...] = ()  # public key files of trusted data signers
+    allowed_licenses: tuple[str, ...] = ()  # licence ids data may carry (SPDX-like, case-insensitive)
 
 
 @dataclass(frozen=True)

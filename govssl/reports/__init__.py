@@ -19,9 +19,13 @@ from govssl.reports._context import (
 )
 from govssl.reports._mct import MCT_SCHEMA_VERSION, model_card_json
 from govssl.reports._render import DOCUMENTS, FORMATS, JSON_DOCUMENTS, UNKNOWN_FORMAT, render
+from govssl.reports._datasheet import DATASHEETS_CITATION, datasheet_context, load_datasheet_answers
 
 __all__ = [
+    "DATASHEETS_CITATION",
     "DOCUMENTS",
+    "datasheet_context",
+    "load_datasheet_answers",
     "END_TO_END_DP",
     "FORMATS",
     "JSON_DOCUMENTS",

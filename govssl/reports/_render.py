@@ -10,6 +10,7 @@ from pathlib import Path
 
 from govssl.records import Artifact, AuditRun
 from govssl.reports._context import evidence, model_card_context, rmf_report_context
+from govssl.reports._datasheet import datasheet_context
 from govssl.reports._jinja import environment, render_template
 from govssl.reports._mct import model_card_json_from_context
 
@@ -22,8 +23,10 @@ UNKNOWN_FORMAT = "unknown document format {format!r}; choose from {choices}"
 DOCUMENTS = (
     ("model_card", "md", "model_card", "model_card.md.j2", "model_card.md"),
     ("rmf_report", "md", "rmf_report", "rmf_report.md.j2", "rmf_report.md"),
+    ("datasheet", "md", "datasheet", "datasheet.md.j2", "datasheet.md"),
     ("model_card_html", "html", "model_card", "model_card.html.j2", "model_card.html"),
     ("rmf_report_html", "html", "rmf_report", "rmf_report.html.j2", "rmf_report.html"),
+    ("datasheet_html", "html", "datasheet", "datasheet.html.j2", "datasheet.html"),
 )
 #: (artifact kind, output file) of the documents written as JSON (format "json")
 JSON_DOCUMENTS = (
@@ -76,7 +79,7 @@ def render(
     """Write the run's documents into ``out_dir``, one artifact per file.
 
     ``formats``: "md" (model_card.md, rmf_report.md), "html" (model_card.html,
-    rmf_report.html), "json" (model_card.json in the Model Card Toolkit schema, evidence.json);
+    rmf_report.html, datasheet.html), "json" (model_card.json in the Model Card Toolkit schema, evidence.json);
     an unknown one is a ValueError. ``template_dir`` overrides any shipped template by file name;
     ``attestations`` are ``{subcategory, by, date, statement}`` records for the RMF report.
     Raises TemplateError (and writes nothing) if any template fails. Does not change ``run``:
@@ -90,6 +93,7 @@ def render(
     contexts = {
         "model_card": model_card_context(run),
         "rmf_report": rmf_report_context(run, attestations),
+        "datasheet": datasheet_context(run),
     }
     texts: dict[str, str] = {}
     files: dict[str, str] = {}

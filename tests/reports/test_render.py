@@ -41,13 +41,15 @@ HEAD_DP = {
 FILES = (
     "model_card.md",
     "rmf_report.md",
+    "datasheet.md",
     "model_card.html",
     "rmf_report.html",
+    "datasheet.html",
     "model_card.json",
     "evidence.json",
 )
 KINDS = (
-    "model_card", "rmf_report", "model_card_html", "rmf_report_html", "model_card_json", "evidence",
+    "model_card", "rmf_report", "datasheet", "model_card_html", "rmf_report_html", "datasheet_html", "model_card_json", "evidence",
 )
 SUBCATEGORY_HEADING = re.compile(r"^#### ((?:GOVERN|MAP|MEASURE|MANAGE) \d+\.\d+): (\w+)$", re.M)
 
@@ -290,12 +292,12 @@ def test_render__writes_every_document_with_matching_artifacts(tmp_path):
 @pytest.mark.parametrize(
     "formats, files",
     [
-        (("md",), ["model_card.md", "rmf_report.md"]),
-        (("html",), ["model_card.html", "rmf_report.html"]),
+        (("md",), ["model_card.md", "rmf_report.md", "datasheet.md"]),
+        (("html",), ["model_card.html", "rmf_report.html", "datasheet.html"]),
         (("json",), ["model_card.json", "evidence.json"]),
         (
             ("json", "md", "md"),
-            ["model_card.md", "rmf_report.md", "model_card.json", "evidence.json"],
+            ["model_card.md", "rmf_report.md", "datasheet.md", "model_card.json", "evidence.json"],
         ),
         ((), []),
     ],

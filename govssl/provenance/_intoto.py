@@ -1,0 +1,135 @@
+"""Signed evidence of an audit: an in-toto Statement v1 in a DSSE envelope.
+
+Subjects are the files the decision is about (model, data, documents) by sha256; the predicate
+carries the decision, the policy's hash and a summary of the measurements. Formats: in-toto
+Attestation Framework, Statement v1; DSSE (Dead Simple Signing Envelope) v1.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+
+from govssl.errors import ConfigError, IntegrityError
+from govssl.provenance._keys import PublicKey, SigningKey, canonical_json
+from govssl.records import Artifact, AuditRun, sha256_file
+
+__all__ = [
+    "STATEMENT_TYPE", "PAYLOAD_TYPE", "PREDICATE_TYPE", "ATTESTATION_FILE",
+    "statement", "envelope", "write_attestation", "verify_envelope",
+]
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+PREDICATE_TYPE = "urn:govssl:predicate:audit-decision:v1"
+ATTESTATION_FILE = "attestation.intoto.json"
+_SUBJECT_KINDS = ("model", "predictions", "model_card", "rmf_report", "datasheet", "evidence")
+
+
+def _subjects(run: AuditRun) -> list[dict]:
+    out_dir = Path(run.out_dir)
+    subjects = []
+    for artifact in run.artifacts:
+        if artifact.kind in _SUBJECT_KINDS:
+            path = Path(artifact.path)
+            name = path.relative_to(out_dir).as_posix() if path.is_relative_to(out_dir) else path.name
+            subjects.append({"name": name, "digest": {"sha256": artifact.sha256}})
+    for f in run.dataset.files:
+        subjects.append({"name": f"data/{Path(f['path']).name}", "digest": {"sha256": f["sha256"]}})
+    return subjects
+
+
+def _measurement_summary(run: AuditRun) -> list[dict]:
+    # Model-wide figures and gaps; per-group rows ("sex=Female") stay in evidence.json.
+    return [
+        {"check": m.check, "metric": m.metric, "subject": m.subject, "value": m.value,
+         **({"ci": [m.ci_low, m.ci_high]} if m.ci_low is not None else {})}
+        for m in run.measurements if "=" not in m.subject
+    ]
+
+
+def statement(run: AuditRun) -> dict:
+    """The in-toto Statement v1 of an audit run."""
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": _subjects(run),
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "run_id": run.run_id,
+            "created_at": run.created_at,
+            "tool": f"govssl {run.govssl_version}",
+            "decision": {"verdict": run.decision.verdict, "exit_code": run.decision.exit_code,
+                         "blocking_rules": [o.rule_id for o in run.decision.blockers]},
+            "policy": {"name": run.policy_name, "version": run.policy_version, "sha256": run.policy_sha256},
+            "plan": {"name": run.plan_name, "sha256": run.plan_sha256},
+            "checks": {r.check: r.status for r in run.results},
+            "measurements": _finite(_measurement_summary(run)),
+        },
+    }
+
+
+def _finite(value):
+    """JSON has no NaN or infinity: such floats travel as the strings "nan", "inf", "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def envelope(stmt: dict, key: SigningKey | None) -> dict:
+    """A DSSE envelope around the statement; ``signatures`` is empty when no key is configured."""
+    body = canonical_json(stmt)
+    return {
+        "payloadType": PAYLOAD_TYPE,
+        "payload": base64.b64encode(body).decode("ascii"),
+        "signatures": [key.sign(PAYLOAD_TYPE, body)] if key is not None else [],
+    }
+
+
+def write_attestation(run: AuditRun, key: SigningKey | None) -> Artifact:
+    """Write the run's envelope into its folder (after the documents, whose hashes it lists)."""
+    path = Path(run.out_dir) / ATTESTATION_FILE
+    path.write_text(json.dumps(envelope(statement(run), key), indent=2) + "\n", encoding="utf-8")
+    return Artifact.of("attestation", path)
+
+
+def verify_envelope(path: str | Path, key: PublicKey) -> dict:
+    """Verify an envelope's signature by ``key`` and the subjects found beside it; return the statement.
+
+    Raises IntegrityError on a bad signature, a payload that is not a Statement v1, or a subject
+    file in the envelope's folder whose sha256 differs.
+    """
+    path = Path(path)
+    try:
+        env = json.loads(path.read_text(encoding="utf-8"))
+        body = base64.b64decode(env["payload"], validate=True)
+        payload_type, signatures = env["payloadType"], env["signatures"]
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: envelope file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"{path}: not a readable DSSE envelope: {type(exc).__name__}: {exc}") from None
+    if not any(isinstance(s, dict) and s.get("keyid") == key.keyid and key.verifies(payload_type, body, str(s.get("sig", "")))
+               for s in signatures):
+        raise IntegrityError(
+            f"{path}: no valid signature by the key in {key.name or 'the given key'} (key {key.keyid[:16]}...); "
+            f"the envelope is unsigned, signed by another key, or was changed after signing"
+        )
+    try:
+        stmt = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise IntegrityError(f"{path}: the payload is not JSON: {exc}") from None
+    if payload_type != PAYLOAD_TYPE or stmt.get("_type") != STATEMENT_TYPE:
+        raise IntegrityError(f"{path}: not an in-toto Statement v1 ({payload_type}, {stmt.get('_type')})")
+    problems = []
+    for subject in stmt.get("subject", []):
+        file = path.parent / subject["name"]
+        if file.is_file() and sha256_file(file) != subject["digest"]["sha256"]:
+            problems.append(f"{file}: sha256 differs from the signed statement")
+    if problems:
+        raise IntegrityError(f"{problems[0].split(':')[0]}: changed since the audit signed it", problems)
+    return stmt

@@ -1,0 +1,142 @@
+"""Provenance inside an audit: the manifest is verified before training, the run's evidence is
+signed, and the checks and the datasheet see what was verified."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pytest
+import yaml
+
+from govssl.cli import main
+from govssl.provenance import build_manifest, generate_keys, load_signing_key, sign_manifest, write_manifest
+from tests.conftest import fast_plan_data
+from tests.test_cli import run_cli
+
+
+def _plan(folder, train_csv, test_csv, **extra) -> dict:
+    data = fast_plan_data(train_csv, test_csv)
+    data["dataset"]["manifest"] = str(folder / "manifest.json")
+    data["checks"].update({"provenance": {}, "data_quality": {}})
+    data["provenance"] = {"signing_key": str(folder / "auditor.key"), "trusted_keys": [str(folder / "supplier.pub")]}
+    data.update(extra)
+    return data
+
+
+@pytest.fixture(scope="module")
+def supplied(tmp_path_factory, adult_csvs):
+    """Copies of the small Adult CSVs with a manifest signed by a supplier, and an auditor's key."""
+    folder = tmp_path_factory.mktemp("supplied")
+    train, test = (folder / "train.csv", folder / "test.csv")
+    train.write_bytes(adult_csvs[0].read_bytes())
+    test.write_bytes(adult_csvs[1].read_bytes())
+    generate_keys(folder / "supplier")
+    generate_keys(folder / "auditor")
+    manifest = build_manifest([train, test], base=folder, source="UCI Adult, doi:10.24432/C5XW20",
+                              license="CC-BY-4.0", creator="Becker and Kohavi")
+    write_manifest(sign_manifest(manifest, load_signing_key(folder / "supplier.key")), folder / "manifest.json")
+    (folder / "answers.yaml").write_text("motivation.01: A benchmark for income prediction.\n"
+                                         "composition.02: Also stated by the authors.\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def audited(supplied):
+    data = _plan(supplied, supplied / "train.csv", supplied / "test.csv")
+    data["dataset"]["datasheet"] = "answers.yaml"
+    plan = supplied / "plan.yaml"
+    plan.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.raises(SystemExit) as info:
+        main(["audit", str(plan), "--db", f"sqlite:///{supplied / 'audit.db'}", "--out", str(supplied / "out"), "--quiet"])
+    return {"code": info.value.code, "run_dir": next((supplied / "out").iterdir()), "folder": supplied}
+
+
+def test_audit__envelope_verifies_with_the_auditors_key_and_a_flipped_byte_fails(capsys, audited):
+    envelope = audited["run_dir"] / "attestation.intoto.json"
+    pub = str(audited["folder"] / "auditor.pub")
+    code, out, _ = run_cli(capsys, "attest", "verify", str(envelope), "--key", pub)
+    assert audited["code"] in (0, 1)
+    assert code == 0 and "signature valid" in out
+    stmt = json.loads(base64.b64decode(json.loads(envelope.read_text())["payload"]))
+    names = {s["name"] for s in stmt["subject"]}
+    assert {"model.safetensors", "model_card.md", "rmf_report.md", "datasheet.md", "evidence.json",
+            "data/train.csv", "data/test.csv"} <= names
+    evidence = json.loads((audited["run_dir"] / "evidence.json").read_text())
+    assert stmt["predicate"]["decision"]["verdict"] == evidence["decision"]["verdict"]
+
+    tampered = audited["folder"] / "tampered.json"
+    env = json.loads(envelope.read_text())
+    payload = bytearray(base64.b64decode(env["payload"]))
+    payload[len(payload) // 2] ^= 0x01
+    env["payload"] = base64.b64encode(bytes(payload)).decode()
+    tampered.write_text(json.dumps(env))
+    code, _, err = run_cli(capsys, "attest", "verify", str(tampered), "--key", pub)
+    assert code == 3 and "tampered.json" in err
+
+
+def test_audit__provenance_check_sees_the_verified_signed_manifest(audited):
+    evidence = json.loads((audited["run_dir"] / "evidence.json").read_text())
+    prov = {m["metric"]: m["value"] for c in evidence["checks"] if c["check"] == "provenance" for m in c["measurements"]}
+    assert prov == {"manifest_verified": True, "signature_valid": True, "signer_trusted": True,
+                    "license_allowed": True, "source_declared": True}
+    quality = next(c for c in evidence["checks"] if c["check"] == "data_quality")
+    assert quality["status"] == "measured"
+    pii = next(m for m in quality["measurements"] if m["metric"] == "undeclared_pii_columns")
+    assert pii["value"] == 0
+
+
+def test_audit__datasheet_counts_derived_supplied_and_unanswered(audited):
+    text = (audited["run_dir"] / "datasheet.md").read_text()
+    head = text.split("\n## ")[0]
+    derived, supplied, unanswered = map(int, re.search(
+        r"\*\*(\d+) derived\*\*.*\*\*(\d+) supplied\*\*.*\*\*(\d+) unanswered\*\*", head).groups())
+    assert derived + supplied + unanswered == 57 and supplied == 1 and derived >= 10
+    assert "A benchmark for income prediction." in text
+    assert "The dataset's authors add: Also stated by the authors." in text  # composition.02 is derived too
+
+
+def test_audit__private_keys_stay_out_of_the_run_folder_and_the_store(audited):
+    folder = audited["folder"]
+    secrets = [(folder / n).read_text().splitlines()[1] for n in ("auditor.key", "supplier.key")]
+    for path in list(audited["run_dir"].iterdir()) + [folder / "audit.db"]:
+        data = path.read_bytes()
+        assert not any(s.encode() in data for s in secrets), path
+
+
+def test_audit__data_that_differs_from_its_manifest_exits_3_before_training(capsys, supplied, tmp_path):
+    folder = tmp_path
+    for name in ("train.csv", "test.csv", "manifest.json", "auditor.key", "supplier.pub"):
+        (folder / name).write_bytes((supplied / name).read_bytes())
+    lines = (folder / "train.csv").read_text().splitlines(keepends=True)
+    (folder / "train.csv").write_text("".join(lines[:-1]))  # one row deleted
+    plan = folder / "plan.yaml"
+    plan.write_text(yaml.safe_dump(_plan(folder, folder / "train.csv", folder / "test.csv")))
+    db = folder / "audit.db"
+    code, _, err = run_cli(capsys, "audit", str(plan), "--db", f"sqlite:///{db}", "--out", str(folder / "out"), "-q")
+    assert code == 3
+    assert str((folder / "train.csv").resolve()) in " ".join(err.split()) and "row(s) fewer" in err
+    assert not (folder / "out").exists() or not any((folder / "out").iterdir())
+    assert not db.exists()  # verification runs before the store is even opened
+
+
+def test_audit__a_plan_file_outside_its_manifest_exits_3(capsys, supplied, tmp_path):
+    other = tmp_path / "other.csv"
+    other.write_bytes((supplied / "train.csv").read_bytes())
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(_plan(supplied, other, supplied / "test.csv")))
+    code, _, err = run_cli(capsys, "audit", str(plan), "--db", f"sqlite:///{tmp_path / 'a.db'}", "--out", str(tmp_path / "out"), "-q")
+    assert code == 3 and "other.csv" in err and "not listed in the manifest" in " ".join(err.split())
+
+
+def test_audit__unknown_datasheet_question_id_exits_2_naming_file_and_key(capsys, supplied, tmp_path):
+    answers = tmp_path / "answers.yaml"
+    answers.write_text("motivation.01: fine\nmotivation.99: no such question\n")
+    data = _plan(supplied, supplied / "train.csv", supplied / "test.csv")
+    data["dataset"]["datasheet"] = str(answers)
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(data))
+    code, _, err = run_cli(capsys, "audit", str(plan), "--db", f"sqlite:///{tmp_path / 'a.db'}", "--out", str(tmp_path / "out"), "-q")
+    assert code == 2 and "answers.yaml: motivation.99: unknown question id" in " ".join(err.split())
+    assert not (tmp_path / "out").exists()

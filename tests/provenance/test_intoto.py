@@ -1,0 +1,77 @@
+"""in-toto Statement v1 in a DSSE envelope: written for a run, verified, and broken by any change."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from govssl.errors import IntegrityError
+from govssl.provenance import (
+    PAYLOAD_TYPE, STATEMENT_TYPE, generate_keys, load_public_key, load_signing_key, verify_envelope,
+    write_attestation,
+)
+from govssl.records import Artifact
+from tests.reports.test_render import make_run
+
+
+@pytest.fixture
+def run_with_envelope(tmp_path):
+    run = make_run(tmp_path)
+    doc = tmp_path / "out" / "model_card.md"
+    doc.write_text("# card\n")
+    run.artifacts.append(Artifact.of("model_card", doc))
+    private, public = generate_keys(tmp_path / "signer")
+    artifact = write_attestation(run, load_signing_key(private))
+    return run, artifact, load_public_key(public), tmp_path
+
+
+def test_write_attestation__statement_v1_with_hashed_subjects_and_the_decision(run_with_envelope):
+    run, artifact, key, _ = run_with_envelope
+    envelope = json.loads(open(artifact.path).read())
+    assert envelope["payloadType"] == PAYLOAD_TYPE and len(envelope["signatures"]) == 1
+    assert envelope["signatures"][0]["keyid"] == key.keyid
+    stmt = json.loads(base64.b64decode(envelope["payload"]))
+    assert stmt["_type"] == STATEMENT_TYPE
+    subjects = {s["name"]: s["digest"]["sha256"] for s in stmt["subject"]}
+    for a in run.artifacts:
+        assert a.sha256 in subjects.values(), a.kind
+    for f in run.dataset.files:
+        assert subjects["data/" + f["path"].split("/")[-1]] == f["sha256"]
+    assert stmt["predicate"]["decision"]["verdict"] == run.decision.verdict
+    assert stmt["predicate"]["policy"]["sha256"] == run.policy_sha256
+    assert stmt["predicate"]["measurements"]
+    assert verify_envelope(artifact.path, key) == stmt
+
+
+def test_verify_envelope__one_flipped_payload_byte_fails(run_with_envelope):
+    _, artifact, key, _ = run_with_envelope
+    envelope = json.loads(open(artifact.path).read())
+    body = bytearray(base64.b64decode(envelope["payload"]))
+    body[body.index(b'"verdict":"') + 11] ^= 0x01
+    envelope["payload"] = base64.b64encode(bytes(body)).decode()
+    with open(artifact.path, "w") as fh:
+        json.dump(envelope, fh)
+    with pytest.raises(IntegrityError, match="no valid signature"):
+        verify_envelope(artifact.path, key)
+
+
+def test_verify_envelope__wrong_key_and_unsigned_envelopes_fail(run_with_envelope, tmp_path):
+    run, artifact, _, _ = run_with_envelope
+    _, other = generate_keys(tmp_path / "other")
+    with pytest.raises(IntegrityError, match="other.pub"):
+        verify_envelope(artifact.path, load_public_key(other))
+    unsigned = write_attestation(run, None)
+    assert json.loads(open(unsigned.path).read())["signatures"] == []
+    with pytest.raises(IntegrityError):
+        verify_envelope(unsigned.path, load_public_key(other))
+
+
+def test_verify_envelope__a_document_changed_after_signing_fails_naming_it(run_with_envelope):
+    _, artifact, key, tmp_path = run_with_envelope
+    doc = tmp_path / "out" / "model_card.md"
+    doc.write_text("# card, edited\n")
+    with pytest.raises(IntegrityError) as info:
+        verify_envelope(artifact.path, key)
+    assert str(info.value).startswith(str(doc))
