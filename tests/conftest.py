@@ -10,6 +10,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `govssl ARGV` in-process: (exit code, stdout, stderr)."""
+    from govssl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(list(argv))
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
 @pytest.fixture(scope="session")
 def adult_frames():
     from govssl.data._builtin import load_builtin

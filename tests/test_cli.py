@@ -14,14 +14,8 @@ import pytest
 import yaml
 
 from govssl.cli import main
-from tests.conftest import REPO, fast_plan_data
+from tests.conftest import REPO, fast_plan_data, run_cli
 
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import yaml
 
 from govssl.cli import main
 from tests.conftest import REPO, fast_plan_data
+from tests.conftest import run_cli as cli
 
 BLOCKING_POLICY = {
     "policy": "demo-gate", "version": 1,
@@ -32,12 +33,6 @@ def copy_store(audited, tmp_path) -> str:
     target.close()
     return f"sqlite:///{tmp_path / 'copy.db'}"
 
-
-def cli(capsys, *argv):
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,10 @@ from govssl.cli import main
 from govssl.policy.model import Decision
 from govssl.store import AuditStore
 
+from tests.conftest import run_cli
+
 from .test_store import RECORDS_PER_RUN, make_run
 
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(list(argv))
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 @pytest.fixture
