@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape as esc
 from rich.table import Table
 
 from govssl import __version__
@@ -81,7 +82,7 @@ def _fmt(value) -> str:
 
 
 def _print_run(run, console: Console) -> None:
-    console.print(f"[bold]run[/] {run.run_id}   plan {run.plan_name}   policy {run.policy_name} v{run.policy_version}")
+    console.print(f"[bold]run[/] {esc(run.run_id)}   plan {esc(run.plan_name)}   policy {esc(run.policy_name)} v{run.policy_version}")
     t = run.training
     dp = t.dp
     private = (
@@ -91,20 +92,20 @@ def _print_run(run, console: Console) -> None:
     )
     console.print(
         f"model {Path(t.model_path).name} sha256 {t.model_sha256[:16]}…  "
-        f"{t.method} + {t.finetune_mode} on {t.label_fraction:.0%} of labels  |  {private}"
+        f"{t.method} + {t.finetune_mode} on {t.label_fraction:.0%} of labels  |  {private}", markup=False
     )
     perf = Table(title="measurements (model-wide and gaps between groups)", title_justify="left")
     for col in ("check", "metric", "subject", "value", "95% CI", "n"):
         perf.add_column(col, justify="right" if col in ("value", "n") else "left")
     for r in run.results:
         if r.status != "measured":
-            perf.add_row(r.check, f"[yellow]{r.status}[/]", "", r.reason[:60], "", "")
+            perf.add_row(esc(r.check), f"[yellow]{r.status}[/]", "", esc(r.reason[:60]), "", "")
             continue
         for m in r.measurements:
             if "=" in m.subject:  # per-group rows are in the model card
                 continue
             ci = f"[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]" if m.ci_low is not None else ""
-            perf.add_row(r.check, m.metric, m.subject or "(model)", _fmt(m.value), ci, _fmt(m.n))
+            perf.add_row(esc(r.check), esc(m.metric), esc(m.subject or "(model)"), esc(_fmt(m.value)), esc(ci), _fmt(m.n))
     console.print(perf)
     rules = Table(title="policy rules", title_justify="left")
     for col in ("rule", "severity", "status", "observed", "threshold", "why"):
@@ -117,7 +118,7 @@ def _print_run(run, console: Console) -> None:
         if o.status == "waived" and o.waiver:
             w = o.waiver
             why = f"waived by {w['approver']} until {w['expires']}: {w['reason']} (was: {o.message})"
-        rules.add_row(o.rule_id, o.severity, f"[{colour}]{status}[/]", _fmt(o.observed), o.threshold, why)
+        rules.add_row(esc(o.rule_id), o.severity, f"[{colour}]{status}[/]", esc(_fmt(o.observed)), esc(o.threshold), esc(why))
     console.print(rules)
     docs = [a for a in run.artifacts if a.kind not in ("model", "predictions")]
     if docs:
@@ -200,7 +201,7 @@ def runs(db_url: str | None, as_json: bool, limit: int | None, model_sha256: str
         table.add_column(col)
     for r in rows:
         colour = "green" if r["verdict"] == "pass" else "red"
-        table.add_row(r["run_id"], str(r["created_at"]), r["plan_name"], r["policy_name"],
+        table.add_row(esc(r["run_id"]), str(r["created_at"]), esc(r["plan_name"]), esc(r["policy_name"]),
                       (r["model_sha256"] or "")[:16], f"[{colour}]{r['verdict']}[/]", str(r["n_blocking"]))
     out.print(table)
 
@@ -440,7 +441,7 @@ def diff(run_a: str, run_b: str, db_url: str | None, as_json: bool) -> None:
         table.add_column(col, justify="right" if col in ("A", "B", "B - A") else "left")
     for m in result["measurements"]:
         delta = "" if m["delta"] is None else f"{m['delta']:+.4g}"
-        table.add_row(m["check"], m["metric"], m["subject"] or "(model)", _fmt(m["a"]), _fmt(m["b"]), delta)
+        table.add_row(esc(m["check"]), esc(m["metric"]), esc(m["subject"] or "(model)"), esc(_fmt(m["a"])), esc(_fmt(m["b"])), delta)
     out.print(table)
     if not result["rules_changed"]:
         out.print("no rule outcome changed")
@@ -449,7 +450,7 @@ def diff(run_a: str, run_b: str, db_url: str | None, as_json: bool) -> None:
     for col in ("rule", "subject", "A", "B", "observed A", "observed B"):
         rules.add_column(col)
     for r in result["rules_changed"]:
-        rules.add_row(r["rule_id"], r["subject"], str(r["status_a"]), str(r["status_b"]),
+        rules.add_row(esc(r["rule_id"]), esc(r["subject"]), str(r["status_a"]), str(r["status_b"]),
                       _fmt(r["observed_a"]), _fmt(r["observed_b"]))
     out.print(rules)
 
@@ -506,8 +507,8 @@ def policy_explain(file: Path, as_json: bool) -> None:
     for r in pol.rules:
         subject = f" [{r.subject}]" if r.subject else " (worst subject)"
         small = f"; n >= {r.min_n}" if r.min_n else ""
-        table.add_row(r.id, f"{r.check}.{r.metric}{subject}", r.threshold_text() + small, r.severity,
-                      r.on_missing, ", ".join(r.rmf), r.rationale)
+        table.add_row(esc(r.id), esc(f"{r.check}.{r.metric}{subject}"), esc(r.threshold_text() + small), r.severity,
+                      r.on_missing, ", ".join(r.rmf), esc(r.rationale))
     out.print(table)
 
 

@@ -268,3 +268,15 @@ def test_audit__rmf_report_lists_the_72_subcategories_of_nist_ai_100_1(audited):
     assert len(found) == 72 == len(set(found))
     if reference.is_file():
         assert found == [s["id"] for s in json.loads(reference.read_text())]
+
+
+def test_show__subjects_in_brackets_are_printed_not_read_as_markup(capsys, audited):
+    from govssl.store import AuditStore
+
+    run_id = AuditStore(audited["db"]).list_runs()[0]["run_id"]
+    code, out, _ = run_cli(capsys, "show", run_id, "--db", audited["db"])
+    assert code == 0
+    import re
+
+    # the rule message names the worst subject in brackets, e.g. "demographic_parity_ratio [race] 0.45 < 0.8"
+    assert re.search(r"demographic_parity_ratio \[(sex|race|sex\*race)\]", out), out
