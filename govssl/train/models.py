@@ -79,5 +79,5 @@ def predict_proba(model: nn.Module, X, batch_size: int = 8192):
     for start in range(0, len(X), batch_size):
         xb = torch.as_tensor(X[start : start + batch_size], dtype=torch.float32)
         out.append(torch.softmax(model(xb), dim=1).numpy())
-    n_classes = model[-1].out_features if isinstance(model, nn.Sequential) else 2
+    n_classes = getattr(model[-1], "out_features", 2) if isinstance(model, nn.Sequential) else 2
     return np.concatenate(out) if out else np.zeros((0, n_classes), dtype=np.float32)
