@@ -34,7 +34,7 @@ def digits():
     return load(_plan())
 
 
-@pytest.mark.parametrize("method", ["simclr", "rotation"])
+@pytest.mark.parametrize("method", [pytest.param("simclr", marks=pytest.mark.slow), "rotation"])
 def test_fit__images_same_seed_gives_identical_weights_file(digits, tmp_path, method):
     first = fit(_plan(method), digits, tmp_path / "a", NullProgress())
     second = fit(_plan(method), digits, tmp_path / "b", NullProgress())
@@ -53,6 +53,7 @@ def test_fit__images_cnn_reloads_from_its_file(digits, tmp_path):
     assert arch["kind"] == "cnn" and "CNN on 1x8x8 images" in result.record.architecture
 
 
+@pytest.mark.slow
 def test_fit__images_rotation_under_dp_composes_both_phases(digits, tmp_path):
     from opacus.accountants import RDPAccountant
 
