@@ -59,6 +59,7 @@ def test_load_plan__demo_plan_loads():
     assert plan.checks == {
         "performance": {"n_boot": 1000},
         "fairness": {"n_boot": 1000, "min_group_size": 30},
+        "label_efficiency": {"n_boot": 1000},
     }
     assert plan.policy_path() == REPO / "policies" / "default.yaml"
     assert plan.source_path == DEMO_PLAN
