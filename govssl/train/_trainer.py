@@ -20,7 +20,7 @@ from torch import nn
 
 from govssl.errors import ConfigError
 from govssl.records import TrainRecord, sha256_file
-from govssl.train.models import Architecture, build_classifier, build_encoder, predict_proba, split_classifier
+from govssl.train.models import Architecture, build_classifier, predict_proba, split_classifier
 from govssl.train._pretrain import batches as _batches
 from govssl.train._pretrain import pretrain
 
