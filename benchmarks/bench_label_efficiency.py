@@ -25,7 +25,7 @@ RECIPES = {
     # the demo plan's data and encoder, without DP, SCARF pretraining (allowed without DP), linear probe
     "adult": ("adult-income.yaml", {"pretrain": {"method": "scarf", "epochs": 5, "batch_size": 256,
                                                  "corruption_rate": 0.6, "temperature": 1.0},
-                                    "finetune": {"mode": "linear_probe", "epochs": 20, "batch_size": 256, "lr": 0.001}}),
+                                    "finetune": {"mode": "linear_probe", "epochs": 100, "batch_size": 64, "lr": 0.01}}),
     "digits": ("digits-simclr.yaml", {}),
 }
 
