@@ -4,7 +4,7 @@ The default tabular model (MLP in-256-256-2 on Adult, 10% of the labels, batch 2
 plain, under DP-SGD with ghost clipping (what govssl uses) and with Opacus's per-sample hooks
 (for reference). Prints seconds per epoch (median of the timed epochs) and the ratios to plain.
 
-    python benchmarks/bench_dp_overhead.py [--epochs 5] [--threads 1]
+    python benchmarks/bench_dp_overhead.py [--epochs 10] [--threads 1] [--batch-size 256] [--hooks] [--utility]
 
 ``--utility`` also trains the demo plan (audits/adult-income.yaml) with and without DP and
 prints both test accuracies.
@@ -113,9 +113,11 @@ def _utility() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    # one thread by default: on a busy machine, several threads per process spin and wait, and the
+    # epoch times of both modes swing by 10x
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--hooks", action="store_true", help="also time Opacus's per-sample hooks")
     parser.add_argument("--utility", action="store_true", help="also compare the demo's accuracy with and without DP")
     args = parser.parse_args()
