@@ -32,11 +32,16 @@ def new_run_id(now: datetime | None = None) -> str:
 
 def _write_predictions(path: Path, data, proba) -> Artifact:
     sensitive = data.sensitive_frame("test")
+    multiclass = proba.shape[1] > 2  # then one probability column per class, named after it
+    classes = [f"p_{c}" for c in data.classes] if multiclass else []
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["row", "y_true", "y_pred", "score", *data.sensitive])
+        writer.writerow(["row", "y_true", "y_pred", "score", *classes, *data.sensitive])
         for i in range(len(data.y_test)):
-            writer.writerow([i, int(data.y_test[i]), int(proba[i].argmax()), repr(float(proba[i, 1])),
+            pred = int(proba[i].argmax())
+            score = proba[i, pred] if multiclass else proba[i, 1]
+            writer.writerow([i, int(data.y_test[i]), pred, repr(float(score)),
+                             *(repr(float(p)) for p in (proba[i] if multiclass else ())),
                              *(sensitive[c].iat[i] for c in data.sensitive)])
     return Artifact.of("predictions", path)
 
@@ -88,6 +93,7 @@ def run_audit(
     signing_key = _signing_key(plan)
     reports.load_datasheet_answers(plan)  # a bad answers file is an input error, found before training
     dataset = data_module.load(plan)
+    public_X = data_module.load_public(plan, dataset)
     store = store or AuditStore(db_url)
 
     run_id = new_run_id()
@@ -100,7 +106,7 @@ def run_audit(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # library chatter (Opacus, sklearn) is not evidence
-            trained = train.fit(plan, dataset, out_dir, progress)
+            trained = train.fit(plan, dataset, out_dir, progress, public_X=public_X)
             artifacts = [Artifact.of("model", trained.record.model_path)]
             artifacts.append(_write_predictions(out_dir / "predictions.csv", dataset, trained.predict_proba(dataset.X_test)))
             ctx = CheckContext(dataset=dataset, train=trained, seed=plan.seed, out_dir=out_dir,

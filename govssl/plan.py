@@ -26,7 +26,7 @@ __all__ = [
     "BUILTIN_DATASETS",
 ]
 
-BUILTIN_DATASETS = ("adult",)
+BUILTIN_DATASETS = ("adult", "digits")
 
 
 class _Strict(BaseModel):
@@ -34,9 +34,10 @@ class _Strict(BaseModel):
 
 
 class DatasetSpec(_Strict):
-    """Either a built-in dataset or a CSV / Parquet file (with an optional separate test file)."""
+    """Either a built-in dataset or a file: CSV / Parquet (with an optional separate test file),
+    NPZ images (arrays x, y) or a folder of PNG/JPEG images with one sub-folder per class."""
 
-    builtin: Literal["adult"] | None = None
+    builtin: Literal["adult", "digits"] | None = None
     path: Path | None = None
     test_path: Path | None = None
     test_fraction: float = Field(0.25, gt=0, lt=1)
@@ -57,16 +58,30 @@ class DatasetSpec(_Strict):
     def _one_source(self):
         if (self.builtin is None) == (self.path is None):
             raise ValueError("give exactly one of 'builtin' (e.g. adult) or 'path' (a CSV or Parquet file)")
-        if self.path is not None and not self.target:
+        if self.path is not None and not self.target and not self.is_images():
             raise ValueError("'target' is required with 'path': name the label column")
         if self.test_path is not None and self.path is None:
             raise ValueError("'test_path' needs 'path'")
         return self
 
+    def is_images(self, plan: "AuditPlan | None" = None) -> bool:
+        """Images: built-in digits, an .npz file, or a folder (a path without a table suffix)."""
+        if self.builtin is not None:
+            return self.builtin == "digits"
+        if self.path is None:
+            return False
+        if self.path.suffix.lower() == ".npz":
+            return True
+        return (plan.resolve(self.path) if plan is not None else self.path).is_dir()
+
 
 class EncoderSpec(_Strict):
+    """An MLP for tables; for images a small CNN (``channels``, 3x3 convolutions, the second
+    and later with stride 2) followed by the ``hidden_dims`` fully connected layers."""
+
     hidden_dims: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
     dropout: float = Field(0.0, ge=0, lt=1)
+    channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
 
     @field_validator("hidden_dims")
     @classmethod
@@ -76,14 +91,35 @@ class EncoderSpec(_Strict):
         return v
 
 
+TABULAR_METHODS = ("scarf", "vime")
+IMAGE_METHODS = ("simclr", "rotation")
+CONTRASTIVE_METHODS = ("scarf", "simclr")
+
+CONTRASTIVE_UNDER_DP = (
+    "training.pretrain.method: '{method}' is contrastive and cannot run under DP on the private "
+    "rows: a contrastive loss couples the examples of a batch (each row is a negative for the "
+    "others), so clipping per-example gradients does not bound one person's influence on the "
+    "update. Use a per-example objective ({alternatives}), or pretrain on a declared public "
+    "dataset (training.pretrain.public_data), or set training.dp.enabled: false."
+)
+
+
 class PretrainSpec(_Strict):
-    method: Literal["scarf", "none"] = "scarf"
+    """Self-supervised pretraining of the encoder. Tables: scarf (contrastive) or vime (masked
+    feature reconstruction); images: simclr (contrastive) or rotation (rotation prediction)."""
+
+    method: Literal["scarf", "vime", "simclr", "rotation", "none"] = "scarf"
     epochs: int = Field(10, ge=0)
     batch_size: int = Field(256, ge=2)
     lr: float = Field(1e-3, gt=0)
     corruption_rate: float = Field(0.6, gt=0, lt=1)
     temperature: float = Field(1.0, gt=0)
     projection_dim: int = Field(128, ge=1)
+    mask_rate: float = Field(0.3, gt=0, lt=1)  # vime
+    alpha: float = Field(2.0, ge=0)  # vime: weight of feature reconstruction against mask estimation
+    # Data of the same kind (CSV with the same columns, NPZ / image folder) that is public: pretraining
+    # then reads no private rows and needs no DP.
+    public_data: Path | None = None
 
 
 class FinetuneSpec(_Strict):
@@ -105,6 +141,10 @@ class DPSpec(_Strict):
     delta: float = Field(1e-5, gt=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
     accountant: Literal["rdp", "prv", "gdp"] = "rdp"
+    # When pretraining reads the private rows: the pretraining phase is calibrated to reach
+    # pretrain_share * target_epsilon alone, then fine-tuning's noise is the smallest that keeps
+    # the composed epsilon of both phases within target_epsilon.
+    pretrain_share: float = Field(0.5, gt=0, lt=1)
 
 
 class TrainingSpec(_Strict):
@@ -112,6 +152,17 @@ class TrainingSpec(_Strict):
     pretrain: PretrainSpec = PretrainSpec()
     finetune: FinetuneSpec = FinetuneSpec()
     dp: DPSpec = DPSpec()
+    # Also train a supervised-only model (same architecture, labelled rows and budget, no
+    # pretraining) as evidence for the label_efficiency check. Not released.
+    baseline: bool = True
+
+    @model_validator(mode="after")
+    def _no_contrastive_under_dp(self):
+        p = self.pretrain
+        if self.dp.enabled and p.method in CONTRASTIVE_METHODS and p.epochs > 0 and p.public_data is None:
+            alternatives = "vime, masked feature reconstruction" if p.method == "scarf" else "rotation prediction"
+            raise ValueError(CONTRASTIVE_UNDER_DP.format(method=p.method, alternatives=alternatives))
+        return self
 
 
 class OwnerSpec(_Strict):
@@ -225,7 +276,7 @@ def _file_problems(path: Path, plan: AuditPlan) -> list[str]:
     ds = plan.dataset
     for key in ("path", "test_path"):
         value = getattr(ds, key)
-        if value is not None and not plan.resolve(value).is_file():
+        if value is not None and not plan.resolve(value).exists():
             problems.append(f"{path}: dataset.{key}: file not found: {plan.resolve(value)}")
     for key in ("manifest", "datasheet"):
         value = getattr(ds, key, None)
@@ -251,6 +302,19 @@ def _file_problems(path: Path, plan: AuditPlan) -> list[str]:
     except KeyError as exc:
         problems.append(f"{path}: policy: {exc.args[0]}")
     return problems
+
+
+def _method_problems(path: Path, plan: AuditPlan) -> list[str]:
+    method = plan.training.pretrain.method
+    if method == "none" or plan.training.pretrain.epochs == 0:
+        return []
+    images = plan.dataset.is_images(plan)
+    allowed = IMAGE_METHODS if images else TABULAR_METHODS
+    if method not in allowed:
+        kind = "image" if images else "tabular"
+        return [f"{path}: training.pretrain.method: '{method}' does not apply to {kind} data; use one of "
+                f"{', '.join(allowed)} (or none)"]
+    return []
 
 
 def _problems_beyond_schema(path: Path, data: dict) -> list[str]:
@@ -317,7 +381,10 @@ def load_plan(path: str | Path) -> AuditPlan:
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         }
     )
-    problems = _check_problems(path, plan.checks) + _file_problems(path, plan)
+    problems = _check_problems(path, plan.checks) + _file_problems(path, plan) + _method_problems(path, plan)
+    public = plan.training.pretrain.public_data
+    if public is not None and not plan.resolve(public).exists():
+        problems.append(f"{path}: training.pretrain.public_data: file not found: {plan.resolve(public)}")
     if problems:
         raise ConfigError(f"{path}: the plan has {len(problems)} problem(s)", problems)
     return plan

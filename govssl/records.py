@@ -58,6 +58,8 @@ class DatasetSummary:
     positive_rate_test: float
     files: tuple[dict, ...] = ()  # [{path, sha256, size}]
     missing: dict = field(default_factory=dict)  # column -> count of missing values (train+test)
+    task: str = "tabular-classification"  # or image-classification
+    classes: tuple[str, ...] = ()  # class names in label order
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class TrainRecord:
     n_labelled_rows: int
     pretrain_epochs: int
     finetune_epochs: int
-    dp_scope: str  # none | head | finetune (see train/ docs)
+    dp_scope: str  # none | head | finetune | pretrain+head | pretrain+finetune (see train/ docs)
     end_to_end_dp: bool
     dp: dict | None
     model_path: str
@@ -81,6 +83,10 @@ class TrainRecord:
     seed: int
     seconds: float
     history: dict = field(default_factory=dict)
+    # what pretraining read: "private training rows", "public: <file>" or "none"
+    pretrain_data: str = "private training rows"
+    # the supervised-only comparison model (label efficiency): mode, epochs, epsilon, seconds
+    baseline: dict | None = None
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ def fast_plan_data(train_csv: Path, test_csv: Path, *, dp: bool = False, **overr
             "pretrain": {"method": "scarf", "epochs": 1, "batch_size": 256},
             "finetune": {"mode": "fine_tune", "label_fraction": 0.5, "epochs": 8, "batch_size": 128},
             "dp": {"enabled": dp, "target_epsilon": 3.0, "delta": 1e-5},
+            "baseline": False,  # the label_efficiency check is not in these plans
         },
         "checks": {"performance": {"n_boot": 100}, "fairness": {"n_boot": 100, "min_group_size": 30}},
         "policy": str(REPO / "policies" / "default.yaml"),

@@ -61,6 +61,7 @@ def test_load_plan__demo_plan_loads():
         "fairness": {"n_boot": 1000, "min_group_size": 30},
         "provenance": {},
         "data_quality": {},
+        "label_efficiency": {"n_boot": 1000},
     }
     assert plan.policy_path() == REPO / "policies" / "default.yaml"
     assert plan.source_path == DEMO_PLAN

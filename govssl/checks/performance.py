@@ -1,10 +1,14 @@
 """Model-wide performance on the held-out test rows, with bootstrap confidence intervals.
 
 Expected calibration error follows Guo et al. 2017, "On Calibration of Modern Neural Networks"
-(equal-width confidence bins, weighted mean |accuracy - confidence|).
+(equal-width confidence bins, weighted mean |accuracy - confidence|). With more than two classes,
+f1 is the macro average over classes and roc_auc the macro average of one-vs-rest AUCs (Provost &
+Domingos 2000; scikit-learn's ``multi_class="ovr"``); balanced accuracy is the mean recall.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 from sklearn import metrics as skm
@@ -49,16 +53,16 @@ class PerformanceCheck(Check):
         y = ctx.dataset.y_test
         proba = ctx.train.predict_proba(ctx.dataset.X_test)
         pred = proba.argmax(axis=1)
-        score = proba[:, 1]
         n_bins = int(self.params["calibration_bins"])
+        multiclass = proba.shape[1] > 2
         points = {
             "accuracy": skm.accuracy_score(y, pred),
             "balanced_accuracy": skm.balanced_accuracy_score(y, pred),
-            "f1": skm.f1_score(y, pred),
-            "roc_auc": skm.roc_auc_score(y, score),
+            "f1": skm.f1_score(y, pred, average="macro", labels=np.arange(proba.shape[1])) if multiclass else skm.f1_score(y, pred),
+            "roc_auc": _ovr_auc(y, proba) if multiclass else skm.roc_auc_score(y, proba[:, 1]),
             "expected_calibration_error": expected_calibration_error(y, proba, n_bins),
         }
-        samples = self._bootstrap(y, pred, proba, ctx.seed)
+        samples = self._bootstrap_multiclass(y, pred, proba, ctx.seed) if multiclass else self._bootstrap(y, pred, proba, ctx.seed)
         low, high = percentile_interval(samples, float(self.params["confidence"]))
         return [
             Measurement(
@@ -94,6 +98,44 @@ class PerformanceCheck(Check):
             auc = _weighted_auc(counts, y, proba[:, 1])
             out.append(np.column_stack([accuracy, balanced, f1, auc, ece]))
         return np.concatenate(out)
+
+    def _bootstrap_multiclass(self, y, pred, proba, seed) -> np.ndarray:
+        """Per-class confusion counts as weighted sums: macro F1 and mean recall per resample; AUC one
+        class against the rest at a time; classes absent from a resample are left out of its means."""
+        n_classes, n_bins = proba.shape[1], int(self.params["calibration_bins"])
+        confidence = proba.max(axis=1)
+        correct = (pred == y).astype(np.float64)
+        bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+        bin_onehot = np.eye(n_bins)[bins]
+        true_onehot, pred_onehot = np.eye(n_classes)[y], np.eye(n_classes)[pred]
+        ingredients = np.hstack([true_onehot * pred_onehot, true_onehot, pred_onehot, correct[:, None],
+                                 bin_onehot * correct[:, None], bin_onehot * confidence[:, None]])
+        k = n_classes
+        out = []
+        for counts in resample_counts(len(y), int(self.params["n_boot"]), seed):
+            sums = counts.astype(np.float64) @ ingredients
+            tp, support, predicted = sums[:, :k], sums[:, k : 2 * k], sums[:, 2 * k : 3 * k]
+            n = support.sum(axis=1)
+            corr, conf = sums[:, 3 * k + 1 : 3 * k + 1 + n_bins], sums[:, 3 * k + 1 + n_bins :]
+            with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a resample without some class: NaN there
+                accuracy = sums[:, 3 * k] / n
+                present = support > 0
+                recall = np.where(present, tp / support, np.nan)
+                balanced = np.nanmean(recall, axis=1)
+                # sklearn's macro F1 counts every label given to it; a class neither present nor predicted scores 0
+                f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0).mean(axis=1)
+                ece = np.abs(corr - conf).sum(axis=1) / n
+                aucs = np.column_stack([_weighted_auc(counts, (y == c).astype(np.int64), proba[:, c]) for c in range(k)])
+                auc = np.nanmean(aucs, axis=1)
+            out.append(np.column_stack([accuracy, balanced, f1, auc, ece]))
+        return np.concatenate(out)
+
+
+def _ovr_auc(y: np.ndarray, proba: np.ndarray) -> float:
+    """Macro one-vs-rest ROC AUC over the classes present in ``y`` (sklearn needs all of them)."""
+    present = [k for k in range(proba.shape[1]) if (y == k).any() and (y != k).any()]
+    return float(np.mean([skm.roc_auc_score(y == k, proba[:, k]) for k in present]))
 
 
 def _finite(x) -> float | None:

@@ -1,4 +1,4 @@
-"""Datasets: built-in (adult) or the user's CSV / Parquet, typed, split and encoded.
+"""Datasets: built-in (adult, digits), the user's CSV / Parquet, NPZ or image folder, split and encoded.
 
 :func:`load` validates everything a plan says about the data before any training starts and
 raises :class:`~govssl.errors.DataError` naming the file and the column on bad input.
@@ -17,14 +17,15 @@ from govssl.data._table import MISSING, TableEncoder, as_category_strings
 from govssl.errors import DataError
 from govssl.records import DatasetSummary, sha256_file
 
-__all__ = ["Dataset", "load", "read_table", "TableEncoder", "MISSING", "MAX_SENSITIVE_GROUPS"]
+__all__ = ["Dataset", "load", "load_public", "read_table", "TableEncoder", "MISSING", "MAX_SENSITIVE_GROUPS"]
 
 MAX_SENSITIVE_GROUPS = 30
 
 
 @dataclass
 class Dataset:
-    """A binary classification table, split, with its encoding fitted on the training rows."""
+    """A classification dataset, split: a binary table with its encoding fitted on the training
+    rows, or images (``X`` of shape N x C x H x W, ``train`` / ``test`` frames holding the label)."""
 
     name: str
     source: str
@@ -43,6 +44,12 @@ class Dataset:
     X_train: np.ndarray
     X_test: np.ndarray
     files: list[dict] = field(default_factory=list)
+    classes: tuple[str, ...] = ()  # class names in label order (y == i is classes[i])
+    task: str = "tabular-classification"  # or image-classification
+
+    @property
+    def is_images(self) -> bool:
+        return self.task == "image-classification"
 
     def sensitive_frame(self, split: str = "test") -> pd.DataFrame:
         """Sensitive columns as category strings (missing values as their own group)."""
@@ -67,10 +74,13 @@ class Dataset:
             categorical_features=self.categorical,
             n_train=len(self.train),
             n_test=len(self.test),
-            positive_rate_train=float(self.y_train.mean()),
-            positive_rate_test=float(self.y_test.mean()),
+            # multiclass: share of class 1 is no "positive rate"; the classes are listed instead
+            positive_rate_train=float(self.y_train.mean()) if len(self.classes) <= 2 else 0.0,
+            positive_rate_test=float(self.y_test.mean()) if len(self.classes) <= 2 else 0.0,
             files=tuple(self.files),
             missing=missing,
+            task=self.task,
+            classes=tuple(self.classes),
         )
 
 
@@ -191,9 +201,44 @@ def _split(frame: pd.DataFrame, y: np.ndarray, fraction: float, seed: int) -> tu
     return train, test
 
 
+def _load_images(plan) -> Dataset:
+    """Digits, an NPZ file or an image folder, with a stratified train/test split by the plan's seed."""
+    from govssl.data._images import DIGITS_SOURCE, load_digits_arrays, load_image_folder, load_npz
+
+    spec = plan.dataset
+    if spec.builtin == "digits":
+        x, y, classes, file = load_digits_arrays()
+        meta = dict(DIGITS_SOURCE)
+    else:
+        path = plan.resolve(spec.path)
+        if not path.exists():
+            raise DataError(f"{path}: data file or folder not found")
+        x, y, classes, file = load_npz(path) if path.is_file() else load_image_folder(path)
+        meta = {"name": path.stem, "source": "not declared", "license": "not declared", "citation": ""}
+    where = f"built-in dataset '{spec.builtin}'" if spec.builtin else str(plan.resolve(spec.path))
+    if spec.test_path is not None:
+        raise DataError(f"{where}: dataset.test_path is for tables; image data is split by dataset.test_fraction")
+    if len(classes) < 2:
+        raise DataError(f"{where}: the labels hold only {len(classes)} class; need at least 2")
+    labels = pd.DataFrame({"label": [classes[i] for i in y]})
+    train_rows, test_rows = _split(labels, y, spec.test_fraction, plan.seed)
+    file = {**file, "split": f"stratified, {spec.test_fraction:g} of each class to test, seed {plan.seed}"}
+    return Dataset(
+        name=spec.name or meta["name"], source=spec.source or meta["source"],
+        license=spec.license or meta["license"], citation=spec.citation or meta["citation"],
+        target="label", positive_label="", sensitive=(), numeric=(), categorical=(),
+        train=labels.iloc[train_rows].reset_index(drop=True), test=labels.iloc[test_rows].reset_index(drop=True),
+        y_train=y[train_rows], y_test=y[test_rows], encoder=None,
+        X_train=x[train_rows], X_test=x[test_rows], files=[file],
+        classes=tuple(classes), task="image-classification",
+    )
+
+
 def load(plan) -> Dataset:
     """Load, validate, split and encode the data of a plan (an AuditPlan)."""
     spec = plan.dataset
+    if spec.is_images(plan):
+        return _load_images(plan)
     if spec.builtin:
         source, train, test, files = load_builtin(spec.builtin)
         where = f"built-in dataset '{spec.builtin}'"
@@ -263,4 +308,35 @@ def load(plan) -> Dataset:
         numeric=tuple(numeric), categorical=tuple(categorical),
         train=train, test=test, y_train=y_train, y_test=y_test, encoder=encoder,
         X_train=encoder.transform(train), X_test=encoder.transform(test), files=files,
+        classes=tuple(c for c in map(str, classes) if c != positive) + (positive,),
     )
+
+
+def load_public(plan, data: Dataset) -> np.ndarray | None:
+    """The rows of the plan's declared public pretraining data (``training.pretrain.public_data``),
+    encoded like ``data``: a CSV / Parquet with the same feature columns, or images of the same
+    shape (NPZ, where ``y`` may be left out, or an image folder). None when the plan declares none."""
+    public = plan.training.pretrain.public_data
+    if public is None:
+        return None
+    path = plan.resolve(public)
+    if data.is_images:
+        from govssl.data._images import load_image_folder, load_npz
+
+        if not path.exists():
+            raise DataError(f"{path}: public data not found (training.pretrain.public_data)")
+        x = (load_npz(path, require_labels=False) if path.is_file() else load_image_folder(path))[0]
+        if x.shape[1:] != data.X_train.shape[1:]:
+            raise DataError(f"{path}: public images have shape {x.shape[1:]}, the training images "
+                            f"{data.X_train.shape[1:]} (training.pretrain.public_data)")
+        return x
+    frame = read_table(path)
+    needed = list(data.numeric) + list(data.categorical)
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: public data lacks feature column(s) {', '.join(missing)} "
+                        f"(training.pretrain.public_data)")
+    problems = _check_values(str(path), frame.assign(**{data.target: 0}), data.target, list(data.numeric))
+    if problems:
+        raise DataError(f"{path}: {len(problems)} problem(s) with the public data", problems)
+    return data.encoder.transform(frame)

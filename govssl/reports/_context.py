@@ -71,6 +71,16 @@ _DP_SCOPES = {
         "the self-supervised pretraining was not",
         "fine-tuning phase",
     ),
+    "pretrain+finetune": (
+        "the self-supervised pretraining and the fine-tuning were trained under DP-SGD, composed "
+        "in one accountant",
+        "pretraining and fine-tuning phases",
+    ),
+    "pretrain+head": (
+        "the self-supervised pretraining and the classification head were trained under DP-SGD, "
+        "composed in one accountant",
+        "pretraining and head phases",
+    ),
 }
 _DP_PARAMETERS = (
     ("epsilon", "epsilon (ε)"),
@@ -345,7 +355,8 @@ def fairness_tables(result: CheckResult | None, sensitive: Iterable[str] = ()) -
 def front_matter(run: AuditRun, card: Mapping | None = None) -> dict:
     """Hugging Face model card metadata, with model-index results from the performance check."""
     card = card or _card(run)
-    tags = ["govssl", "tabular-classification"]
+    task = getattr(run.dataset, "task", "tabular-classification")
+    tags = ["govssl", task]
     if run.training.method and run.training.method != "none":
         tags.append("self-supervised")
     if run.training.dp is not None:
@@ -370,7 +381,7 @@ def front_matter(run: AuditRun, card: Mapping | None = None) -> dict:
                 "name": card["name"],
                 "results": [
                     {
-                        "task": {"type": "tabular-classification"},
+                        "task": {"type": task},
                         "dataset": {"type": run.dataset.name, "name": run.dataset.name},
                         "metrics": results,
                     }

@@ -1,8 +1,10 @@
 """The trainer: SSL pretraining of the encoder, then the classifier on a fraction of the labels.
 
-Differential privacy (DP-SGD with Opacus) covers the supervised phase when the plan enables it.
-The record says which phases were private (``dp_scope``); a guarantee for the training data holds
-end to end only if no phase read the private rows without DP.
+Differential privacy (DP-SGD with Opacus) covers every phase that reads the private rows when
+the plan enables it: per-example pretraining (VIME, rotation) and the supervised phase compose
+in one accountant. Contrastive pretraining is refused under DP unless it reads a declared public
+dataset. The record says which phases were private (``dp_scope``); a guarantee for the training
+data holds end to end only if no phase read the private rows without DP.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from govssl.errors import ConfigError
 from govssl.records import TrainRecord, sha256_file
-from govssl.train.models import Architecture, build_classifier, build_encoder, predict_proba, split_classifier
-from govssl.train.scarf import InfoNCELoss, ScarfCorruption
+from govssl.train.models import Architecture, build_classifier, predict_proba, split_classifier
+from govssl.train._pretrain import batches as _batches
+from govssl.train._pretrain import pretrain
 
 __all__ = ["TrainResult", "fit", "label_subset"]
 
@@ -31,6 +35,7 @@ class TrainResult:
     architecture: Architecture
     record: TrainRecord
     labelled_rows: np.ndarray  # indices into the training rows whose labels were used
+    baseline: nn.Sequential | None = None  # supervised-only model (label_efficiency evidence)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return predict_proba(self.model, X)
@@ -47,42 +52,12 @@ def label_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(chosen))
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator):
-    order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        if len(idx) >= 2:
-            yield idx
+def _supervised(model: nn.Module, params, X: torch.Tensor, y: torch.Tensor, spec, dp, seed: int, progress, label: str,
+                noise_multiplier: float | None = None, prior_history: list | None = None):
+    """Plain or DP-SGD (Opacus, Poisson sampling) training; returns (trained module, losses, dp record).
 
-
-def _pretrain_scarf(encoder: nn.Sequential, X: torch.Tensor, groups, spec, seed: int, progress) -> list[float]:
-    width = encoder[-2].out_features if isinstance(encoder[-1], nn.ReLU) else encoder[-1].out_features
-    projector = nn.Sequential(nn.Linear(width, spec.projection_dim), nn.ReLU(), nn.Linear(spec.projection_dim, spec.projection_dim))
-    corrupt = ScarfCorruption(X, groups, spec.corruption_rate)
-    loss_fn = InfoNCELoss(spec.temperature)
-    params = list(encoder.parameters()) + list(projector.parameters())
-    optimizer = torch.optim.Adam(params, lr=spec.lr)
-    generator = torch.Generator().manual_seed(seed)
-    n_batches = (len(X) + spec.batch_size - 1) // spec.batch_size
-    losses = []
-    encoder.train()
-    with progress.task(f"pretraining encoder (SCARF, {len(X):,} rows, no labels)", spec.epochs * n_batches) as task:
-        for _ in range(spec.epochs):
-            total, count = 0.0, 0
-            for idx in _batches(len(X), spec.batch_size, generator):
-                x = X[idx]
-                loss = loss_fn(projector(encoder(x)), projector(encoder(corrupt(x, generator))))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total, count = total + loss.item() * len(idx), count + len(idx)
-                task.advance(1, loss=loss.item())
-            losses.append(total / max(count, 1))
-    return losses
-
-
-def _supervised(model: nn.Module, params, X: torch.Tensor, y: torch.Tensor, spec, dp, seed: int, progress, label: str):
-    """Plain or DP-SGD (Opacus, Poisson sampling) training; returns (trained module, losses, dp record)."""
+    Under DP, ``prior_history`` (a private pretraining phase) enters the same accountant first,
+    so the recorded epsilon is the composition of both phases."""
     optimizer = torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
     generator = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
@@ -93,7 +68,8 @@ def _supervised(model: nn.Module, params, X: torch.Tensor, y: torch.Tensor, spec
 
         quiet_opacus()
         model, optimizer, loss_fn, loader, engine = make_private(
-            model, optimizer, loss_fn, X, y, batch_size, spec.epochs, dp, generator
+            model, optimizer, loss_fn, X, y, batch_size, spec.epochs, dp, generator,
+            noise_multiplier=noise_multiplier, prior_history=prior_history,
         )
         batches_per_epoch = len(loader)
     else:
@@ -126,36 +102,60 @@ def _supervised(model: nn.Module, params, X: torch.Tensor, y: torch.Tensor, spec
     return model, losses, dp_record
 
 
-def fit(plan, data, out_dir: Path, progress) -> TrainResult:
-    """Train the plan's model on ``data`` (a Dataset); save it as safetensors in ``out_dir``."""
-    spec = plan.training
-    seed = plan.seed
-    started = time.perf_counter()
-    torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
-
-    X_all = torch.as_tensor(data.X_train, dtype=torch.float32)
-    arch = Architecture(
-        in_dim=int(X_all.shape[1]),
-        hidden_dims=list(spec.encoder.hidden_dims),
-        dropout=float(spec.encoder.dropout),
-        n_classes=2,
+def _architecture(spec, data) -> Architecture:
+    n_classes = max(2, len(data.classes))
+    if data.is_images:
+        return Architecture(
+            kind="cnn", in_shape=[int(d) for d in data.X_train.shape[1:]], channels=list(spec.encoder.channels),
+            hidden_dims=list(spec.encoder.hidden_dims), dropout=float(spec.encoder.dropout),
+            n_classes=n_classes, class_names=list(data.classes),
+        )
+    return Architecture(
+        in_dim=int(data.X_train.shape[1]), hidden_dims=list(spec.encoder.hidden_dims),
+        dropout=float(spec.encoder.dropout), n_classes=n_classes,
         feature_names=list(data.encoder.feature_names),
     )
-    model = build_classifier(arch)
+
+
+def _check_recipe(plan, data, public: bool) -> None:
+    """What the schema cannot see: methods that need the data's kind, DP that cannot compose."""
+    spec = plan.training
+    method = spec.pretrain.method
+    if method == "none" or spec.pretrain.epochs == 0:
+        return
+    images = data.is_images
+    if method in ("scarf", "vime") and images or method in ("simclr", "rotation") and not images:
+        raise ConfigError(f"training.pretrain.method: '{method}' does not apply to "
+                          f"{'image' if images else 'tabular'} data")
+    if method == "rotation" and data.X_train.shape[2] != data.X_train.shape[3]:
+        raise ConfigError("training.pretrain.method: rotation prediction needs square images; "
+                          f"got {data.X_train.shape[2]}x{data.X_train.shape[3]}")
+    if spec.dp.enabled and not public:
+        if method in ("scarf", "simclr"):
+            from govssl.plan import CONTRASTIVE_UNDER_DP
+
+            alternatives = "vime, masked feature reconstruction" if method == "scarf" else "rotation prediction"
+            raise ConfigError(CONTRASTIVE_UNDER_DP.format(method=method, alternatives=alternatives))
+        if spec.dp.accountant == "gdp":
+            raise ConfigError("training.dp.accountant: 'gdp' cannot compose two phases with different "
+                              "sampling rates (pretraining and fine-tuning); use rdp or prv")
+
+
+def _save(model: nn.Module, arch: Architecture, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(path),
+        # One key only: safetensors writes metadata keys in hash-map order, which varies between
+        # calls, and the file's sha256 must not.
+        metadata={"govssl_architecture": arch.to_json()},
+    )
+
+
+def _downstream(model, arch, X_lab, y_lab, spec, dp, seed, progress, mode, noise=None, prior_history=None):
+    """Linear probe (frozen encoder) or full fine-tuning; returns (plain model, losses, dp record)."""
     encoder, head = split_classifier(model)
-
-    history: dict[str, list[float]] = {}
-    if spec.pretrain.method == "scarf" and spec.pretrain.epochs > 0:
-        groups = [block for _, block in data.encoder.groups]
-        history["pretrain_loss"] = _pretrain_scarf(encoder, X_all, groups, spec.pretrain, seed, progress)
-    pretrained = "pretrain_loss" in history
-
-    rows = label_subset(data.y_train, spec.finetune.label_fraction, seed)
-    X_lab = X_all[rows]
-    y_lab = torch.as_tensor(data.y_train[rows], dtype=torch.long)
-    dp = spec.dp if spec.dp.enabled else None
-    mode = spec.finetune.mode
+    rows = len(X_lab)
     if mode == "linear_probe":
         # The encoder is frozen: train the head on fixed embeddings (the same optimisation, cheaper).
         encoder.eval()
@@ -163,39 +163,107 @@ def fit(plan, data, out_dir: Path, progress) -> TrainResult:
             Z = encoder(X_lab)
         head, losses, dp_record = _supervised(
             head, list(head.parameters()), Z, y_lab, spec.finetune, dp, seed,
-            progress, f"training linear probe on {len(rows):,} labelled rows" + (" (DP-SGD)" if dp else ""),
+            progress, f"training linear probe on {rows:,} labelled rows" + (" (DP-SGD)" if dp else ""),
+            noise_multiplier=noise, prior_history=prior_history,
         )
         model = nn.Sequential(*encoder, head)
-        dp_scope = "head" if dp else "none"
     else:
         model, losses, dp_record = _supervised(
             model, list(model.parameters()), X_lab, y_lab, spec.finetune, dp, seed,
-            progress, f"fine-tuning on {len(rows):,} labelled rows" + (" (DP-SGD)" if dp else ""),
+            progress, f"fine-tuning on {rows:,} labelled rows" + (" (DP-SGD)" if dp else ""),
+            noise_multiplier=noise, prior_history=prior_history,
         )
-        dp_scope = "finetune" if dp else "none"
-    history["finetune_loss"] = losses
-    model = _plain_copy(model, arch)
+    return _plain_copy(model, arch), losses, dp_record
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+
+def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None) -> TrainResult:
+    """Train the plan's model on ``data`` (a Dataset); save it as safetensors in ``out_dir``.
+
+    ``public_X``: the rows of a declared public dataset (``training.pretrain.public_data``), already
+    encoded like ``data``; pretraining then reads them instead of the private training rows.
+    """
+    spec = plan.training
+    seed = plan.seed
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    public = public_X is not None
+    _check_recipe(plan, data, public)
+
+    X_all = torch.as_tensor(data.X_train, dtype=torch.float32)
+    arch = _architecture(spec, data)
+    model = build_classifier(arch)
+    encoder, _ = split_classifier(model)
+    dp = spec.dp if spec.dp.enabled else None
+
+    rows = label_subset(data.y_train, spec.finetune.label_fraction, seed)
+    X_lab = X_all[rows]
+    y_lab = torch.as_tensor(data.y_train[rows], dtype=torch.long)
+    mode = spec.finetune.mode
+
+    history: dict[str, list[float]] = {}
+    method = spec.pretrain.method
+    pretrained = method != "none" and spec.pretrain.epochs > 0
+    X_pre = torch.as_tensor(public_X, dtype=torch.float32) if public else X_all
+    private_pretrain = pretrained and not public and dp is not None
+    finetune_rows = len(rows)
+    noise_pre = noise_fine = None
+    phases = []
+    if dp is not None:
+        from govssl.train._dp import calibrate_phases, poisson_schedule
+
+        fine = poisson_schedule(finetune_rows, min(spec.finetune.batch_size, finetune_rows), spec.finetune.epochs)
+        if private_pretrain:
+            pre = poisson_schedule(len(X_pre), min(spec.pretrain.batch_size, len(X_pre)), spec.pretrain.epochs)
+            noise_pre, noise_fine = calibrate_phases(dp, [pre, fine])
+            phases = [("pretrain", pre), ("finetune", fine)]
+        else:
+            (noise_fine,) = calibrate_phases(dp, [fine])
+            phases = [("finetune", fine)]
+
+    prior_history = None
+    if pretrained:
+        groups = [block for _, block in data.encoder.groups] if data.encoder is not None else None
+        losses, engine = pretrain(
+            method, encoder, X_pre, groups, spec.pretrain, seed, progress,
+            dp=dp if private_pretrain else None, noise_multiplier=noise_pre,
+            source="public" if public else "private",
+        )
+        history["pretrain_loss"] = losses
+        if engine is not None:
+            prior_history = [tuple(h) for h in engine.accountant.history]
+
+    model, losses, dp_record = _downstream(model, arch, X_lab, y_lab, spec, dp, seed, progress, mode,
+                                           noise=noise_fine, prior_history=prior_history)
+    history["finetune_loss"] = losses
+    if dp_record is not None:
+        dp_record["phases"] = [
+            {"phase": name, "noise_multiplier": float(noise), "sample_rate": float(rate), "steps": int(steps)}
+            for (name, (rate, steps)), noise in zip(phases, ([noise_pre] if private_pretrain else []) + [noise_fine])
+        ]
+        if private_pretrain:
+            dp_record["pretrain_share"] = float(dp.pretrain_share)
+
     model_path = out_dir / "model.safetensors"
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()},
-        str(model_path),
-        # One key only: safetensors writes metadata keys in hash-map order, which varies between
-        # calls, and the file's sha256 must not.
-        metadata={"govssl_architecture": arch.to_json()},
-    )
+    _save(model, arch, model_path)
+
+    baseline, baseline_record = None, None
+    if spec.baseline and pretrained:
+        baseline, baseline_record = _train_baseline(plan, arch, X_lab, y_lab, dp, seed, progress)
+
+    phase = "head" if mode == "linear_probe" else "finetune"
+    dp_scope = "none" if dp is None else (f"pretrain+{phase}" if private_pretrain else phase)
     record = TrainRecord(
-        method=spec.pretrain.method if pretrained else "none",
+        method=method if pretrained else "none",
         finetune_mode=mode,
         label_fraction=spec.finetune.label_fraction,
-        n_pretrain_rows=len(X_all) if pretrained else 0,
+        n_pretrain_rows=len(X_pre) if pretrained else 0,
         n_labelled_rows=int(len(rows)),
         pretrain_epochs=spec.pretrain.epochs if pretrained else 0,
         finetune_epochs=spec.finetune.epochs,
         dp_scope=dp_scope,
         # Only private if no phase read the private rows without DP.
-        end_to_end_dp=bool(dp is not None and not pretrained),
+        end_to_end_dp=bool(dp is not None and (not pretrained or public or private_pretrain)),
         dp=dp_record,
         model_path=str(model_path.resolve()),
         model_sha256=sha256_file(model_path),
@@ -204,8 +272,36 @@ def fit(plan, data, out_dir: Path, progress) -> TrainResult:
         seed=seed,
         seconds=round(time.perf_counter() - started, 3),
         history=history,
+        pretrain_data=("none" if not pretrained else
+                       f"public: {plan.training.pretrain.public_data}" if public else "private training rows"),
+        baseline=baseline_record,
     )
-    return TrainResult(model=model, architecture=arch, record=record, labelled_rows=rows)
+    return TrainResult(model=model, architecture=arch, record=record, labelled_rows=rows, baseline=baseline)
+
+
+def _train_baseline(plan, arch, X_lab, y_lab, dp, seed, progress):
+    """The supervised-only model: same architecture, labelled rows, epochs and DP target, no
+    pretraining, all layers trained. Evidence for the label_efficiency check; not released."""
+    started = time.perf_counter()
+    torch.manual_seed(seed)
+    model = build_classifier(arch)
+    noise = None
+    if dp is not None:
+        from govssl.train._dp import calibrate_phases, poisson_schedule
+
+        fine = poisson_schedule(len(X_lab), min(plan.training.finetune.batch_size, len(X_lab)), plan.training.finetune.epochs)
+        (noise,) = calibrate_phases(dp, [fine])
+    model, _, dp_record = _downstream(model, arch, X_lab, y_lab, plan.training, dp, seed,
+                                      progress, "fine_tune", noise=noise)
+    record = {
+        "mode": "fine_tune",
+        "pretraining": "none",
+        "n_labelled_rows": int(len(X_lab)),
+        "epochs": int(plan.training.finetune.epochs),
+        "epsilon": dp_record["epsilon"] if dp_record else None,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return model, record
 
 
 def _plain_copy(model: nn.Module, arch: Architecture) -> nn.Sequential:

@@ -1,4 +1,5 @@
-"""The model: an MLP encoder and a linear head in one flat ``nn.Sequential``.
+"""The model: an MLP (tables) or small CNN (images) encoder and a linear head in one flat
+``nn.Sequential``.
 
 Flat on purpose: attack and defence tools (ART) read activations of Sequential models layer by
 layer, and the penultimate activation is the encoder's embedding.
@@ -11,7 +12,7 @@ import json
 import torch
 from torch import nn
 
-__all__ = ["build_encoder", "build_classifier", "Architecture", "split_classifier"]
+__all__ = ["build_encoder", "build_cnn_encoder", "build_classifier", "Architecture", "split_classifier"]
 
 
 class Architecture(dict):
@@ -19,6 +20,12 @@ class Architecture(dict):
 
     @property
     def text(self) -> str:
+        if self.get("kind") == "cnn":
+            shape = "x".join(str(d) for d in self["in_shape"])
+            convs = ", ".join(str(c) for c in self["channels"])
+            dims = " -> ".join(str(d) for d in [*self["hidden_dims"], self["n_classes"]])
+            return (f"CNN on {shape} images: 3x3 convolutions with {convs} channels (ReLU), "
+                    f"then {dims} fully connected, encoder depth {len(self['channels']) + len(self['hidden_dims'])}")
         dims = " -> ".join(str(d) for d in [self["in_dim"], *self["hidden_dims"], self["n_classes"]])
         return f"MLP {dims} (ReLU, dropout {self['dropout']:g}), encoder depth {len(self['hidden_dims'])}"
 
@@ -37,7 +44,23 @@ def build_encoder(in_dim: int, hidden_dims: list[int], dropout: float = 0.0) -> 
     return nn.Sequential(*layers)
 
 
+def build_cnn_encoder(in_shape: list[int], channels: list[int], hidden_dims: list[int], dropout: float = 0.0) -> nn.Sequential:
+    """3x3 convolutions (the first keeps the size, later ones halve it), flatten, then an MLP.
+    No batch norm: it mixes the examples of a batch, which per-example DP clipping cannot allow."""
+    layers: list[nn.Module] = []
+    c, h, w = in_shape
+    for i, out in enumerate(channels):
+        stride = 1 if i == 0 else 2
+        layers += [nn.Conv2d(c, out, 3, stride=stride, padding=1), nn.ReLU()]
+        c, h, w = out, (h - 1) // stride + 1, (w - 1) // stride + 1
+    layers.append(nn.Flatten())
+    return nn.Sequential(*layers, *build_encoder(c * h * w, hidden_dims, dropout))
+
+
 def build_classifier(arch: Architecture) -> nn.Sequential:
+    if arch.get("kind") == "cnn":
+        encoder = build_cnn_encoder(arch["in_shape"], arch["channels"], arch["hidden_dims"], arch["dropout"])
+        return nn.Sequential(*encoder, nn.Linear(arch["hidden_dims"][-1], arch["n_classes"]))
     encoder = build_encoder(arch["in_dim"], arch["hidden_dims"], arch["dropout"])
     return nn.Sequential(*encoder, nn.Linear(arch["hidden_dims"][-1], arch["n_classes"]))
 
@@ -56,4 +79,5 @@ def predict_proba(model: nn.Module, X, batch_size: int = 8192):
     for start in range(0, len(X), batch_size):
         xb = torch.as_tensor(X[start : start + batch_size], dtype=torch.float32)
         out.append(torch.softmax(model(xb), dim=1).numpy())
-    return np.concatenate(out) if out else np.zeros((0, 2), dtype=np.float32)
+    n_classes = getattr(model[-1], "out_features", 2) if isinstance(model, nn.Sequential) else 2
+    return np.concatenate(out) if out else np.zeros((0, n_classes), dtype=np.float32)

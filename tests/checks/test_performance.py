@@ -154,3 +154,39 @@ def test_performance__unknown_parameter_names_the_allowed_ones():
     assert str(info.value) == (
         "unknown parameter(s) bins, n_bot; 'performance' takes calibration_bins, confidence, n_boot"
     )
+
+
+def _multiclass_set(n: int = 300, k: int = 4, seed: int = 5):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(0, 1, (n, k)) + 1.5 * np.eye(k)[y]
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    return y, proba
+
+
+def test_performance__multiclass_point_estimates_equal_sklearn():
+    y, proba = _multiclass_set()
+    pred = proba.argmax(axis=1)
+    got = _by_metric(PerformanceCheck(n_boot=50).run(make_context(y, proba)))
+    assert got["accuracy"].value == pytest.approx(skm.accuracy_score(y, pred), abs=1e-12)
+    assert got["balanced_accuracy"].value == pytest.approx(skm.balanced_accuracy_score(y, pred), abs=1e-12)
+    assert got["f1"].value == pytest.approx(skm.f1_score(y, pred, average="macro"), abs=1e-12)
+    assert got["roc_auc"].value == pytest.approx(skm.roc_auc_score(y, proba, multi_class="ovr"), abs=1e-12)
+    assert got["expected_calibration_error"].value == pytest.approx(_ece_by_hand(y, proba, 15), abs=1e-12)
+
+
+def test_performance__multiclass_bootstrap_equals_a_loop_over_the_same_resamples():
+    y, proba = _multiclass_set(n=120)
+    n_boot, seed = 40, 2
+    got = _by_metric(PerformanceCheck(n_boot=n_boot, confidence=0.9).run(make_context(y, proba, seed=seed)))
+    rows = resamples(len(y), n_boot, seed)
+    labels = np.arange(proba.shape[1])
+    loops = {
+        "accuracy": [skm.accuracy_score(y[r], proba[r].argmax(1)) for r in rows],
+        "f1": [skm.f1_score(y[r], proba[r].argmax(1), average="macro", labels=labels, zero_division=0) for r in rows],
+        "roc_auc": [skm.roc_auc_score(y[r], proba[r], multi_class="ovr", labels=labels) for r in rows],
+    }
+    for metric, values in loops.items():
+        low, high = np.quantile(values, [0.05, 0.95])
+        assert got[metric].ci_low == pytest.approx(low, abs=1e-9), metric
+        assert got[metric].ci_high == pytest.approx(high, abs=1e-9), metric

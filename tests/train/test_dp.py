@@ -71,3 +71,25 @@ def test_private_path__clipping_changes_the_update(data):
     assert float(step) <= 1e-3 * (1 + 1e-4)
     plain_step = torch.sqrt(sum(((p.detach() - q.detach()) ** 2).sum() for p, q in zip(plain.parameters(), start.parameters())))
     assert float(plain_step) > 10 * float(step)
+
+
+@pytest.mark.parametrize("accountant", ["rdp", "prv"])
+def test_calibrate_phases__composed_epsilon_meets_the_target_with_the_smallest_noise(accountant):
+    from opacus.accountants import create_accountant
+
+    from govssl.train._dp import calibrate_phases, poisson_schedule
+
+    spec = DPSpec(enabled=True, target_epsilon=3.0, delta=1e-5, accountant=accountant, pretrain_share=0.4)
+    pre, fine = poisson_schedule(20000, 500, 2), poisson_schedule(2000, 250, 10)
+    noise_pre, noise_fine = calibrate_phases(spec, [pre, fine])
+
+    def epsilon(history):
+        acc = create_accountant(mechanism=accountant)
+        acc.history = history
+        return acc.get_epsilon(delta=1e-5)
+
+    assert epsilon([(noise_pre, *pre)]) <= 0.4 * 3.0
+    composed = epsilon([(noise_pre, *pre), (noise_fine, *fine)])
+    assert 3.0 - 0.05 <= composed <= 3.0
+    # a little less noise in fine-tuning would overspend
+    assert epsilon([(noise_pre, *pre), (noise_fine * 0.97, *fine)]) > 3.0

@@ -19,11 +19,12 @@ from govssl.train.scarf import InfoNCELoss, ScarfCorruption
 from tests.conftest import fast_plan_data
 
 
-def _plan(adult_csvs, *, dp=False, seed=0, pretrain="scarf", mode="fine_tune", epochs=3):
+def _plan(adult_csvs, *, dp=False, seed=0, pretrain="scarf", mode="fine_tune", epochs=3, baseline=False):
     data = fast_plan_data(*adult_csvs, dp=dp, seed=seed)
     data["training"]["pretrain"]["method"] = pretrain
     data["training"]["finetune"].update(mode=mode, epochs=epochs, label_fraction=0.25)
     data["training"]["encoder"]["hidden_dims"] = [32, 32]
+    data["training"]["baseline"] = baseline
     return AuditPlan.model_validate(data)
 
 
@@ -54,7 +55,7 @@ def test_fit__saved_weights_reload_to_the_same_predictions(adult_csvs, small_dat
 def test_fit__dp_epsilon_matches_opacus_accountant_and_stays_under_target(adult_csvs, small_data, tmp_path):
     from opacus.accountants import RDPAccountant
 
-    plan = _plan(adult_csvs, dp=True)
+    plan = _plan(adult_csvs, dp=True, pretrain="none")
     result = fit(plan, small_data, tmp_path, NullProgress())
     dp = result.record.dp
     accountant = RDPAccountant()
@@ -69,11 +70,38 @@ def test_fit__dp_epsilon_matches_opacus_accountant_and_stays_under_target(adult_
     assert dp["noise_multiplier"] > 0
 
 
+def test_fit__dp_pretraining_and_finetuning_compose_in_one_accountant(adult_csvs, small_data, tmp_path):
+    from opacus.accountants import RDPAccountant
+
+    plan = _plan(adult_csvs, dp=True, pretrain="vime")
+    result = fit(plan, small_data, tmp_path, NullProgress())
+    dp = result.record.dp
+    pre, fine = dp["phases"]
+    assert (pre["phase"], fine["phase"]) == ("pretrain", "finetune")
+    # each phase: Poisson rate 1 / batches per epoch, one step per batch
+    pre_batches = math.ceil(len(small_data.X_train) / plan.training.pretrain.batch_size)
+    fine_batches = math.ceil(result.record.n_labelled_rows / plan.training.finetune.batch_size)
+    assert (pre["sample_rate"], pre["steps"]) == (pytest.approx(1 / pre_batches), plan.training.pretrain.epochs * pre_batches)
+    assert (fine["sample_rate"], fine["steps"]) == (pytest.approx(1 / fine_batches), plan.training.finetune.epochs * fine_batches)
+    assert [tuple(h) for h in dp["history"]] == [
+        (pytest.approx(p["noise_multiplier"]), pytest.approx(p["sample_rate"]), p["steps"]) for p in (pre, fine)
+    ]
+    composed = RDPAccountant()
+    composed.history = [tuple(h) for h in dp["history"]]
+    assert composed.get_epsilon(delta=dp["delta"]) == pytest.approx(dp["epsilon"], rel=1e-12)
+    assert dp["epsilon"] <= plan.training.dp.target_epsilon
+    # the reported epsilon is the composition: more than either phase alone
+    for phase in (pre, fine):
+        alone = RDPAccountant()
+        alone.history = [(phase["noise_multiplier"], phase["sample_rate"], phase["steps"])]
+        assert alone.get_epsilon(delta=dp["delta"]) < dp["epsilon"]
+
+
 @pytest.mark.parametrize(
     ("pretrain", "mode", "dp", "scope", "end_to_end"),
     [
-        ("scarf", "fine_tune", True, "finetune", False),
-        ("scarf", "linear_probe", True, "head", False),
+        ("vime", "fine_tune", True, "pretrain+finetune", True),
+        ("vime", "linear_probe", True, "pretrain+head", True),
         ("none", "fine_tune", True, "finetune", True),
         ("scarf", "fine_tune", False, "none", False),
     ],

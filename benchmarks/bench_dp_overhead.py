@@ -1,0 +1,143 @@
+"""Epoch time of DP-SGD over plain training, same model and data, measured in one run.
+
+The default tabular model (MLP in-256-256-2 on Adult, 10% of the labels, batch 256) trained
+plain, under DP-SGD with ghost clipping (what govssl uses) and with Opacus's per-sample hooks
+(for reference). Prints seconds per epoch (median of the timed epochs) and the ratios to plain.
+
+    python benchmarks/bench_dp_overhead.py [--epochs 10] [--threads 1] [--batch-size 256] [--hooks] [--utility]
+
+``--utility`` also trains the demo plan (audits/adult-income.yaml) with and without DP and
+prints both test accuracies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data():
+    from govssl.data import load
+    from govssl.plan import load_plan
+    from govssl.train import label_subset
+
+    plan = load_plan(REPO / "audits" / "adult-income.yaml")
+    data = load(plan)
+    rows = label_subset(data.y_train, plan.training.finetune.label_fraction, plan.seed)
+    X = torch.as_tensor(data.X_train[rows], dtype=torch.float32)
+    y = torch.as_tensor(data.y_train[rows], dtype=torch.long)
+    return plan, data, X, y
+
+
+def _epoch_times(X, y, mode: str, epochs: int, batch_size: int, hidden) -> list[float]:
+    from govssl.plan import DPSpec
+    from govssl.train._dp import make_private, quiet_opacus
+    from govssl.train.models import Architecture, build_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier(Architecture(in_dim=X.shape[1], hidden_dims=hidden, dropout=0.0, n_classes=2))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.CrossEntropyLoss()
+    generator = torch.Generator().manual_seed(0)
+    if mode == "plain":
+        def batches():
+            order = torch.randperm(len(X), generator=generator)
+            for s in range(0, len(X), batch_size):
+                idx = order[s : s + batch_size]
+                yield X[idx], y[idx]
+    else:
+        quiet_opacus()
+        spec = DPSpec(enabled=True, target_epsilon=3.0, delta=1e-5)
+        if mode == "hooks":
+            from opacus import PrivacyEngine
+            from torch.utils.data import DataLoader, TensorDataset
+
+            engine = PrivacyEngine(accountant="rdp")
+            model, optimizer, loader = engine.make_private(
+                module=model, optimizer=optimizer, noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=True,
+                data_loader=DataLoader(TensorDataset(X, y), batch_size=batch_size, generator=generator),
+            )
+        else:
+            model, optimizer, loss_fn, loader, _ = make_private(
+                model, optimizer, loss_fn, X, y, batch_size, epochs, spec, generator, noise_multiplier=1.0,
+            )
+
+        def batches():
+            yield from loader
+    times = []
+    model.train()
+    for _ in range(epochs + 1):  # the first epoch warms up and is not timed
+        started = time.perf_counter()
+        for xb, yb in batches():
+            if len(xb) == 0:
+                continue
+            loss = loss_fn(model(xb), yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        times.append(time.perf_counter() - started)
+    return times[1:]
+
+
+def _utility() -> None:
+    import yaml
+
+    from govssl.data import load
+    from govssl.plan import AuditPlan
+    from govssl.progress import NullProgress
+    from govssl.train import fit
+
+    raw = yaml.safe_load((REPO / "audits" / "adult-income.yaml").read_text())
+    out = {}
+    for dp in (True, False):
+        raw["training"]["dp"]["enabled"] = dp
+        raw["training"]["baseline"] = False
+        plan = AuditPlan.model_validate(raw)
+        data = load(plan)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            result = fit(plan, data, Path(folder), NullProgress())
+        out[dp] = float((result.predict_proba(data.X_test).argmax(1) == data.y_test).mean())
+        eps = f"epsilon {result.record.dp['epsilon']:.3f}" if dp else "no DP"
+        print(f"demo recipe, {eps}: test accuracy {out[dp]:.4f}")
+    print(f"accuracy cost of DP: {100 * (out[False] - out[True]):.2f} points")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=256)
+    # one thread by default: on a busy machine, several threads per process spin and wait, and the
+    # epoch times of both modes swing by 10x
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    parser.add_argument("--hooks", action="store_true", help="also time Opacus's per-sample hooks")
+    parser.add_argument("--utility", action="store_true", help="also compare the demo's accuracy with and without DP")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plan, _, X, y = _data()
+    hidden = list(plan.training.encoder.hidden_dims)
+    print(f"model MLP {X.shape[1]}-{'-'.join(map(str, hidden))}-2, {len(X)} rows, batch {args.batch_size}, "
+          f"{args.epochs} timed epochs, torch threads {torch.get_num_threads()}")
+    modes = ["plain", "ghost"] + (["hooks"] if args.hooks else [])
+    medians = {}
+    for mode in modes:
+        times = _epoch_times(X, y, mode, args.epochs, args.batch_size, hidden)
+        medians[mode] = statistics.median(times)
+        print(f"{mode:>6}: {medians[mode]:.4f} s/epoch (min {min(times):.4f}, max {max(times):.4f})")
+    for mode in modes[1:]:
+        print(f"ratio {mode} / plain: {medians[mode] / medians['plain']:.2f}")
+    if args.utility:
+        _utility()
+
+
+if __name__ == "__main__":
+    main()

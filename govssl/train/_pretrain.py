@@ -1,0 +1,150 @@
+"""Self-supervised pretraining of the encoder: SCARF, VIME (tables), SimCLR, rotation (images).
+
+Contrastive methods (SCARF, SimCLR) couple the examples of a batch and run without DP only.
+Per-example methods (VIME, rotation prediction) run plain or under DP-SGD, where one example's
+input and target come from one private row only.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from govssl.train.augment import augment
+from govssl.train.scarf import InfoNCELoss, ScarfCorruption
+from govssl.train.simclr import NTXentLoss
+from govssl.train.vime import VimeCorruption, VimeHeads, VimeLoss
+
+__all__ = ["pretrain", "embedding_width", "batches"]
+
+
+def embedding_width(encoder: nn.Sequential) -> int:
+    return [m for m in encoder if isinstance(m, nn.Linear)][-1].out_features
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator):
+    """Shuffled batches of indices (without replacement) for the non-private path."""
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
+        idx = order[start : start + batch_size]
+        if len(idx) >= 2:
+            yield idx
+
+
+def _rotate(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image turned by a random multiple of 90 degrees; the target is that multiple
+    (Gidaris, Singh, Komodakis. "Unsupervised Representation Learning by Predicting Image
+    Rotations." ICLR 2018). One rotation per image per step, so that a step sees each image once."""
+    k = torch.randint(0, 4, (x.shape[0],), generator=generator)
+    turned = torch.stack([torch.rot90(x, r, dims=(2, 3)) for r in range(4)])
+    return turned[k, torch.arange(x.shape[0])], k
+
+
+class _PerExample:
+    """A per-example objective: a network on top of the encoder, a loss, and (input, target) of a batch."""
+
+    def __init__(self, method: str, encoder: nn.Sequential, X: torch.Tensor, groups, spec):
+        width = embedding_width(encoder)
+        if method == "vime":
+            self.corrupt = VimeCorruption(X, groups, spec.mask_rate)
+            self.net = nn.Sequential(*encoder, VimeHeads(width, X.shape[1]))
+            self.loss = VimeLoss(spec.alpha)
+        else:  # rotation
+            self.net = nn.Sequential(*encoder, nn.Linear(width, 4))
+            self.loss = nn.CrossEntropyLoss()
+        self.method = method
+
+    def example(self, x: torch.Tensor, generator: torch.Generator):
+        if self.method == "vime":
+            corrupted, mask = self.corrupt.with_mask(x, generator)
+            return corrupted, torch.cat([mask, x], dim=1)
+        return _rotate(x, generator)
+
+
+def _contrastive(method: str, encoder, X, groups, spec, seed: int, progress, label: str) -> list[float]:
+    width = embedding_width(encoder)
+    projector = nn.Sequential(nn.Linear(width, spec.projection_dim), nn.ReLU(), nn.Linear(spec.projection_dim, spec.projection_dim))
+    if method == "scarf":
+        corrupt = ScarfCorruption(X, groups, spec.corruption_rate)
+        loss_fn = InfoNCELoss(spec.temperature)
+    else:
+        loss_fn = NTXentLoss(spec.temperature)
+    optimizer = torch.optim.Adam(list(encoder.parameters()) + list(projector.parameters()), lr=spec.lr)
+    generator = torch.Generator().manual_seed(seed)
+    n_batches = (len(X) + spec.batch_size - 1) // spec.batch_size
+    losses = []
+    encoder.train()
+    with progress.task(label, spec.epochs * n_batches) as task:
+        for _ in range(spec.epochs):
+            total, count = 0.0, 0
+            for idx in batches(len(X), spec.batch_size, generator):
+                x = X[idx]
+                if method == "scarf":
+                    a, b = x, corrupt(x, generator)
+                else:
+                    a, b = augment(x, generator), augment(x, generator)
+                loss = loss_fn(projector(encoder(a)), projector(encoder(b)))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total, count = total + loss.item() * len(idx), count + len(idx)
+                task.advance(1, loss=loss.item())
+            losses.append(total / max(count, 1))
+    return losses
+
+
+def pretrain(method: str, encoder: nn.Sequential, X: torch.Tensor, groups, spec, seed: int, progress,
+             dp=None, noise_multiplier: float | None = None, source: str = "private") -> tuple[list[float], object]:
+    """Train ``encoder`` in place on the rows ``X`` without labels; returns (losses per epoch, engine).
+
+    ``engine`` is Opacus's PrivacyEngine when the phase ran under DP (its accountant holds the
+    phase's history), else None.
+    """
+    label = f"pretraining encoder ({method}, {len(X):,} {source} rows, no labels)" + (" (DP-SGD)" if dp else "")
+    if method in ("scarf", "simclr"):
+        assert dp is None, "contrastive pretraining cannot run under DP (the plan refuses it)"
+        return _contrastive(method, encoder, X, groups, spec, seed, progress, label), None
+
+    # A copy is trained so that no Opacus hook stays on the classifier's encoder afterwards.
+    objective = _PerExample(method, copy.deepcopy(encoder), X, groups, spec)
+    net, loss_fn = objective.net, objective.loss
+    optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr)
+    generator = torch.Generator().manual_seed(seed)
+    batch_size = min(spec.batch_size, len(X))
+    engine = None
+    if dp is not None:
+        from govssl.train._dp import make_private, quiet_opacus
+
+        quiet_opacus()
+        net, optimizer, loss_fn, loader, engine = make_private(
+            net, optimizer, loss_fn, X, torch.zeros(len(X)), batch_size, spec.epochs, dp, generator,
+            noise_multiplier=noise_multiplier,
+        )
+        n_batches = len(loader)
+    else:
+        loader = None
+        n_batches = (len(X) + batch_size - 1) // batch_size
+    losses = []
+    net.train()
+    with progress.task(label, spec.epochs * n_batches) as task:
+        for _ in range(spec.epochs):
+            total, count = 0.0, 0
+            rows = loader if loader is not None else ((X[idx],) for idx in batches(len(X), batch_size, generator))
+            for batch in rows:
+                x = batch[0]
+                if len(x) == 0:  # Poisson sampling may draw an empty batch
+                    task.advance(1)
+                    continue
+                inputs, targets = objective.example(x, generator)
+                loss = loss_fn(net(inputs), targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total, count = total + loss.item() * len(x), count + len(x)
+                task.advance(1, loss=loss.item())
+            losses.append(total / max(count, 1))
+    trained = getattr(net, "_module", net)
+    encoder.load_state_dict(nn.Sequential(*list(trained)[:-1]).state_dict())
+    return losses, engine
