@@ -166,6 +166,7 @@ def register_check(name: str, force: bool = False):
 def _load_builtin_checks() -> None:
     # Importing the modules registers their checks.
     from govssl.checks import fairness, performance  # noqa: F401
+    from govssl.checks import poisoning, privacy, robustness  # noqa: F401
 
 
 def registered_checks() -> dict[str, type[Check]]:
