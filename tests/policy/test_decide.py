@@ -273,14 +273,14 @@ def test_decide__default_policy_on_good_evidence_passes():
 
     decision = decide(policy, results)
 
-    assert [o.status for o in decision.outcomes] == ["pass"] * 5
+    assert [o.status for o in decision.outcomes] == ["pass"] * 5 + ["skipped"] * 5  # security checks not run
     assert decision.exit_code == 0
 
 
 def test_decide__default_policy_without_evidence_is_blocked():
     decision = decide(load_policy(REPO / "policies" / "default.yaml"), [])
 
-    assert [o.status for o in decision.outcomes] == ["missing"] * 5
+    assert [o.status for o in decision.outcomes] == ["missing"] * 5 + ["skipped"] * 5
     assert [o.rule_id for o in decision.blockers] == ["performance-roc-auc", "fairness-equalized-odds"]
     assert decision.exit_code == 1
 

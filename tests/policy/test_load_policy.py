@@ -59,6 +59,11 @@ def test_load_policy__default_pack_loads():
         "fairness-equalized-odds",
         "fairness-four-fifths",
         "fairness-group-size",
+        "robustness-pgd",
+        "poisoning-backdoor-1pct",
+        "poisoning-detector-recall",
+        "privacy-membership-advantage",
+        "privacy-dp-claim",
     ]
     assert policy.rules[0] == Rule(
         id="performance-roc-auc", check="performance", metric="roc_auc", min=0.70, use="ci_low",
