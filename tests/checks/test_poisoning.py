@@ -66,6 +66,7 @@ def _train_cnn(X, y):
     return model.eval(), np.arange(len(X))
 
 
+@pytest.mark.slow
 def test_poisoning__digits_pattern_backdoor_succeeds_and_recall_is_reported():
     X_train, y_train, X_test, y_test = _digits()
     trigger = backdoor_trigger(X_train)
