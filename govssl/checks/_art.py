@@ -30,13 +30,19 @@ def is_image(X: np.ndarray) -> bool:
 
 
 def art_classifier(model, input_shape: tuple[int, ...], n_classes: int, clip_values=None):
-    """An ART PyTorchClassifier over the plain model, all preprocessing in the framework (so ART
-    picks its native PyTorch attacks)."""
+    """An ART PyTorchClassifier over a frozen copy of the plain model, no preprocessing (so ART
+    picks its native PyTorch attacks, and its input gradients skip the weight gradients)."""
+    import copy
+
     import torch
     from art.estimators.classification import PyTorchClassifier
 
+    frozen = copy.deepcopy(model).eval()
+    for parameter in frozen.parameters():
+        parameter.requires_grad_(False)
     return PyTorchClassifier(
-        model=model.eval(),
+        model=frozen,
+        preprocessing=None,
         loss=torch.nn.CrossEntropyLoss(),
         input_shape=tuple(input_shape),
         nb_classes=int(n_classes),
