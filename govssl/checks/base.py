@@ -170,6 +170,7 @@ def _load_builtin_checks() -> None:
     from govssl.checks import fairness, performance  # noqa: F401
     from govssl.checks import data_quality, provenance  # noqa: F401
     from govssl.checks import label_efficiency  # noqa: F401
+    from govssl.checks import poisoning, privacy, robustness  # noqa: F401
 
 
 def registered_checks() -> dict[str, type[Check]]:

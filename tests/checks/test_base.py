@@ -159,7 +159,7 @@ def test_create_check__by_name_with_parameters():
 
 def test_create_check__unknown_name_raises_key_error():
     with pytest.raises(KeyError):
-        create_check("robustness")
+        create_check("no-such-check")
 
 
 def test_check_result__round_trips_through_dict():

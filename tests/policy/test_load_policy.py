@@ -53,13 +53,14 @@ def test_load_policy__default_pack_loads():
 
     assert policy.name == "default"
     assert policy.version == 1
-    assert [r.id for r in policy.rules][:5] == [
-        "performance-roc-auc",
-        "performance-calibration",
-        "fairness-equalized-odds",
-        "fairness-four-fifths",
-        "fairness-group-size",
+    ids = [r.id for r in policy.rules]
+    assert ids[:5] == [
+        "performance-roc-auc", "performance-calibration", "fairness-equalized-odds",
+        "fairness-four-fifths", "fairness-group-size",
     ]
+    for area_rule in ("provenance-license", "data-quality-pii", "robustness-pgd", "poisoning-backdoor-1pct",
+                      "poisoning-detector-recall", "privacy-membership-advantage", "privacy-dp-claim"):
+        assert area_rule in ids
     assert policy.rules[0] == Rule(
         id="performance-roc-auc", check="performance", metric="roc_auc", min=0.70, use="ci_low",
         severity="block", on_missing="fail", rmf=("MEASURE 2.5", "MEASURE 2.3"),

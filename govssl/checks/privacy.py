@@ -1,0 +1,151 @@
+"""Membership inference: can an attacker tell the rows the model learned from?
+
+Two ART attacks (Shokri et al. 2017, "Membership inference attacks against machine learning
+models"): a black-box attack model trained on the target's predictions for known members and
+non-members, and the rule-based attack (a row is a member if the model classifies it correctly;
+Yeom et al. 2018). Members are the labelled training rows (the rows whose labels the model was
+fitted on), non-members the held-out test rows; each side is split in halves, the attack is fitted
+on one half and measured on the other.
+
+Reported per attack: ROC AUC (Hanley & McNeil 1982 interval), advantage TPR - FPR of the attack's
+decisions (Yeom et al. 2018), and an empirical epsilon lower bound: at a threshold fixed on the
+fitting half for a target false-positive rate, epsilon >= log((TPR - delta) / FPR) and
+log((1 - FPR - delta) / (1 - TPR)) must hold for any (epsilon, delta)-DP training (Kairouz et
+al. 2015; Jagielski et al. 2020, "Auditing differentially private machine learning"); the bound
+uses the pessimistic Clopper-Pearson ends of TPR and FPR. When the model was trained under DP,
+``empirical_epsilon_excess`` = lower bound - claimed epsilon: above 0 means the claim is broken.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from govssl.checks._art import art_classifier, clopper_pearson, seeded
+from govssl.checks.base import Check, CheckContext, Measurement, register_check
+
+__all__ = ["PrivacyCheck", "epsilon_lower_bound", "auc_interval"]
+
+ATTACKS = ("black_box", "rule_based")
+
+
+def epsilon_lower_bound(tp: int, n_members: int, fp: int, n_nonmembers: int, delta: float,
+                        confidence: float) -> tuple[float, float, float]:
+    """(epsilon lower bound, TPR low, FPR high) from one threshold's counts, at ``confidence``
+    for both proportions together (Bonferroni: each one-sided at 1 - (1 - confidence) / 2)."""
+    # each end of a two-sided interval at ``confidence`` is a one-sided bound at 1 - (1 - c) / 2
+    tpr_low, _ = clopper_pearson(tp, n_members, confidence)
+    _, fpr_high = clopper_pearson(fp, n_nonmembers, confidence)
+    bounds = [0.0]
+    if fpr_high > 0 and tpr_low - delta > 0:
+        bounds.append(math.log((tpr_low - delta) / fpr_high))
+    if 1 - tpr_low > 0 and 1 - fpr_high - delta > 0:
+        bounds.append(math.log((1 - fpr_high - delta) / (1 - tpr_low)))
+    return max(bounds), tpr_low, fpr_high
+
+
+def auc_interval(auc: float, n_pos: int, n_neg: int, confidence: float) -> tuple[float, float]:
+    """Normal interval with the Hanley & McNeil (1982, Radiology 143(1)) standard error."""
+    from scipy.stats import norm
+
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (n_pos * n_neg)
+    z = float(norm.ppf(0.5 + confidence / 2))
+    se = math.sqrt(max(var, 0.0))
+    return max(0.0, auc - z * se), min(1.0, auc + z * se)
+
+
+@register_check("privacy")
+class PrivacyCheck(Check):
+    metrics = ("membership_auc", "membership_advantage", "empirical_epsilon_lower_bound",
+               "empirical_epsilon_excess")
+    defaults = {
+        "attacks": ["black_box", "rule_based"],
+        "attack_model": "rf",  # ART's attack_model_type: rf, gb, lr, nn, ...
+        "max_rows": 4000,  # members; as many non-members
+        "target_fpr": 0.05,
+        "confidence": 0.95,
+    }
+
+    def measure(self, ctx: CheckContext) -> list[Measurement]:
+        from sklearn.metrics import roc_auc_score
+
+        p = self.params
+        unknown = [a for a in p["attacks"] if a not in ATTACKS]
+        if unknown:
+            raise ValueError(f"checks.privacy.attacks: unknown attack(s) {', '.join(unknown)}; choose from {', '.join(ATTACKS)}")
+        data, trained = ctx.dataset, ctx.train
+        rng = np.random.default_rng(ctx.seed + 31)
+        members = np.asarray(trained.labelled_rows)
+        n = min(int(p["max_rows"]), len(members), len(data.y_test))
+        members = rng.choice(members, size=n, replace=False)
+        nonmembers = rng.choice(len(data.y_test), size=n, replace=False)
+        half = n // 2
+        x_in, y_in = data.X_train[members].astype(np.float32), np.asarray(data.y_train[members])
+        x_out, y_out = data.X_test[nonmembers].astype(np.float32), np.asarray(data.y_test[nonmembers])
+        n_classes = int(trained.model[-1].out_features)
+        classifier = art_classifier(trained.model, x_in.shape[1:], n_classes)
+        dp = trained.record.dp
+        delta = float(dp["delta"]) if dp else 0.0
+        claimed = float(dp["epsilon"]) if dp else None
+        conf, target_fpr = float(p["confidence"]), float(p["target_fpr"])
+        common = {"n_members": n - half, "n_nonmembers": n - half, "n_fit": half, "members": "labelled training rows",
+                  "nonmembers": "test rows", "sample_seed": ctx.seed + 31, "target_fpr": target_fpr,
+                  "confidence": conf, "delta": delta, "claimed_epsilon": claimed,
+                  "dp_scope": trained.record.dp_scope, "end_to_end_dp": trained.record.end_to_end_dp}
+
+        out = []
+        for attack in p["attacks"]:
+            with seeded(ctx.seed + 37):
+                fit_in, fit_out, eval_in, eval_out = self._scores(
+                    attack, classifier, x_in, y_in, x_out, y_out, half)
+            details = {**common, "attack": attack}
+            if attack == "black_box":
+                details["attack_model"] = p["attack_model"]
+            labels = np.r_[np.ones(len(eval_in)), np.zeros(len(eval_out))]
+            scores = np.r_[eval_in, eval_out]
+            auc = float(roc_auc_score(labels, scores)) if len(np.unique(scores)) > 1 else 0.5
+            low, high = auc_interval(auc, len(eval_in), len(eval_out), conf)
+            out.append(Measurement(self.name, "membership_auc", auc, attack, low, high, len(labels), details))
+
+            tpr, fpr = float(np.mean(eval_in >= 0.5)), float(np.mean(eval_out >= 0.5))
+            se = math.sqrt(tpr * (1 - tpr) / len(eval_in) + fpr * (1 - fpr) / len(eval_out))
+            from scipy.stats import norm
+
+            z = float(norm.ppf(0.5 + conf / 2))
+            out.append(Measurement(self.name, "membership_advantage", tpr - fpr, attack, tpr - fpr - z * se,
+                                   tpr - fpr + z * se, len(labels), {**details, "tpr": tpr, "fpr": fpr,
+                                   "decision": "attack's own member decision (score >= 0.5)"}))
+
+            # threshold fixed on the fitting half: the smallest one whose FPR there is <= target
+            threshold = float(np.quantile(fit_out, 1 - target_fpr, method="higher")) + 1e-12
+            if not np.isfinite(threshold) or np.mean(fit_out >= threshold) > target_fpr:
+                threshold = np.inf
+            tp, fp = int(np.sum(eval_in >= threshold)), int(np.sum(eval_out >= threshold))
+            eps_low, tpr_low, fpr_high = epsilon_lower_bound(tp, len(eval_in), fp, len(eval_out), delta, conf)
+            bound_details = {**details, "threshold": threshold, "tp": tp, "fp": fp, "tpr_low": tpr_low,
+                             "fpr_high": fpr_high, "interval": "clopper-pearson"}
+            out.append(Measurement(self.name, "empirical_epsilon_lower_bound", eps_low, attack, n=len(labels),
+                                   details=bound_details))
+            if claimed is not None:
+                out.append(Measurement(self.name, "empirical_epsilon_excess", eps_low - claimed, attack,
+                                       n=len(labels), details=bound_details))
+        return out
+
+    def _scores(self, attack, classifier, x_in, y_in, x_out, y_out, half):
+        """Member scores (higher = member) for the fitting and the evaluation halves."""
+        if attack == "rule_based":
+            from art.attacks.inference.membership_inference import MembershipInferenceBlackBoxRuleBased
+
+            mia = MembershipInferenceBlackBoxRuleBased(classifier)
+            score = lambda x, y: mia.infer(x, y).astype(np.float64).ravel()  # noqa: E731
+        else:
+            from art.attacks.inference.membership_inference import MembershipInferenceBlackBox
+
+            mia = MembershipInferenceBlackBox(classifier, input_type="prediction",
+                                              attack_model_type=str(self.params["attack_model"]))
+            mia.fit(x_in[:half], y_in[:half], x_out[:half], y_out[:half])
+            score = lambda x, y: mia.infer(x, y, probabilities=True).astype(np.float64).reshape(len(x), -1)[:, -1]  # noqa: E731
+        return (score(x_in[:half], y_in[:half]), score(x_out[:half], y_out[:half]),
+                score(x_in[half:], y_in[half:]), score(x_out[half:], y_out[half:]))

@@ -1,0 +1,126 @@
+"""Tests of the poisoning check: poisoned copies, detectors on a planted cluster, a pattern
+backdoor on digits images (a small CNN built here), and the tabular check on Adult."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from govssl.checks.poisoning import PoisoningCheck, backdoor_trigger, detect, exposure, poison_copy
+
+from ._trained import cached_context
+
+
+def test_poison_copy__rate_rows_and_labels():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 6)).astype(np.float32)
+    y = (rng.random(1000) < 0.4).astype(np.int64)
+    trigger = backdoor_trigger(X, [1, 3], np.array([5.0, -5.0]))
+    X_p, y_p, rows = poison_copy(X, y, trigger, 0.05, target=0, seed=1)
+    assert len(rows) == 50 and np.all(y[rows] == 1) and np.all(y_p[rows] == 0)
+    assert np.all(X_p[rows][:, [1, 3]] == [5.0, -5.0])
+    others = np.setdiff1d(np.arange(1000), rows)
+    assert np.array_equal(X_p[others], X[others]) and np.array_equal(y_p[others], y[others])
+    assert np.array_equal(X_p[rows][:, [0, 2, 4, 5]], X[rows][:, [0, 2, 4, 5]])
+
+
+def test_detect__finds_a_planted_cluster_of_activations():
+    """A tight, shifted 5% of one class: both detectors must find it (Tran et al.'s setting)."""
+    rng = np.random.default_rng(3)
+    acts = np.abs(rng.normal(1.0, 1.0, size=(2000, 32))).astype(np.float32)
+    y = np.repeat([0, 1], 1000)
+    planted = rng.choice(1000, size=50, replace=False)
+    acts[planted] += 3.0 * np.sign(rng.normal(size=32)).astype(np.float32)
+    flags = detect(acts, y, 2, expected_poison=0.05, seed=0)
+    for detector, flagged in flags.items():
+        recall = flagged[planted].mean()
+        assert recall > 0.9, (detector, recall)
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    X = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(y))
+    train, test = order[:1400], order[1400:]
+    return X[train], y[train], X[test], y[test]
+
+
+def _train_cnn(X, y):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(16 * 64, 64), nn.ReLU(), nn.Linear(64, 10))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(25):
+        for idx in torch.randperm(len(X), generator=generator).split(64):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(Xt[idx]), yt[idx]).backward()
+            optimizer.step()
+    return model.eval(), np.arange(len(X))
+
+
+@pytest.mark.slow
+def test_poisoning__digits_pattern_backdoor_succeeds_and_recall_is_reported():
+    X_train, y_train, X_test, y_test = _digits()
+    trigger = backdoor_trigger(X_train)
+    triggered = trigger(X_test[:3])
+    assert triggered.shape == X_test[:3].shape and np.all(triggered[:, 0, -2, -2] == X_train.max())
+    out = exposure("poisoning", X_train, y_train, X_test, y_test, _train_cnn, trigger, rates=[0.05], target=0,
+                   n_classes=10, seed=0, confidence=0.95, expected_poison=0.05, details={})
+    by = {(m.metric, m.subject): m for m in out}
+    success = by[("backdoor_success_rate", "rate=0.05")]
+    assert success.value > 0.8, success.value
+    assert success.details["clean_retrain_success_rate"] < 0.3
+    assert abs(by[("clean_accuracy_drop", "rate=0.05")].value) < 0.05
+    for detector in ("activation_clustering", "spectral_signature"):
+        recall = by[("detector_recall", f"{detector} rate=0.05")]
+        assert recall.n == 70 and 0.0 <= recall.value <= 1.0
+        print(detector, "recall", recall.value, "precision", by[("detector_precision", f"{detector} rate=0.05")].value)
+    print("success", success.value)
+
+
+@pytest.mark.slow
+def test_poisoning__tabular_check_on_adult(adult_csvs, tmp_path_factory):
+    from tests.conftest import fast_plan_data
+
+    folder = tmp_path_factory.mktemp("poisoning")
+    path = folder / "plan.yaml"
+    path.write_text(yaml.safe_dump(fast_plan_data(*adult_csvs)), encoding="utf-8")
+    ctx = cached_context("poisoning-adult", path, folder)
+    result = PoisoningCheck(rates=[0.05], trigger_features=["capital-loss", "hours-per-week"]).run(ctx)
+    assert result.status == "measured", result.reason
+    by = {(m.metric, m.subject): m for m in result.measurements}
+    success = by[("backdoor_success_rate", "rate=0.05")]
+    assert success.details["retrain_budget"]["pretrain_epochs"] == 1
+    assert set(success.details["trigger"]["features"]) == {"capital-loss", "hours-per-week"}
+    assert success.value > success.details["clean_retrain_success_rate"] + 0.2
+    for c in (0, 1):
+        assert 0 <= by[("flagged_fraction", f"spectral_signature class={c}")].value <= 1
+    assert by[("detector_recall", "activation_clustering rate=0.05")].n == success.details["n_poison_labelled"]
+
+
+def test_poisoning__trigger_on_a_sensitive_feature_is_refused(adult_csvs, tmp_path_factory):
+    from govssl.checks.base import CheckContext
+
+    class _Data:
+        X_train = np.zeros((2, 3), np.float32)
+        sensitive = ("age",)
+
+        class encoder:  # noqa: N801
+            groups = [("age", slice(0, 1)), ("hours", slice(1, 2)), ("sex", slice(2, 3))]
+
+            @staticmethod
+            def numeric_ranges():
+                return {"age": (0.0, 1.0), "hours": (0.0, 1.0)}
+
+    with pytest.raises(ValueError, match="age"):
+        PoisoningCheck(trigger_features=["age"])._trigger(_Data())
+    _, info = PoisoningCheck()._trigger(_Data())
+    assert list(info["features"]) == ["hours"]
