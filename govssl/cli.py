@@ -102,7 +102,7 @@ def _print_run(run, console: Console) -> None:
             perf.add_row(esc(r.check), f"[yellow]{r.status}[/]", "", esc(r.reason[:60]), "", "")
             continue
         for m in r.measurements:
-            if "=" in m.subject:  # per-group rows are in the model card
+            if isinstance(m.details.get("group"), dict):  # per-group rows are in the model card
                 continue
             ci = f"[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]" if m.ci_low is not None else ""
             perf.add_row(esc(r.check), esc(m.metric), esc(m.subject or "(model)"), esc(_fmt(m.value)), esc(ci), _fmt(m.n))
