@@ -6,7 +6,9 @@ Run from the repository root:  python benchmarks/bench_attacks.py
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,29 +17,10 @@ from torch import nn
 from govssl.checks._art import art_classifier
 from govssl.checks.robustness import attack_inputs
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: the tests' reference
+from tests._reference import torch_pgd  # noqa: E402  the same plain PGD the tests compare ART with
+
 SEED, EPS, STEPS, REL_STEP, RESTARTS, ROWS, REPEATS = 0, 0.25, 20, 0.125, 1, 4000, 3
-
-
-def torch_pgd(model, X, y, eps, step_size, steps, restarts, mask, low, high, seed):
-    """L-inf PGD with random restarts (Madry et al. 2018), in plain PyTorch."""
-    X, y = torch.as_tensor(X), torch.as_tensor(y)
-    mask, low, high = (torch.as_tensor(a) for a in (mask, low, high))
-    generator = torch.Generator().manual_seed(seed)
-    best = None
-    for _ in range(max(1, restarts)):
-        x = X.clone()
-        if restarts > 0:
-            x = x + (torch.rand(X.shape, generator=generator) * 2 - 1) * eps * mask
-        x = torch.max(torch.min(x, high), low)
-        for _ in range(steps):
-            x.requires_grad_(True)
-            (grad,) = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), x)
-            x = x.detach() + step_size * grad.sign() * mask
-            x = torch.max(torch.min(torch.max(torch.min(x, X + eps), X - eps), high), low)
-        with torch.no_grad():
-            fooled = model(x).argmax(1) != y
-        best = x if best is None else torch.where(fooled[:, None], x, best)
-    return best.detach().numpy()
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ import time
 import warnings
 
 import numpy as np
-import pandas as pd
 
 
 def predictions():

@@ -13,7 +13,6 @@ bare hashing work (sha256 over the canonical JSON of every entry, no database).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import sqlite3
 import statistics

@@ -7,7 +7,6 @@ Exit codes (every command): 0 done / policy passed, 1 policy blocked, 2 invalid 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import traceback
 from contextlib import contextmanager

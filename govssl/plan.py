@@ -58,7 +58,10 @@ class DatasetSpec(_Strict):
     def _one_source(self):
         if (self.builtin is None) == (self.path is None):
             raise ValueError("give exactly one of 'builtin' (e.g. adult) or 'path' (a CSV or Parquet file)")
-        if self.path is not None and not self.target and not self.is_images():
+        # A table file has a suffix; an image folder usually has none. (The folder itself cannot be
+        # looked at here: a relative path is relative to the plan file, unknown to this validator.)
+        table_like = self.path is not None and self.path.suffix.lower() not in ("", ".npz")
+        if table_like and not self.target and not self.is_images():
             raise ValueError("'target' is required with 'path': name the label column")
         if self.test_path is not None and self.path is None:
             raise ValueError("'test_path' needs 'path'")
@@ -288,6 +291,13 @@ def _file_problems(path: Path, plan: AuditPlan) -> list[str]:
     ]:
         if not plan.resolve(value).is_file():
             problems.append(f"{path}: provenance.{key}: file not found: {plan.resolve(value)}")
+        elif key.startswith("trusted_keys"):
+            from govssl.provenance import load_public_key
+
+            try:  # a key that does not load must stop the plan, not disable the provenance check later
+                load_public_key(plan.resolve(value))
+            except ConfigError as exc:
+                problems.append(f"{path}: provenance.{key}: {exc}")
     if not isinstance(plan.policy, str):
         return problems  # the schema reports it
     if plan.attestations is not None:

@@ -305,3 +305,14 @@ def test_audit_plan__as_data_leaves_out_load_fields():
 
     assert "source_path" not in data and "sha256" not in data
     assert AuditPlan.model_validate(data).dataset == plan.dataset
+
+
+def test_load_plan__a_trusted_key_that_is_not_a_public_key_exits_2_before_training(tmp_path):
+    (tmp_path / "bad.pub").write_text("not a key\n")
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump({"name": "p", "dataset": {"builtin": "adult"},
+                                    "provenance": {"trusted_keys": ["bad.pub"]}}))
+    with pytest.raises(ConfigError) as exc:
+        load_plan(path)
+    assert exc.value.exit_code == 2
+    assert "provenance.trusted_keys[0]" in str(exc.value) and "bad.pub" in str(exc.value)

@@ -82,14 +82,14 @@ class PerformanceCheck(Check):
         tp, fp = (pred == 1) & (y == 1), (pred == 1) & (y == 0)
         fn, tn = (pred == 0) & (y == 1), (pred == 0) & (y == 0)
         cells = np.column_stack([tp, fp, fn, tn]).astype(np.float64)
-        ingredients = np.hstack([cells, bin_onehot, bin_onehot * correct[:, None], bin_onehot * confidence[:, None]])
+        ingredients = np.hstack([cells, bin_onehot * correct[:, None], bin_onehot * confidence[:, None]])
         out = []
         for counts in resample_counts(len(y), int(self.params["n_boot"]), seed):
             sums = counts.astype(np.float64) @ ingredients
             TP, FP, FN, TN = sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3]
             n = TP + FP + FN + TN
             k = n_bins
-            in_bin, corr, conf = sums[:, 4 : 4 + k], sums[:, 4 + k : 4 + 2 * k], sums[:, 4 + 2 * k :]
+            corr, conf = sums[:, 4 : 4 + k], sums[:, 4 + k :]
             with np.errstate(invalid="ignore", divide="ignore"):
                 accuracy = (TP + TN) / n
                 balanced = 0.5 * (TP / (TP + FN) + TN / (TN + FP))

@@ -175,6 +175,7 @@ class PoisoningCheck(Check):
         training = t.model_copy(update={
             "pretrain": t.pretrain.model_copy(update={"epochs": budget["pretrain_epochs"]}),
             "finetune": t.finetune.model_copy(update={"epochs": budget["finetune_epochs"]}),
+            "baseline": False,  # the supervised-only comparison model is not needed to measure a backdoor
         })
         plan = ctx.plan.model_copy(update={"training": training})
 

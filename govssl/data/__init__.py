@@ -220,8 +220,16 @@ def _load_images(plan) -> Dataset:
         raise DataError(f"{where}: dataset.test_path is for tables; image data is split by dataset.test_fraction")
     if len(classes) < 2:
         raise DataError(f"{where}: the labels hold only {len(classes)} class; need at least 2")
+    counts = np.bincount(y, minlength=len(classes))
+    if counts.min() < 2:
+        few = ", ".join(f"'{classes[i]}' ({counts[i]})" for i in np.flatnonzero(counts < 2))
+        raise DataError(f"{where}: every class needs at least 2 images (one to train on, one to test); "
+                        f"too few: {few}")
     labels = pd.DataFrame({"label": [classes[i] for i in y]})
     train_rows, test_rows = _split(labels, y, spec.test_fraction, plan.seed)
+    if len(np.unique(y[train_rows])) < 2:
+        raise DataError(f"{where}: after the split by dataset.test_fraction ({spec.test_fraction:g}) the training "
+                        f"images hold fewer than 2 classes; add images or lower test_fraction")
     file = {**file, "split": f"stratified, {spec.test_fraction:g} of each class to test, seed {plan.seed}"}
     return Dataset(
         name=spec.name or meta["name"], source=spec.source or meta["source"],
@@ -268,6 +276,8 @@ def load(plan) -> Dataset:
                 )
             test = test[list(train.columns)]
         target, positive = spec.target, spec.positive_label
+        if not target:
+            raise DataError(f"{where}: dataset.target is required for a table: name the label column")
         sensitive = list(spec.sensitive or [])
         forced = set(spec.categorical)
         name, origin, licence, citation = (

@@ -67,7 +67,12 @@ def load_npz(path: Path, require_labels: bool = True) -> tuple[np.ndarray, np.nd
     if not np.isfinite(x).all():
         raise DataError(f"{path}: array 'x' holds NaN or infinite values")
     if x.size and x.max() > 1.0:
-        x = x / 255.0 if x.max() <= 255 else (x - x.min()) / (x.max() - x.min())
+        if x.max() <= 255:
+            x = x / 255.0
+        elif x.max() == x.min():
+            raise DataError(f"{path}: array 'x' is one constant value ({x.max():g}); there is nothing to learn")
+        else:
+            x = (x - x.min()) / (x.max() - x.min())
     classes = sorted(np.unique(y).tolist())
     y = np.searchsorted(classes, y).astype(np.int64)
     return x, y, [str(c) for c in classes], {"path": str(path), "sha256": _file_sha256(path), "size": path.stat().st_size}
@@ -95,7 +100,11 @@ def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray, list[str], di
             try:
                 with Image.open(f) as im:
                     im.load()
-                    arr = np.asarray(im.convert("L" if im.mode in ("1", "L", "I;16", "I") else "RGB"))
+                    if im.mode.startswith("I"):  # 16/32-bit greyscale: rescale, PIL's convert("L") clips at 255
+                        deep = np.asarray(im, dtype=np.float64)
+                        arr = deep * (255.0 / (65535.0 if deep.max(initial=0) <= 65535 else 2.0**31 - 1))
+                    else:
+                        arr = np.asarray(im.convert("L" if im.mode in ("1", "L") else "RGB"))
             except (UnidentifiedImageError, OSError) as exc:
                 raise DataError(f"{f}: cannot read as an image: {exc}") from None
             if size is None:

@@ -128,8 +128,13 @@ def verify_envelope(path: str | Path, key: PublicKey) -> dict:
     problems = []
     for subject in stmt.get("subject", []):
         file = path.parent / subject["name"]
-        if file.is_file() and sha256_file(file) != subject["digest"]["sha256"]:
+        if not file.is_file():
+            # the run's own files live beside the envelope and must be there; the data files
+            # ("data/...") are checked when someone puts them there
+            if not subject["name"].startswith("data/"):
+                problems.append(f"{file}: missing; the signed statement lists it")
+        elif sha256_file(file) != subject["digest"]["sha256"]:
             problems.append(f"{file}: sha256 differs from the signed statement")
     if problems:
-        raise IntegrityError(f"{problems[0].split(':')[0]}: changed since the audit signed it", problems)
+        raise IntegrityError(f"{problems[0].split(':')[0]}: changed or removed since the audit signed it", problems)
     return stmt

@@ -191,8 +191,19 @@ def read_manifest(path: str | Path) -> dict:
     for i, entry in enumerate(files):
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), t) for k, t in (("path", str), ("sha256", str), ("size", int))):
             raise ConfigError(f"{path}: files[{i}]: needs path, sha256 and size")
-    if not isinstance(data.get("signatures", []), list):
+        table = entry.get("table")
+        if table is not None and not (
+            isinstance(table, dict)
+            and isinstance(table.get("columns", []), list)
+            and all(isinstance(c, dict) for c in table.get("columns", []))
+        ):
+            raise ConfigError(f"{path}: files[{i}].table: expected a mapping whose columns are mappings")
+    signatures = data.get("signatures", [])
+    if not isinstance(signatures, list):
         raise ConfigError(f"{path}: signatures: expected a list")
+    for i, sig in enumerate(signatures):
+        if not isinstance(sig, dict):
+            raise ConfigError(f"{path}: signatures[{i}]: expected a mapping with keyid, public_key and sig")
     return data
 
 
@@ -309,6 +320,10 @@ def verify_plan_manifest(plan) -> ManifestReport | None:
 
     spec = plan.dataset
     if spec.manifest is not None:
+        if spec.path is not None and plan.resolve(spec.path).is_dir():
+            raise ConfigError(f"{plan.source_path or 'plan'}: dataset.manifest: manifests list files, and "
+                              f"dataset.path is a folder ({plan.resolve(spec.path)}); folder manifests are not "
+                              "supported yet: pack the images into an NPZ file, or leave out dataset.manifest")
         path = plan.resolve(spec.manifest)
     elif spec.builtin:
         path = datasets_dir() / spec.builtin / "manifest.json"

@@ -90,8 +90,9 @@ def make_private(model, optimizer, criterion, X: torch.Tensor, y: torch.Tensor, 
     Per-example clipping uses ghost clipping (Li et al. 2022, "Large Language Models Can Be
     Strong Differentially Private Learners"; Bu et al. 2023): the per-example gradient norms come
     from activations and output gradients without materialising per-example gradients, then a
-    second backward pass applies the clipped weights. Same guarantee as flat clipping, about 8x
-    faster than Opacus's hooks on the default MLP.
+    second backward pass applies the clipped weights. Same guarantee as flat clipping, and several
+    times faster than Opacus's hooks on the default MLP (`python benchmarks/bench_dp_overhead.py
+    --hooks` prints both).
     """
     from opacus import PrivacyEngine
 

@@ -12,25 +12,17 @@ import copy
 import torch
 from torch import nn
 
+from govssl.train._loop import batches, train_epochs
 from govssl.train.augment import augment
 from govssl.train.scarf import InfoNCELoss, ScarfCorruption
 from govssl.train.simclr import NTXentLoss
 from govssl.train.vime import VimeCorruption, VimeHeads, VimeLoss
 
-__all__ = ["pretrain", "embedding_width", "batches"]
+__all__ = ["pretrain", "embedding_width"]
 
 
 def embedding_width(encoder: nn.Sequential) -> int:
     return [m for m in encoder if isinstance(m, nn.Linear)][-1].out_features
-
-
-def batches(n: int, batch_size: int, generator: torch.Generator):
-    """Shuffled batches of indices (without replacement) for the non-private path."""
-    order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        if len(idx) >= 2:
-            yield idx
 
 
 def _rotate(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,25 +66,15 @@ def _contrastive(method: str, encoder, X, groups, spec, seed: int, progress, lab
     optimizer = torch.optim.Adam(list(encoder.parameters()) + list(projector.parameters()), lr=spec.lr)
     generator = torch.Generator().manual_seed(seed)
     n_batches = (len(X) + spec.batch_size - 1) // spec.batch_size
-    losses = []
+
+    def batch_loss(idx):
+        x = X[idx]
+        a, b = (x, corrupt(x, generator)) if method == "scarf" else (augment(x, generator), augment(x, generator))
+        return loss_fn(projector(encoder(a)), projector(encoder(b)))
+
     encoder.train()
-    with progress.task(label, spec.epochs * n_batches) as task:
-        for _ in range(spec.epochs):
-            total, count = 0.0, 0
-            for idx in batches(len(X), spec.batch_size, generator):
-                x = X[idx]
-                if method == "scarf":
-                    a, b = x, corrupt(x, generator)
-                else:
-                    a, b = augment(x, generator), augment(x, generator)
-                loss = loss_fn(projector(encoder(a)), projector(encoder(b)))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total, count = total + loss.item() * len(idx), count + len(idx)
-                task.advance(1, loss=loss.item())
-            losses.append(total / max(count, 1))
-    return losses
+    return train_epochs(optimizer, spec.epochs, lambda: batches(len(X), spec.batch_size, generator),
+                        batch_loss, progress, label, n_batches)
 
 
 def pretrain(method: str, encoder: nn.Sequential, X: torch.Tensor, groups, spec, seed: int, progress,
@@ -126,25 +108,15 @@ def pretrain(method: str, encoder: nn.Sequential, X: torch.Tensor, groups, spec,
     else:
         loader = None
         n_batches = (len(X) + batch_size - 1) // batch_size
-    losses = []
+    def batch_loss(batch):
+        x = X[batch] if loader is None else batch[0]
+        inputs, targets = objective.example(x, generator)
+        return loss_fn(net(inputs), targets)
+
     net.train()
-    with progress.task(label, spec.epochs * n_batches) as task:
-        for _ in range(spec.epochs):
-            total, count = 0.0, 0
-            rows = loader if loader is not None else ((X[idx],) for idx in batches(len(X), batch_size, generator))
-            for batch in rows:
-                x = batch[0]
-                if len(x) == 0:  # Poisson sampling may draw an empty batch
-                    task.advance(1)
-                    continue
-                inputs, targets = objective.example(x, generator)
-                loss = loss_fn(net(inputs), targets)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total, count = total + loss.item() * len(x), count + len(x)
-                task.advance(1, loss=loss.item())
-            losses.append(total / max(count, 1))
+    losses = train_epochs(optimizer, spec.epochs,
+                          lambda: loader if loader is not None else batches(len(X), batch_size, generator),
+                          batch_loss, progress, label, n_batches)
     trained = getattr(net, "_module", net)
     encoder.load_state_dict(nn.Sequential(*list(trained)[:-1]).state_dict())
     return losses, engine

@@ -21,7 +21,7 @@ from torch import nn
 from govssl.errors import ConfigError
 from govssl.records import TrainRecord, sha256_file
 from govssl.train.models import Architecture, build_classifier, predict_proba, split_classifier
-from govssl.train._pretrain import batches as _batches
+from govssl.train._loop import batches, train_epochs
 from govssl.train._pretrain import pretrain
 
 __all__ = ["TrainResult", "fit", "label_subset"]
@@ -75,25 +75,14 @@ def _supervised(model: nn.Module, params, X: torch.Tensor, y: torch.Tensor, spec
     else:
         loader, engine = None, None
         batches_per_epoch = (len(X) + batch_size - 1) // batch_size
-    losses = []
+    def batch_loss(batch):
+        xb, yb = batch if loader is not None else (X[batch], y[batch])
+        return loss_fn(model(xb), yb)
+
     model.train()
-    with progress.task(label, spec.epochs * batches_per_epoch) as task:
-        for _ in range(spec.epochs):
-            total, count = 0.0, 0
-            batches = loader if loader is not None else (
-                (X[idx], y[idx]) for idx in _batches(len(X), batch_size, generator)
-            )
-            for xb, yb in batches:
-                if len(xb) == 0:  # Poisson sampling may draw an empty batch
-                    task.advance(1)
-                    continue
-                loss = loss_fn(model(xb), yb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total, count = total + loss.item() * len(xb), count + len(xb)
-                task.advance(1, loss=loss.item())
-            losses.append(total / max(count, 1))
+    losses = train_epochs(optimizer, spec.epochs,
+                          lambda: loader if loader is not None else batches(len(X), batch_size, generator),
+                          batch_loss, progress, label, batches_per_epoch)
     if engine is not None:
         from govssl.train._dp import dp_record_of, unwrap
 

@@ -86,3 +86,36 @@ def test_load__image_folder_one_subfolder_per_class(tmp_path):
     Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / "imgs" / "dog" / "small.png")
     with pytest.raises(DataError, match="small.png: image of shape"):
         load(_plan({"path": str(tmp_path / "imgs")}))
+
+
+def test_load__image_folder_with_one_image_in_a_class_names_it(tmp_path):
+    from PIL import Image
+
+    for name, count in (("cat", 3), ("dog", 1)):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((5, 5), 40 * i, dtype=np.uint8)).save(tmp_path / "imgs" / name / f"{i}.png")
+    with pytest.raises(DataError, match=r"at least 2 images.*'dog' \(1\)"):
+        load(_plan({"path": str(tmp_path / "imgs")}))
+
+
+def test_load__constant_npz_above_255_is_refused_not_divided_by_zero(tmp_path):
+    path = tmp_path / "flat.npz"
+    np.savez(path, x=np.full((40, 8, 8), 300.0), y=np.arange(40) % 2)
+    with pytest.raises(DataError, match=r"flat.npz: array 'x' is one constant value"):
+        load(_plan({"path": str(path)}))
+
+
+def test_load__16_bit_png_is_rescaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for name in ("a", "b"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(4):
+            deep = rng.integers(0, 65536, (6, 6)).astype(np.uint16)
+            Image.fromarray(deep).save(tmp_path / "imgs" / name / f"{i}.png")
+    data = load(_plan({"path": str(tmp_path / "imgs")}))
+    x = np.concatenate([data.X_train, data.X_test])
+    assert (x >= 1.0 - 1e-6).mean() < 0.05  # clipping would put most pixels at 1.0
+    assert 0.3 < x.mean() < 0.7

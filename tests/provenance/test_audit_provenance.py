@@ -76,6 +76,17 @@ def test_audit__envelope_verifies_with_the_auditors_key_and_a_flipped_byte_fails
     assert code == 3 and "tampered.json" in err
 
 
+def test_attest_verify__a_removed_run_file_exits_3_naming_it(capsys, audited, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(audited["run_dir"], copy)
+    (copy / "model.safetensors").unlink()
+    code, _, err = run_cli(capsys, "attest", "verify", str(copy / "attestation.intoto.json"),
+                           "--key", str(audited["folder"] / "auditor.pub"))
+    assert code == 3 and "model.safetensors" in err and "missing" in err
+
+
 def test_audit__provenance_check_sees_the_verified_signed_manifest(audited):
     evidence = json.loads((audited["run_dir"] / "evidence.json").read_text())
     prov = {m["metric"]: m["value"] for c in evidence["checks"] if c["check"] == "provenance" for m in c["measurements"]}
@@ -140,3 +151,20 @@ def test_audit__unknown_datasheet_question_id_exits_2_naming_file_and_key(capsys
     code, _, err = run_cli(capsys, "audit", str(plan), "--db", f"sqlite:///{tmp_path / 'a.db'}", "--out", str(tmp_path / "out"), "-q")
     assert code == 2 and "answers.yaml: motivation.99: unknown question id" in " ".join(err.split())
     assert not (tmp_path / "out").exists()
+
+
+def test_audit__image_folder_with_a_manifest_exits_2_saying_folders_are_not_supported(capsys, tmp_path):
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "imgs" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(np.full((4, 4), 50 * i, dtype=np.uint8)).save(tmp_path / "imgs" / name / f"{i}.png")
+    (tmp_path / "m.json").write_text("{}")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump({"name": "imgs", "dataset": {"path": "imgs", "manifest": "m.json"},
+                                    "training": {"pretrain": {"method": "rotation"}}, "checks": {}}))
+    code, _, err = run_cli(capsys, "audit", str(plan), "--db", f"sqlite:///{tmp_path / 'a.db'}")
+    assert code == 2 and "dataset.manifest" in err and "folder" in err

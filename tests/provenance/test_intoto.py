@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,8 @@ from tests.reports.test_render import make_run
 @pytest.fixture
 def run_with_envelope(tmp_path):
     run = make_run(tmp_path)
+    for artifact in run.artifacts:  # a real run keeps its model and predictions beside the envelope
+        shutil.copy(artifact.path, tmp_path / "out" / Path(artifact.path).name)
     doc = tmp_path / "out" / "model_card.md"
     doc.write_text("# card\n")
     run.artifacts.append(Artifact.of("model_card", doc))

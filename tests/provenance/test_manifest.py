@@ -194,3 +194,26 @@ def test_verify_manifest__raises_integrity_error_listing_every_bad_file(tmp_path
         verify_manifest(tmp_path / "m.json")
     assert str(info.value).startswith(str((tmp_path / "a.csv").resolve()))
     assert len(info.value.problems) == 2 and "same rows, different order" in info.value.problems[1]
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        (lambda m: m.update(signatures=["abc"]), "signatures[0]"),
+        (lambda m: m["files"][0].update(table="x"), "files[0].table"),
+        (lambda m: m["files"][0].update(table={"columns": ["a", "b"]}), "files[0].table"),
+    ],
+)
+def test_data_verify__malformed_manifest_exits_2_naming_the_key(capsys, tmp_path, edit, key):
+    import json as _json
+
+    data = tmp_path / "d.csv"
+    data.write_text("a,b\n1,2\n3,4\n")
+    manifest = tmp_path / "m.json"
+    code, _, _ = run_cli(capsys, "data", "manifest", str(data), "--out", str(manifest))
+    assert code == 0
+    content = _json.loads(manifest.read_text())
+    edit(content)
+    manifest.write_text(_json.dumps(content))
+    code, _, err = run_cli(capsys, "data", "verify", str(manifest))
+    assert code == 2 and key in err and "Traceback" not in err
