@@ -1,10 +1,12 @@
 """Epoch time of DP-SGD over plain training, same model and data, measured in one run.
 
 The default tabular model (MLP in-256-256-2 on Adult, 10% of the labels, batch 256) trained
-plain, under DP-SGD with ghost clipping (what govssl uses) and with Opacus's per-sample hooks
-(for reference). Prints seconds per epoch (median of the timed epochs) and the ratios to plain.
+plain and under DP-SGD as govssl trains it (Poisson batches, one-pass per-example clipping, noise
+and accounting by Opacus's optimizer), and, for reference, with Opacus's own engine: ghost
+clipping (``--ghost``) and per-sample hooks (``--hooks``). Prints seconds per epoch (median of
+the timed epochs) and the ratios to plain.
 
-    python benchmarks/bench_dp_overhead.py [--epochs 10] [--threads 1] [--batch-size 256] [--hooks] [--utility]
+    python benchmarks/bench_dp_overhead.py [--epochs 10] [--threads 1] [--batch-size 256] [--ghost] [--hooks] [--utility]
 
 ``--utility`` also trains the demo plan (audits/adult-income.yaml) with and without DP and
 prints both test accuracies.
@@ -37,8 +39,13 @@ def _data():
 
 
 def _epoch_times(X, y, mode: str, epochs: int, batch_size: int, hidden) -> list[float]:
+    """Seconds per epoch. "plain" and "govssl" run govssl's training loop (``train/_loop.py``)
+    as the trainer does; "ghost" and "hooks" run Opacus's own engine, Poisson loader and the
+    usual loop, for reference."""
     from govssl.plan import DPSpec
+    from govssl.progress import NullProgress
     from govssl.train._dp import make_private, quiet_opacus
+    from govssl.train._loop import batches, train_epochs
     from govssl.train.models import Architecture, build_classifier
 
     torch.manual_seed(0)
@@ -46,36 +53,39 @@ def _epoch_times(X, y, mode: str, epochs: int, batch_size: int, hidden) -> list[
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(0)
-    if mode == "plain":
-        def batches():
-            order = torch.randperm(len(X), generator=generator)
-            for s in range(0, len(X), batch_size):
-                idx = order[s : s + batch_size]
-                yield X[idx], y[idx]
-    else:
-        quiet_opacus()
-        spec = DPSpec(enabled=True, target_epsilon=3.0, delta=1e-5)
-        if mode == "hooks":
-            from opacus import PrivacyEngine
-            from torch.utils.data import DataLoader, TensorDataset
-
-            engine = PrivacyEngine(accountant="rdp")
-            model, optimizer, loader = engine.make_private(
-                module=model, optimizer=optimizer, noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=True,
-                data_loader=DataLoader(TensorDataset(X, y), batch_size=batch_size, generator=generator),
-            )
-        else:
-            model, optimizer, loss_fn, loader, _ = make_private(
-                model, optimizer, loss_fn, X, y, batch_size, epochs, spec, generator, noise_multiplier=1.0,
-            )
-
-        def batches():
-            yield from loader
+    n_batches = -(-len(X) // batch_size)
+    quiet_opacus()
     times = []
+    if mode in ("plain", "govssl"):
+        private = None
+        if mode == "govssl":
+            spec = DPSpec(enabled=True, noise_multiplier=1.0, max_grad_norm=1.0)
+            private = make_private(model, optimizer, loss_fn, len(X), batch_size, epochs, spec, generator)
+            model, optimizer, loss_fn = private.model, private.optimizer, private.criterion
+        model.train()
+        for _ in range(epochs + 1):  # the first epoch warms up and is not timed
+            started = time.perf_counter()
+            train_epochs(optimizer, 1, lambda: private.batches if private else batches(len(X), batch_size, generator),
+                         lambda idx: loss_fn(model(X[idx]), y[idx]), NullProgress(), "", n_batches, private=private)
+            times.append(time.perf_counter() - started)
+        return times[1:]
+
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    engine = PrivacyEngine(accountant="rdp")
+    extra = dict(criterion=loss_fn, grad_sample_mode="ghost") if mode == "ghost" else {}
+    out = engine.make_private(
+        module=model, optimizer=optimizer, noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=True,
+        data_loader=DataLoader(TensorDataset(X, y), batch_size=batch_size, generator=generator), **extra,
+    )
+    model, optimizer, loader = out[0], out[1], out[-1]
+    if mode == "ghost":
+        loss_fn = out[2]
     model.train()
-    for _ in range(epochs + 1):  # the first epoch warms up and is not timed
+    for _ in range(epochs + 1):
         started = time.perf_counter()
-        for xb, yb in batches():
+        for xb, yb in loader:
             if len(xb) == 0:
                 continue
             loss = loss_fn(model(xb), yb)
@@ -118,7 +128,8 @@ def main() -> None:
     # one thread by default: on a busy machine, several threads per process spin and wait, and the
     # epoch times of both modes swing by 10x
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
-    parser.add_argument("--hooks", action="store_true", help="also time Opacus's per-sample hooks")
+    parser.add_argument("--ghost", action="store_true", help="also time Opacus's engine with ghost clipping")
+    parser.add_argument("--hooks", action="store_true", help="also time Opacus's engine with per-sample hooks")
     parser.add_argument("--utility", action="store_true", help="also compare the demo's accuracy with and without DP")
     args = parser.parse_args()
     if args.threads:
@@ -127,7 +138,7 @@ def main() -> None:
     hidden = list(plan.training.encoder.hidden_dims)
     print(f"model MLP {X.shape[1]}-{'-'.join(map(str, hidden))}-2, {len(X)} rows, batch {args.batch_size}, "
           f"{args.epochs} timed epochs, torch threads {torch.get_num_threads()}")
-    modes = ["plain", "ghost"] + (["hooks"] if args.hooks else [])
+    modes = ["plain", "govssl"] + (["ghost"] if args.ghost else []) + (["hooks"] if args.hooks else [])
     medians = {}
     for mode in modes:
         times = _epoch_times(X, y, mode, args.epochs, args.batch_size, hidden)

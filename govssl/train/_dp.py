@@ -8,10 +8,12 @@ that the COMPOSED epsilon meets the target (:func:`calibrate_phases`). The only 
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-__all__ = ["make_private", "dp_record_of", "unwrap", "quiet_opacus", "calibrate_phases", "composed_epsilon",
+__all__ = ["Private", "make_private", "dp_record_of", "quiet_opacus", "calibrate_phases", "composed_epsilon",
            "poisson_schedule"]
 
 
@@ -80,41 +82,93 @@ def quiet_opacus() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
-def make_private(model, optimizer, criterion, X: torch.Tensor, y: torch.Tensor, batch_size: int, epochs: int, dp, generator,
-                 noise_multiplier: float | None = None, prior_history: list | None = None):
-    """Wrap model, optimizer, loss and data for DP-SGD: with ``noise_multiplier`` if given (from
-    :func:`calibrate_phases`), else calibrated by Opacus to the plan's target epsilon.
-    ``prior_history`` (an earlier phase's steps) goes first into the same accountant, so that
-    the epsilon it reports is the composition of all phases.
+class Private:
+    """One private training phase: the DP optimizer (Opacus's: it adds the noise and reports each
+    step to the accountant), Poisson batches of row indices, and the clipping backward pass.
 
-    Per-example clipping uses ghost clipping (Li et al. 2022, "Large Language Models Can Be
-    Strong Differentially Private Learners"; Bu et al. 2023): the per-example gradient norms come
-    from activations and output gradients without materialising per-example gradients, then a
-    second backward pass applies the clipped weights. Same guarantee as flat clipping, and several
-    times faster than Opacus's hooks on the default MLP (`python benchmarks/bench_dp_overhead.py
-    --hooks` prints both).
+    ``backward(loss)`` takes what ``criterion`` returned for a batch and leaves the sum of the
+    clipped per-example gradients in ``.grad``; ``empty_step()`` takes the step of a batch that
+    Poisson sampling left empty, which is noise alone (skipping it would release whether the
+    batch was empty).
+    """
+
+    def __init__(self, model, optimizer, criterion, engine, batches, clipping: str, clipper=None):
+        self.model, self.optimizer, self.criterion, self.engine = model, optimizer, criterion, engine
+        self.batches, self.clipping, self._clipper = batches, clipping, clipper
+
+    def backward(self, loss) -> float:
+        if self._clipper is not None:  # per-example losses, clipped in one pass
+            self._clipper.backward(loss)
+            return float(loss.detach().mean())
+        loss.backward()  # Opacus's ghost clipping: two passes inside
+        return float(loss.item())
+
+    def empty_step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        for p in self.optimizer.params:
+            p.grad = torch.zeros_like(p)
+        self.optimizer.step()
+
+    def trained_module(self):
+        """The trained module, without hooks."""
+        if self._clipper is not None:
+            self._clipper.remove()
+        return getattr(self.model, "_module", self.model)
+
+
+def make_private(model, optimizer, criterion, n: int, batch_size: int, epochs: int, dp, generator,
+                 noise_multiplier: float | None = None, prior_history: list | None = None) -> Private:
+    """Prepare a phase of DP-SGD on ``n`` private rows: noise ``noise_multiplier`` (from
+    :func:`calibrate_phases`), else the plan's fixed noise, else the noise that reaches the plan's
+    target epsilon in this phase alone. ``prior_history`` (an earlier phase's steps) goes first
+    into the same accountant, so that the epsilon it reports is the composition of all phases.
+
+    Batches are Poisson samples at rate 1 / (batches per epoch), one step per batch, as Opacus's
+    DPDataLoader draws them. Clipping is flat and per example. For models whose trainable
+    parameters all sit in linear layers (every tabular model, and the heads of image models),
+    :class:`govssl.train._clip.LinearClipper` clips in one backward pass; other models (CNNs)
+    use Opacus's ghost clipping (Li et al. 2022, "Large Language Models Can Be Strong
+    Differentially Private Learners"), which needs two. Both give the same clipped sums, and
+    ``python benchmarks/bench_dp_overhead.py`` times them against plain training.
     """
     from opacus import PrivacyEngine
+    from opacus.optimizers import DPOptimizerFastGradientClipping
 
-    loader = DataLoader(TensorDataset(X, y), batch_size=batch_size, shuffle=False, generator=generator)
-    engine = PrivacyEngine(accountant=dp.accountant)
-    common = dict(module=model, optimizer=optimizer, criterion=criterion, data_loader=loader,
-                  max_grad_norm=dp.max_grad_norm, poisson_sampling=True, grad_sample_mode="ghost")
+    from govssl.train._clip import LinearClipper, PoissonBatches
+
+    sample_rate, steps = poisson_schedule(n, batch_size, epochs)
     if noise_multiplier is None:
-        noise_multiplier = dp.noise_multiplier
-    if noise_multiplier is not None:
-        model, optimizer, criterion, loader = engine.make_private(noise_multiplier=noise_multiplier, **common)
-    else:
-        model, optimizer, criterion, loader = engine.make_private_with_epsilon(
-            target_epsilon=dp.target_epsilon, target_delta=dp.delta, epochs=epochs, **common
+        (noise_multiplier,) = calibrate_phases(dp, [(sample_rate, steps)])
+    batches = PoissonBatches(n, sample_rate, steps // epochs, generator)
+    engine = PrivacyEngine(accountant=dp.accountant)
+    if LinearClipper.unsupported(model) is None:
+        clipper = LinearClipper(model, dp.max_grad_norm)
+        optimizer = DPOptimizerFastGradientClipping(
+            optimizer, noise_multiplier=noise_multiplier, max_grad_norm=dp.max_grad_norm,
+            expected_batch_size=int(n * sample_rate), loss_reduction="mean", generator=generator,
         )
+        optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+        criterion = copy.deepcopy(criterion)
+        criterion.reduction = "none"  # per-example losses for the clipper
+        private = Private(model, optimizer, criterion, engine, batches,
+                          "flat, per example (one backward pass, from activations and output gradients)", clipper)
+    else:
+        # Opacus's own Poisson loader is replaced by ``batches`` (the same draws): the loader
+        # given here only tells Opacus the batch size, for the sampling rate and noise scale.
+        loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=batch_size)
+        model, optimizer, criterion, _ = engine.make_private(
+            module=model, optimizer=optimizer, criterion=criterion, data_loader=loader, noise_multiplier=noise_multiplier,
+            max_grad_norm=dp.max_grad_norm, poisson_sampling=False, grad_sample_mode="ghost", noise_generator=generator,
+        )
+        private = Private(model, optimizer, criterion, engine, batches, "flat, per example (Opacus ghost clipping)")
     if prior_history:
         engine.accountant.history = [tuple(h) for h in prior_history]
-    return model, optimizer, criterion, loader, engine
+    return private
 
 
-def dp_record_of(engine, optimizer, dp, sample_rate: float) -> dict:
+def dp_record_of(private: Private, dp) -> dict:
     """What an auditor needs to recompute epsilon: the accountant's history and the parameters."""
+    engine, optimizer = private.engine, private.optimizer
     history = [[float(noise), float(rate), int(steps)] for noise, rate, steps in engine.accountant.history]
     return {
         # the composition of every phase in the history (pretraining first, if it was private)
@@ -123,16 +177,11 @@ def dp_record_of(engine, optimizer, dp, sample_rate: float) -> dict:
         "delta": float(dp.delta),
         "accountant": dp.accountant,
         "noise_multiplier": float(optimizer.noise_multiplier),
-        "sample_rate": float(history[-1][1]) if history else float(sample_rate),
+        "sample_rate": float(history[-1][1]) if history else float(private.batches.sample_rate),
         "steps": int(sum(h[2] for h in history)),
         "max_grad_norm": float(dp.max_grad_norm),
         "poisson_sampling": True,
-        "clipping": "flat, per example (ghost clipping)",
+        "clipping": private.clipping,
         "secure_rng": False,  # noise from torch's seeded generator, so a run can be reproduced
         "history": history,
     }
-
-
-def unwrap(model):
-    """The module inside Opacus's GradSampleModule."""
-    return getattr(model, "_module", model)

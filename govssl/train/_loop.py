@@ -1,4 +1,4 @@
-"""The one training loop every phase uses: plain or Opacus batches, progress, loss per epoch."""
+"""The one training loop every phase uses: plain or private batches, progress, loss per epoch."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ def batches(n: int, batch_size: int, generator: torch.Generator):
             yield idx
 
 
+def _plain_backward(loss: torch.Tensor) -> float:
+    loss.backward()
+    return loss.item()
+
+
 def train_epochs(
     optimizer: torch.optim.Optimizer,
     epochs: int,
@@ -26,23 +31,28 @@ def train_epochs(
     progress,
     label: str,
     n_batches: int,
+    private=None,
 ) -> list[float]:
-    """Run ``epochs`` passes; ``epoch_batches()`` yields batches (index tensors or Opacus's
-    ``(x, y)`` tuples), ``batch_loss(batch)`` their loss. Returns the mean loss of each epoch."""
+    """Run ``epochs`` passes; ``epoch_batches()`` yields index tensors, ``batch_loss(idx)`` their
+    loss. ``private`` (a :class:`govssl.train._dp.Private`) supplies the clipping backward pass
+    and the noise-only step of an empty Poisson batch. Returns the mean loss of each epoch."""
+    backward = private.backward if private is not None else _plain_backward
     losses = []
     with progress.task(label, epochs * n_batches) as task:
         for _ in range(epochs):
             total, count = 0.0, 0
             for batch in epoch_batches():
-                size = len(batch[0]) if isinstance(batch, (tuple, list)) else len(batch)
+                size = len(batch)
                 if size == 0:  # Poisson sampling may draw an empty batch
+                    if private is not None:
+                        private.empty_step()
                     task.advance(1)
                     continue
                 loss = batch_loss(batch)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                value = backward(loss)
                 optimizer.step()
-                total, count = total + loss.item() * size, count + size
-                task.advance(1, loss=loss.item())
+                total, count = total + value * size, count + size
+                task.advance(1, loss=value)
             losses.append(total / max(count, 1))
     return losses

@@ -95,28 +95,26 @@ def pretrain(method: str, encoder: nn.Sequential, X: torch.Tensor, groups, spec,
     optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr)
     generator = torch.Generator().manual_seed(seed)
     batch_size = min(spec.batch_size, len(X))
-    engine = None
+    private = None
     if dp is not None:
         from govssl.train._dp import make_private, quiet_opacus
 
         quiet_opacus()
-        net, optimizer, loss_fn, loader, engine = make_private(
-            net, optimizer, loss_fn, X, torch.zeros(len(X)), batch_size, spec.epochs, dp, generator,
-            noise_multiplier=noise_multiplier,
-        )
-        n_batches = len(loader)
+        private = make_private(net, optimizer, loss_fn, len(X), batch_size, spec.epochs, dp, generator,
+                               noise_multiplier=noise_multiplier)
+        net, optimizer, loss_fn = private.model, private.optimizer, private.criterion
+        n_batches = len(private.batches)
     else:
-        loader = None
         n_batches = (len(X) + batch_size - 1) // batch_size
-    def batch_loss(batch):
-        x = X[batch] if loader is None else batch[0]
-        inputs, targets = objective.example(x, generator)
+
+    def batch_loss(idx):
+        inputs, targets = objective.example(X[idx], generator)
         return loss_fn(net(inputs), targets)
 
     net.train()
     losses = train_epochs(optimizer, spec.epochs,
-                          lambda: loader if loader is not None else batches(len(X), batch_size, generator),
-                          batch_loss, progress, label, n_batches)
-    trained = getattr(net, "_module", net)
+                          lambda: private.batches if private is not None else batches(len(X), batch_size, generator),
+                          batch_loss, progress, label, n_batches, private=private)
+    trained = private.trained_module() if private is not None else net
     encoder.load_state_dict(nn.Sequential(*list(trained)[:-1]).state_dict())
-    return losses, engine
+    return losses, (private.engine if private is not None else None)

@@ -62,33 +62,30 @@ def _supervised(model: nn.Module, params, X: torch.Tensor, y: torch.Tensor, spec
     generator = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
     batch_size = min(spec.batch_size, len(X))
-    dp_record = None
+    private = None
     if dp is not None and dp.enabled:
         from govssl.train._dp import make_private, quiet_opacus
 
         quiet_opacus()
-        model, optimizer, loss_fn, loader, engine = make_private(
-            model, optimizer, loss_fn, X, y, batch_size, spec.epochs, dp, generator,
-            noise_multiplier=noise_multiplier, prior_history=prior_history,
-        )
-        batches_per_epoch = len(loader)
+        private = make_private(model, optimizer, loss_fn, len(X), batch_size, spec.epochs, dp, generator,
+                               noise_multiplier=noise_multiplier, prior_history=prior_history)
+        model, optimizer, loss_fn = private.model, private.optimizer, private.criterion
+        batches_per_epoch = len(private.batches)
     else:
-        loader, engine = None, None
         batches_per_epoch = (len(X) + batch_size - 1) // batch_size
-    def batch_loss(batch):
-        xb, yb = batch if loader is not None else (X[batch], y[batch])
-        return loss_fn(model(xb), yb)
+
+    def batch_loss(idx):
+        return loss_fn(model(X[idx]), y[idx])
 
     model.train()
     losses = train_epochs(optimizer, spec.epochs,
-                          lambda: loader if loader is not None else batches(len(X), batch_size, generator),
-                          batch_loss, progress, label, batches_per_epoch)
-    if engine is not None:
-        from govssl.train._dp import dp_record_of, unwrap
+                          lambda: private.batches if private is not None else batches(len(X), batch_size, generator),
+                          batch_loss, progress, label, batches_per_epoch, private=private)
+    if private is None:
+        return model, losses, None
+    from govssl.train._dp import dp_record_of
 
-        dp_record = dp_record_of(engine, optimizer, dp, batch_size / len(X))
-        model = unwrap(model)
-    return model, losses, dp_record
+    return private.trained_module(), losses, dp_record_of(private, dp)
 
 
 def _architecture(spec, data) -> Architecture:

@@ -48,8 +48,8 @@ class VimeHeads(nn.Module):
 class VimeLoss(nn.Module):
     """BCE(mask) + alpha * MSE(features), per example; ``target`` = [mask | original row].
 
-    ``reduction`` is an attribute (as on torch's losses) because Opacus switches it to "none"
-    to get per-example losses for ghost clipping.
+    ``reduction`` is an attribute (as on torch's losses) because the private path switches it to
+    "none" to get per-example losses for clipping.
     """
 
     def __init__(self, alpha: float = 2.0, reduction: str = "mean"):

@@ -15,13 +15,17 @@ def _mlp() -> nn.Sequential:
     return nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 2))
 
 
-def _train(model, optimizer, criterion, batches):
+def _train(model, optimizer, criterion, batches, backward=None):
     for xb, yb in batches:
         loss = criterion(model(xb), yb)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (backward or torch.Tensor.backward)(loss)
         optimizer.step()
     return model
+
+
+def _train_private(private, batches):
+    return _train(private.model, private.optimizer, private.criterion, batches, private.backward)
 
 
 @pytest.fixture
@@ -33,23 +37,33 @@ def data():
     return X, y, batches
 
 
-def _private(X, y, noise: float, clip: float):
+def _private(model, optimizer, n: int, noise: float, clip: float):
     quiet_opacus()
-    model = _mlp()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     spec = DPSpec(enabled=True, noise_multiplier=noise, max_grad_norm=clip)
-    model, optimizer, criterion, _, _ = make_private(
-        model, optimizer, nn.CrossEntropyLoss(), X, y, 128, 1, spec, torch.Generator().manual_seed(0)
-    )
-    return model, optimizer, criterion
+    return make_private(model, optimizer, nn.CrossEntropyLoss(), n, 128, 1, spec, torch.Generator().manual_seed(0))
 
 
-def test_private_path__without_noise_and_clipping_equals_plain_training(data):
+def _with_conv(model: nn.Sequential) -> nn.Sequential:
+    """``model`` after a 1x1 convolution: not all trainable parameters sit in linear layers, so
+    the private path falls back to Opacus's ghost clipping."""
+    conv = nn.Conv2d(1, 1, 1)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        conv.bias.zero_()
+    return nn.Sequential(nn.Unflatten(1, (1, 1, 10)), conv, nn.Flatten(), *model)
+
+
+@pytest.mark.parametrize("kind", ["linear", "opacus"])
+def test_private_path__without_noise_and_clipping_equals_plain_training(data, kind):
     X, y, batches = data
-    plain = _mlp()
+    build = _mlp if kind == "linear" else lambda: _with_conv(_mlp())
+    plain = build()
     _train(plain, torch.optim.Adam(plain.parameters(), lr=1e-2), nn.CrossEntropyLoss(), batches)
-    private = _train(*_private(X, y, noise=0.0, clip=1e9), batches)
-    for a, b in zip(plain.parameters(), private.parameters()):
+    model = build()
+    private = _private(model, torch.optim.Adam(model.parameters(), lr=1e-2), len(X), noise=0.0, clip=1e9)
+    assert ("one backward pass" in private.clipping) == (kind == "linear")
+    _train_private(private, batches)
+    for a, b in zip(plain.parameters(), private.trained_module().parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -57,14 +71,9 @@ def test_private_path__clipping_changes_the_update(data):
     X, y, batches = data
     plain = _mlp()
     _train(plain, torch.optim.SGD(plain.parameters(), lr=1.0), nn.CrossEntropyLoss(), batches[:1])
-    quiet_opacus()
     model = _mlp()
-    spec = DPSpec(enabled=True, noise_multiplier=0.0, max_grad_norm=1e-3)
-    model, optimizer, criterion, _, _ = make_private(
-        model, torch.optim.SGD(model.parameters(), lr=1.0), nn.CrossEntropyLoss(), X, y, 128, 1, spec,
-        torch.Generator().manual_seed(0),
-    )
-    _train(model, optimizer, criterion, batches[:1])
+    private = _private(model, torch.optim.SGD(model.parameters(), lr=1.0), len(X), noise=0.0, clip=1e-3)
+    _train_private(private, batches[:1])
     start = _mlp()
     # each example's gradient is clipped to norm 1e-3, so the whole step moves at most that far
     step = torch.sqrt(sum(((p.detach() - q.detach()) ** 2).sum() for p, q in zip(model.parameters(), start.parameters())))

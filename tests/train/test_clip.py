@@ -1,0 +1,146 @@
+"""One-pass per-example clipping against two references: a loop over the examples in plain
+PyTorch, and Opacus's per-sample hooks; Poisson batches against Opacus's sampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from govssl.plan import DPSpec
+from govssl.train._clip import LinearClipper, PoissonBatches
+from govssl.train._dp import make_private, quiet_opacus
+from govssl.train.vime import VimeCorruption, VimeHeads, VimeLoss
+
+
+def _mlp(bias: bool = True) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(12, 32, bias=bias), nn.ReLU(), nn.Linear(32, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def _vime_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(12, 32), nn.ReLU(), VimeHeads(32, 12))
+
+
+def _batch(n: int = 40):
+    gen = torch.Generator().manual_seed(3)
+    X = torch.randn(n, 12, generator=gen) * torch.linspace(0.1, 5, n)[:, None]  # a spread of norms
+    return X, torch.randint(0, 3, (n,), generator=gen)
+
+
+def _reference(model, loss_fn, X, targets, clip):
+    """Sum of clipped per-example gradients, one example at a time."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    total = [torch.zeros_like(p) for p in params]
+    norms = []
+    for i in range(len(X)):
+        grads = torch.autograd.grad(loss_fn(model(X[i : i + 1]), targets[i : i + 1]), params)
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads))
+        norms.append(float(norm))
+        factor = min(1.0, clip / (float(norm) + 1e-6))
+        for t, g in zip(total, grads):
+            t += factor * g
+    return total, torch.tensor(norms)
+
+
+def _clipped(model, loss_fn, X, targets, clip):
+    clipper = LinearClipper(model, clip)
+    norms = clipper.backward(loss_fn(model(X), targets))
+    clipper.remove()
+    return [p.grad for p in model.parameters() if p.requires_grad], norms
+
+
+def _vime_targets(X):
+    corrupted, mask = VimeCorruption(X, [slice(0, 4), *(slice(i, i + 1) for i in range(4, 12))], 0.3).with_mask(X, torch.Generator().manual_seed(0))
+    return corrupted, torch.cat([mask, X], dim=1)
+
+
+@pytest.mark.parametrize("case", ["mlp", "mlp_no_bias", "frozen_first_layer", "vime"])
+def test_linear_clipper__equals_a_loop_over_examples(case):
+    X, y = _batch()
+    if case == "vime":
+        model, inputs, targets = _vime_net(), *_vime_targets(X)
+        per_example, mean = VimeLoss(2.0, reduction="none"), VimeLoss(2.0)
+    else:
+        model, inputs, targets = _mlp(bias=case != "mlp_no_bias"), X, y
+        per_example, mean = nn.CrossEntropyLoss(reduction="none"), nn.CrossEntropyLoss()
+    if case == "frozen_first_layer":
+        model[0].requires_grad_(False)
+    _, norms = _reference(model, mean, inputs, targets, 1e9)
+    clip = float(norms.median())  # about half the examples are clipped
+    expected, expected_norms = _reference(model, mean, inputs, targets, clip)
+    got, got_norms = _clipped(model, per_example, inputs, targets, clip)
+    assert 0.3 < float((expected_norms > clip).float().mean()) < 0.7
+    torch.testing.assert_close(got_norms.double(), expected_norms.double(), rtol=1e-4, atol=1e-6)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_linear_clipper__equals_opacus_per_sample_hooks():
+    from opacus import PrivacyEngine
+    from torch.utils.data import DataLoader, TensorDataset
+
+    quiet_opacus()
+    X, y = _batch()
+    clip = 0.5
+    reference = _mlp()
+    start = [p.detach().clone() for p in reference.parameters()]
+    engine = PrivacyEngine()
+    module, optimizer, _ = engine.make_private(
+        module=reference, optimizer=torch.optim.SGD(reference.parameters(), lr=1.0), noise_multiplier=0.0,
+        max_grad_norm=clip, loss_reduction="sum", poisson_sampling=False, grad_sample_mode="hooks",
+        data_loader=DataLoader(TensorDataset(X, y), batch_size=len(X)),
+    )
+    nn.CrossEntropyLoss(reduction="sum")(module(X), y).backward()
+    optimizer.step()
+    opacus_sums = [s - p.detach() for s, p in zip(start, module._module.parameters())]  # lr 1: the step is the sum
+    got, _ = _clipped(_mlp(), nn.CrossEntropyLoss(reduction="none"), X, y, clip)
+    for g, e in zip(got, opacus_sums):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+
+
+def test_poisson_batches__draw_the_same_rows_as_opacus():
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+    ours = list(PoissonBatches(1000, 0.05, 30, torch.Generator().manual_seed(7)))
+    theirs = list(UniformWithReplacementSampler(num_samples=1000, sample_rate=0.05, steps=30,
+                                                generator=torch.Generator().manual_seed(7)))
+    assert len(ours) == 30
+    assert [b.tolist() for b in ours] == theirs
+
+
+def test_linear_clipper__refuses_what_it_cannot_clip():
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+    assert "Conv2d" in LinearClipper.unsupported(cnn)
+    assert "batch norm" in LinearClipper.unsupported(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, affine=False)))
+    with pytest.raises(ValueError, match="Conv2d"):
+        LinearClipper(cnn, 1.0)
+    # a frozen convolution under trained linear layers is fine (a linear probe on a CNN)
+    cnn[0].requires_grad_(False)
+    assert LinearClipper.unsupported(cnn) is None
+
+
+def test_linear_clipper__a_layer_used_twice_is_an_error_not_a_wrong_norm():
+    layer = nn.Linear(4, 4)
+    clipper = LinearClipper(layer, 1.0)
+    x = torch.randn(8, 4)
+    with pytest.raises(RuntimeError, match="called 2 time"):
+        clipper.backward(layer(layer(x)).sum(1))
+    # the next batch starts clean
+    clipper.backward(layer(x).sum(1))
+    assert layer.weight.grad is not None
+
+
+@pytest.mark.parametrize("kind", ["linear", "opacus"])
+def test_private_step__an_empty_batch_still_adds_noise_and_counts(kind):
+    quiet_opacus()
+    model = _mlp() if kind == "linear" else nn.Sequential(nn.Unflatten(1, (1, 12)), nn.Conv1d(1, 1, 1), nn.Flatten(), _mlp())
+    before = [p.detach().clone() for p in model.parameters()]
+    spec = DPSpec(enabled=True, noise_multiplier=1.0, max_grad_norm=1.0)
+    private = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), 100, 10, 1,
+                           spec, torch.Generator().manual_seed(0))
+    assert ("one backward pass" in private.clipping) == (kind == "linear")
+    private.empty_step()
+    assert private.engine.accountant.history == [(1.0, 0.1, 1)]
+    assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
