@@ -4,7 +4,7 @@ The default tabular model (MLP in-256-256-2 on Adult, 10% of the labels, batch 2
 plain and under DP-SGD as govssl trains it (Poisson batches, one-pass per-example clipping, noise
 and accounting by Opacus's optimizer), and, for reference, with Opacus's own engine: ghost
 clipping (``--ghost``) and per-sample hooks (``--hooks``). Prints seconds per epoch (median of
-the timed epochs) and the ratios to plain.
+the timed epochs; the modes take turns, one epoch each) and the ratios to plain.
 
     python benchmarks/bench_dp_overhead.py [--epochs 10] [--threads 1] [--batch-size 256] [--ghost] [--hooks] [--utility]
 
@@ -38,10 +38,10 @@ def _data():
     return plan, data, X, y
 
 
-def _epoch_times(X, y, mode: str, epochs: int, batch_size: int, hidden) -> list[float]:
-    """Seconds per epoch. "plain" and "govssl" run govssl's training loop (``train/_loop.py``)
-    as the trainer does; "ghost" and "hooks" run Opacus's own engine, Poisson loader and the
-    usual loop, for reference."""
+def _epoch_runner(X, y, mode: str, epochs: int, batch_size: int, hidden):
+    """A function that trains one epoch in ``mode``. "plain" and "govssl" run govssl's training
+    loop (``train/_loop.py``) as the trainer does; "ghost" and "hooks" run Opacus's own engine,
+    Poisson loader and the usual loop, for reference."""
     from govssl.plan import DPSpec
     from govssl.progress import NullProgress
     from govssl.train._dp import make_private, quiet_opacus
@@ -55,20 +55,16 @@ def _epoch_times(X, y, mode: str, epochs: int, batch_size: int, hidden) -> list[
     generator = torch.Generator().manual_seed(0)
     n_batches = -(-len(X) // batch_size)
     quiet_opacus()
-    times = []
+    model.train()
     if mode in ("plain", "govssl"):
         private = None
         if mode == "govssl":
             spec = DPSpec(enabled=True, noise_multiplier=1.0, max_grad_norm=1.0)
             private = make_private(model, optimizer, loss_fn, len(X), batch_size, epochs, spec, generator)
             model, optimizer, loss_fn = private.model, private.optimizer, private.criterion
-        model.train()
-        for _ in range(epochs + 1):  # the first epoch warms up and is not timed
-            started = time.perf_counter()
-            train_epochs(optimizer, 1, lambda: private.batches if private else batches(len(X), batch_size, generator),
-                         lambda idx: loss_fn(model(X[idx]), y[idx]), NullProgress(), "", n_batches, private=private)
-            times.append(time.perf_counter() - started)
-        return times[1:]
+        return lambda: train_epochs(
+            optimizer, 1, lambda: private.batches if private else batches(len(X), batch_size, generator),
+            lambda idx: loss_fn(model(X[idx]), y[idx]), NullProgress(), "", n_batches, private=private)
 
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
@@ -80,20 +76,31 @@ def _epoch_times(X, y, mode: str, epochs: int, batch_size: int, hidden) -> list[
         data_loader=DataLoader(TensorDataset(X, y), batch_size=batch_size, generator=generator), **extra,
     )
     model, optimizer, loader = out[0], out[1], out[-1]
-    if mode == "ghost":
-        loss_fn = out[2]
-    model.train()
-    for _ in range(epochs + 1):
-        started = time.perf_counter()
+    criterion = out[2] if mode == "ghost" else loss_fn
+
+    def epoch():
         for xb, yb in loader:
             if len(xb) == 0:
                 continue
-            loss = loss_fn(model(xb), yb)
+            loss = criterion(model(xb), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        times.append(time.perf_counter() - started)
-    return times[1:]
+    return epoch
+
+
+def _epoch_times(X, y, modes: list[str], epochs: int, batch_size: int, hidden) -> dict[str, list[float]]:
+    """Seconds per epoch of each mode. The modes take turns, one epoch each, so that a change in
+    the machine's speed (other processes, a shared host) falls on all of them alike."""
+    runners = {mode: _epoch_runner(X, y, mode, epochs, batch_size, hidden) for mode in modes}
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
+    for round_ in range(epochs + 1):  # the first round warms up and is not timed
+        for mode, run in runners.items():
+            started = time.perf_counter()
+            run()
+            if round_:
+                times[mode].append(time.perf_counter() - started)
+    return times
 
 
 def _utility() -> None:
@@ -140,8 +147,7 @@ def main() -> None:
           f"{args.epochs} timed epochs, torch threads {torch.get_num_threads()}")
     modes = ["plain", "govssl"] + (["ghost"] if args.ghost else []) + (["hooks"] if args.hooks else [])
     medians = {}
-    for mode in modes:
-        times = _epoch_times(X, y, mode, args.epochs, args.batch_size, hidden)
+    for mode, times in _epoch_times(X, y, modes, args.epochs, args.batch_size, hidden).items():
         medians[mode] = statistics.median(times)
         print(f"{mode:>6}: {medians[mode]:.4f} s/epoch (min {min(times):.4f}, max {max(times):.4f})")
     for mode in modes[1:]:
