@@ -187,7 +187,7 @@ def runs(db_url: str | None, as_json: bool, limit: int | None, model_sha256: str
     """List the audit runs in the store, newest first (filters combine)."""
     from govssl.store import AuditStore
 
-    rows = AuditStore(db_url).find_runs(model_sha256=model_sha256, verdict=verdict, since=since,
+    rows = AuditStore(db_url, create=False).find_runs(model_sha256=model_sha256, verdict=verdict, since=since,
                                         plan_name=plan_name, limit=limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
@@ -213,7 +213,7 @@ def show(run_id: str, db_url: str | None, as_json: bool) -> None:
     """Print one stored run (RUN_ID or a unique prefix of it)."""
     from govssl.store import AuditStore
 
-    store = AuditStore(db_url)
+    store = AuditStore(db_url, create=False)
     run = _effective(store, store.load_run(run_id))
     if as_json:
         click.echo(json.dumps(run.to_dict(), indent=2, default=str))
@@ -250,7 +250,7 @@ def waive(run_id: str, rule_id: str, approver: str, reason: str, expires, for_mo
     from govssl.records import Waiver
     from govssl.store import AuditStore
 
-    store = AuditStore(db_url)
+    store = AuditStore(db_url, create=False)
     run = store.load_run(run_id)
     outcome = next((o for o in run.decision.outcomes if o.rule_id == rule_id), None)
     if outcome is None:
@@ -302,7 +302,7 @@ def gate(model_file: Path, policy_path: Path | None, max_age: int | None, db_url
         raise DataError(f"{model_file}: model file not found")
     pol = load_policy(policy_path or builtin_policy_path("default"))
     model_sha = sha256_file(model_file)
-    store = AuditStore(db_url)
+    store = AuditStore(db_url, create=False)
     since = _dt.now(_tz.utc) - timedelta(days=max_age) if max_age is not None else None
     candidates = store.find_runs(model_sha256=model_sha, policy_sha256=pol.sha256, since=since)
     verdict = {"model": str(model_file), "model_sha256": model_sha, "policy": pol.name,
@@ -354,7 +354,7 @@ def report(run_id: str, formats: tuple[str, ...], out_dir: Path | None, db_url: 
     from govssl import reports
     from govssl.store import AuditStore
 
-    store = AuditStore(db_url)
+    store = AuditStore(db_url, create=False)
     run = _effective(store, store.load_run(run_id))
     target = out_dir or Path(run.out_dir)
     target.mkdir(parents=True, exist_ok=True)
@@ -387,7 +387,7 @@ def attest_rmf(run_id: str, subcategory: str, by: str, statement: str, on, db_ur
     for name, value in (("--by", by), ("--statement", statement)):
         if not value.strip():
             raise ConfigError(f"{name}: must not be empty")
-    store = AuditStore(db_url)
+    store = AuditStore(db_url, create=False)
     run = store.load_run(run_id)
     day = (on.date() if on else _dt.now(_tz.utc).date()).isoformat()
     store.add_attestations(run.run_id, [Attestation(subcategory, by.strip(), day, statement.strip())])
@@ -426,7 +426,7 @@ def diff(run_a: str, run_b: str, db_url: str | None, as_json: bool) -> None:
     """Compare two stored runs: measurements side by side with deltas, rule outcomes that changed."""
     from govssl.store import AuditStore, diff_runs
 
-    store = AuditStore(db_url)
+    store = AuditStore(db_url, create=False)
     result = diff_runs(store.load_run(run_a), store.load_run(run_b))
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
@@ -463,7 +463,7 @@ def export(run_id: str, out_file: Path, db_url: str | None) -> None:
     """Write one stored run as a zip: record, documents, evidence, attestations, SHA256SUMS."""
     from govssl.store import AuditStore, export_run
 
-    run = AuditStore(db_url).load_run(run_id)
+    run = AuditStore(db_url, create=False).load_run(run_id)
     names = export_run(run, out_file)
     out.print(f"exported run {run.run_id} to {out_file}: {len(names)} file(s) including SHA256SUMS")
 

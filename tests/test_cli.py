@@ -280,3 +280,30 @@ def test_show__subjects_in_brackets_are_printed_not_read_as_markup(capsys, audit
 
     # the rule message names the worst subject in brackets, e.g. "demographic_parity_ratio [race] 0.45 < 0.8"
     assert re.search(r"demographic_parity_ratio \[(sex|race|sex\*race)\]", out), out
+
+
+@pytest.mark.parametrize("argv", [
+    ["runs"],
+    ["show", "abc"],
+    ["diff", "abc", "def"],
+    ["report", "abc"],
+    ["export", "abc", "--out", "x.zip"],
+    ["verify"],
+    ["waive", "--run", "abc", "--rule", "r", "--approver", "a", "--reason", "b", "--expires", "2030-01-01"],
+    ["attest-rmf", "--run", "abc", "--subcategory", "GOVERN 1.1", "--by", "a", "--statement", "s"],
+])
+def test_commands_on_a_missing_store__exit_2_naming_it_and_create_nothing(capsys, tmp_path, monkeypatch, argv):
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'nowhere' / 'audit.db'}"
+    code, out, err = run_cli(capsys, *argv, "--db", url)
+    assert code == 2, (out, err)
+    assert "no audit store" in err and "audit.db" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gate_on_a_missing_store__exits_2_and_creates_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    code, _, err = run_cli(capsys, "gate", "--model", "model.safetensors")
+    assert code == 2 and "no audit store" in err and ".govssl" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]

@@ -8,6 +8,7 @@ files are read with ``allow_pickle=False``.
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,24 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray, list[str], dict]:
 def load_npz(path: Path, require_labels: bool = True) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
     """An NPZ file with ``x`` (N, H, W) or (N, C, H, W) numeric and ``y`` (N,) integer labels."""
     try:
+        with open(path, "rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if magic != b"PK\x03\x04":  # an NPZ file is a zip archive of .npy arrays
+        raise DataError(f"{path}: not an NPZ file (a zip archive of .npy arrays 'x' and 'y', as numpy.savez writes)")
+    arrays = {}
+    try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, EOFError) as exc:
+            for key in archive.files:
+                try:
+                    arrays[key] = archive[key]
+                except ValueError as exc:
+                    if "allow_pickle" in str(exc):
+                        raise DataError(f"{path}: array '{key}' holds Python objects, which govssl never "
+                                        "unpickles; save numeric arrays") from None
+                    raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: cannot read as NPZ (arrays 'x' and 'y'): {exc}") from None
     if not require_labels and "y" not in arrays and "x" in arrays:
         arrays["y"] = np.zeros(len(arrays["x"]), dtype=np.int64)

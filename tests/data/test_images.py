@@ -67,8 +67,19 @@ def test_load__bad_npz_names_the_file_and_the_array(tmp_path, arrays, message):
 def test_load__npz_with_pickled_objects_is_refused(tmp_path):
     path = tmp_path / "objects.npz"
     np.savez(path, x=np.array([{"a": 1}] * 4, dtype=object), y=np.zeros(4, dtype=int))
-    with pytest.raises(DataError, match="cannot read as NPZ"):
+    with pytest.raises(DataError, match="array 'x' holds Python objects, which govssl never unpickles"):
         load(_plan({"path": str(path)}))
+
+
+@pytest.mark.parametrize("content", [b"garbage, not an archive", b"", b"PK\x03\x04 truncated zip"])
+def test_load__a_file_that_is_not_npz_says_so(tmp_path, content):
+    path = tmp_path / "images.npz"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as info:
+        load(_plan({"path": str(path)}))
+    assert str(path) in str(info.value)
+    assert "pickle" not in str(info.value)
+    assert "not an NPZ file" in str(info.value) or "cannot read as NPZ" in str(info.value)
 
 
 def test_load__image_folder_one_subfolder_per_class(tmp_path):
