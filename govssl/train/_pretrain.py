@@ -2,7 +2,8 @@
 
 Contrastive methods (SCARF, SimCLR) couple the examples of a batch and run without DP only.
 Per-example methods (VIME, rotation prediction) run plain or under DP-SGD, where one example's
-input and target come from one private row only.
+input and target come from one private row only (so VIME draws its replacement values without
+reading other rows).
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ def _rotate(x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, 
 class _PerExample:
     """A per-example objective: a network on top of the encoder, a loss, and (input, target) of a batch."""
 
-    def __init__(self, method: str, encoder: nn.Sequential, X: torch.Tensor, groups, spec):
+    def __init__(self, method: str, encoder: nn.Sequential, X: torch.Tensor, groups, spec, categorical, private: bool):
         width = embedding_width(encoder)
         if method == "vime":
-            self.corrupt = VimeCorruption(X, groups, spec.mask_rate)
+            self.corrupt = VimeCorruption(X, groups, spec.mask_rate, categorical, independent=private)
             self.net = nn.Sequential(*encoder, VimeHeads(width, X.shape[1]))
             self.loss = VimeLoss(spec.alpha)
         else:  # rotation
@@ -78,9 +79,12 @@ def _contrastive(method: str, encoder, X, groups, spec, seed: int, progress, lab
 
 
 def pretrain(method: str, encoder: nn.Sequential, X: torch.Tensor, groups, spec, seed: int, progress,
-             dp=None, noise_multiplier: float | None = None, source: str = "private") -> tuple[list[float], object]:
+             dp=None, noise_multiplier: float | None = None, source: str = "private",
+             categorical: list[bool] | None = None) -> tuple[list[float], object]:
     """Train ``encoder`` in place on the rows ``X`` without labels; returns (losses per epoch, engine).
 
+    ``groups`` are the column blocks of the table's features and ``categorical`` says which are
+    one-hot blocks. Under DP, VIME's replacement values are drawn without reading any row.
     ``engine`` is Opacus's PrivacyEngine when the phase ran under DP (its accountant holds the
     phase's history), else None.
     """
@@ -90,7 +94,7 @@ def pretrain(method: str, encoder: nn.Sequential, X: torch.Tensor, groups, spec,
         return _contrastive(method, encoder, X, groups, spec, seed, progress, label), None
 
     # A copy is trained so that no Opacus hook stays on the classifier's encoder afterwards.
-    objective = _PerExample(method, copy.deepcopy(encoder), X, groups, spec)
+    objective = _PerExample(method, copy.deepcopy(encoder), X, groups, spec, categorical, private=dp is not None)
     net, loss_fn = objective.net, objective.loss
     optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr)
     generator = torch.Generator().manual_seed(seed)

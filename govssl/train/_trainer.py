@@ -209,11 +209,14 @@ def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None)
 
     prior_history = None
     if pretrained:
-        groups = [block for _, block in data.encoder.groups] if data.encoder is not None else None
+        groups = categorical = None
+        if data.encoder is not None:
+            groups = [block for _, block in data.encoder.groups]
+            categorical = [name in data.encoder.categorical_names for name, _ in data.encoder.groups]
         losses, engine = pretrain(
             method, encoder, X_pre, groups, spec.pretrain, seed, progress,
             dp=dp if private_pretrain else None, noise_multiplier=noise_pre,
-            source="public" if public else "private",
+            source="public" if public else "private", categorical=categorical,
         )
         history["pretrain_loss"] = losses
         if engine is not None:
@@ -229,6 +232,10 @@ def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None)
         ]
         if private_pretrain:
             dp_record["pretrain_share"] = float(dp.pretrain_share)
+            if method == "vime":
+                dp_record["pretrain_replacement_values"] = (
+                    "drawn without reading any row (standard normal for numeric features, a uniform "
+                    "level for categorical ones), so each example depends on its own row only")
 
     model_path = out_dir / "model.safetensors"
     _save(model, arch, model_path)

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from govssl.train.scarf import InfoNCELoss
 
 __all__ = ["NTXentLoss"]
 
 
-class NTXentLoss(nn.Module):
-    """Normalised temperature-scaled cross-entropy over 2N views, averaged over the views."""
+class NTXentLoss(InfoNCELoss):
+    """Normalised temperature-scaled cross-entropy over 2N views, averaged over the views: InfoNCE
+    where the negatives include the other views of the same batch."""
 
     def __init__(self, temperature: float = 0.5):
-        super().__init__()
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive; got {temperature}")
-        self.temperature = temperature
+        super().__init__(temperature)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         assert a.shape == b.shape and a.dim() == 2, (a.shape, b.shape)

@@ -4,7 +4,8 @@ Yoon, Zhang, Jordon, van der Schaar. "VIME: Extending the Success of Self- and S
 Learning to Tabular Domain." NeurIPS 2020. Features are masked at ``mask_rate`` and the masked
 values replaced by draws from each feature's empirical marginal; from the corrupted row the
 encoder must tell which features were replaced (binary cross-entropy) and recover the original
-row (squared error, weighted by ``alpha``). The loss is per example, so DP-SGD can clip it.
+row (squared error, weighted by ``alpha``). The loss is per example, so DP-SGD can clip it,
+provided the replacement values read no other private row (``VimeCorruption(independent=True)``).
 """
 
 from __future__ import annotations
@@ -19,15 +20,45 @@ __all__ = ["VimeCorruption", "VimeHeads", "VimeLoss"]
 
 
 class VimeCorruption(ScarfCorruption):
-    """Like SCARF's corruption (a one-hot block counts as one feature), but also returns the mask."""
+    """Like SCARF's corruption (a one-hot block counts as one feature), but also returns the mask.
+
+    Replacement values come from each feature's empirical marginal, that is from other rows of
+    ``X``, as in VIME. With ``independent=True`` they come from a distribution that reads no row
+    instead: a standard normal for a numeric feature (standardised columns), a uniformly drawn
+    level for a categorical one (``categorical`` marks the groups). Under DP this is required: a
+    corrupted example must depend on its own row only, or one person's row would move the
+    gradients of other examples, which per-example clipping does not bound.
+    """
+
+    def __init__(self, X: torch.Tensor, groups: list[slice], rate: float, categorical: list[bool] | None = None,
+                 independent: bool = False):
+        super().__init__(X, groups, rate)
+        self.independent = independent
+        if not independent:
+            return
+        if categorical is None or len(categorical) != len(groups):
+            raise ValueError("independent replacement values need the kind (numeric or categorical) of every group")
+        self.X = None  # hold no row
+        widths = torch.tensor([block.stop - block.start for block in groups])
+        starts = torch.tensor([block.start for block in groups])
+        self.levels = widths.float()
+        self.col_offset = torch.arange(len(self.columns)) - starts[self.col_to_feature]
+        self.numeric_col = ~torch.tensor(categorical, dtype=torch.bool)[self.col_to_feature]
+
+    def _replacements(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        if not self.independent:
+            donors = torch.randint(0, self.X.shape[0], (batch, self.n_features), generator=generator)
+            return self.X[donors[:, self.col_to_feature], self.columns]
+        level = (torch.rand(batch, self.n_features, generator=generator) * self.levels).long()
+        one_hot = (level[:, self.col_to_feature] == self.col_offset).float()
+        normal = torch.randn(batch, len(self.columns), generator=generator)
+        return torch.where(self.numeric_col, normal, one_hot)
 
     def with_mask(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         batch = x.shape[0]
         mask = torch.rand(batch, self.n_features, generator=generator) < self.rate
-        donors = torch.randint(0, self.X.shape[0], (batch, self.n_features), generator=generator)
         mask_cols = mask[:, self.col_to_feature]
-        donor_values = self.X[donors[:, self.col_to_feature], self.columns]
-        corrupted = torch.where(mask_cols, donor_values, x)
+        corrupted = torch.where(mask_cols, self._replacements(batch, generator), x)
         # a replaced value that happens to equal the original is not a change to detect
         changed = mask_cols & (corrupted != x)
         return corrupted, changed.float()

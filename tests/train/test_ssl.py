@@ -85,3 +85,34 @@ def test_rotate__target_is_the_number_of_quarter_turns():
     for i in range(len(x)):
         assert torch.equal(turned[i], torch.rot90(x[i], int(k[i]), dims=(1, 2)))
     assert set(k.tolist()) == {0, 1, 2, 3}
+
+
+def _table(n: int = 200, seed: int = 0) -> tuple[torch.Tensor, list[slice], list[bool]]:
+    gen = torch.Generator().manual_seed(seed)
+    numeric = torch.randn(n, 2, generator=gen) * 3 + 10  # far from the standard normal
+    levels = torch.randint(0, 3, (n,), generator=gen)
+    X = torch.cat([numeric, torch.nn.functional.one_hot(levels, 3).float()], dim=1)
+    return X, [slice(0, 1), slice(1, 2), slice(2, 5)], [False, False, True]
+
+
+def test_vime_corruption__independent_values_read_no_other_row():
+    X, groups, categorical = _table()
+    other = X.clone()
+    other[10:] = other[10:].flip(0) + 5  # every row but the batch's changes
+    batch = X[:10]
+    for independent, same in ((True, True), (False, False)):
+        a = VimeCorruption(X, groups, 0.5, categorical, independent=independent).with_mask(batch, torch.Generator().manual_seed(1))
+        b = VimeCorruption(other, groups, 0.5, categorical, independent=independent).with_mask(batch, torch.Generator().manual_seed(1))
+        assert (torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])) == same
+
+
+def test_vime_corruption__independent_values_are_standard_normal_and_uniform_levels():
+    X, groups, categorical = _table()
+    corrupt = VimeCorruption(X, groups, 0.999, categorical, independent=True)
+    out, _ = corrupt.with_mask(X[:1].expand(20000, -1), torch.Generator().manual_seed(2))
+    assert abs(float(out[:, 0].mean())) < 0.03 and abs(float(out[:, 0].std()) - 1) < 0.03
+    assert torch.equal(out[:, 2:].sum(1), torch.ones(20000))  # still one level per row
+    shares = out[:, 2:].mean(0)
+    assert float((shares - 1 / 3).abs().max()) < 0.02
+    with pytest.raises(ValueError, match="kind"):
+        VimeCorruption(X, groups, 0.3, None, independent=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -90,6 +91,8 @@ def test_fit__dp_pretraining_and_finetuning_compose_in_one_accountant(adult_csvs
     composed.history = [tuple(h) for h in dp["history"]]
     assert composed.get_epsilon(delta=dp["delta"]) == pytest.approx(dp["epsilon"], rel=1e-12)
     assert dp["epsilon"] <= plan.training.dp.target_epsilon
+    assert "one backward pass" in dp["clipping"]
+    assert "without reading any row" in dp["pretrain_replacement_values"]
     # the reported epsilon is the composition: more than either phase alone
     for phase in (pre, fine):
         alone = RDPAccountant()
@@ -164,3 +167,18 @@ def test_infonce_loss__equals_hand_computation():
 def test_infonce_loss__rejects_a_bad_temperature():
     with pytest.raises(ValueError, match="temperature"):
         InfoNCELoss(0.0)
+
+
+@pytest.mark.parametrize("private", [True, False])
+def test_pretrain_objective__private_vime_reads_no_other_row(small_data, private):
+    from govssl.train._pretrain import _PerExample
+    from govssl.train.models import build_encoder
+
+    encoder = small_data.encoder
+    X = torch.as_tensor(small_data.X_train, dtype=torch.float32)
+    objective = _PerExample(
+        "vime", build_encoder(X.shape[1], [8]), X, [block for _, block in encoder.groups],
+        SimpleNamespace(mask_rate=0.3, alpha=2.0), [name in encoder.categorical_names for name, _ in encoder.groups],
+        private=private,
+    )
+    assert objective.corrupt.independent is private and (objective.corrupt.X is None) is private
