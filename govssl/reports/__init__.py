@@ -6,6 +6,7 @@ override file by file; ``model_card.json`` (Model Card Toolkit schema) comes fro
 """
 
 from govssl.reports._context import (
+    DP_COVERAGE,
     END_TO_END_DP,
     MODEL_CARDS_CITATION,
     NO_DP,
@@ -26,6 +27,7 @@ __all__ = [
     "DOCUMENTS",
     "datasheet_context",
     "load_datasheet_answers",
+    "DP_COVERAGE",
     "END_TO_END_DP",
     "FORMATS",
     "JSON_DOCUMENTS",

@@ -26,6 +26,7 @@ __all__ = [
     "RMF_CITATION",
     "NO_DP",
     "END_TO_END_DP",
+    "DP_COVERAGE",
     "PARTIAL_DP",
     "WAIVER_KEYS",
     "model_card_context",
@@ -55,6 +56,15 @@ NO_DP = (
 END_TO_END_DP = (
     "Every training phase that read the private training rows ran under DP-SGD, so the "
     "(ε, δ) guarantee below holds end-to-end for each training row."
+)
+DP_COVERAGE = (
+    "The guarantee is for the released model's weights. It does not cover what the audit itself "
+    "computed from the training rows for its reviewers: the supervised-only baseline (trained "
+    "under its own DP-SGD run, so publishing it too would add its ε), the poisoning check's "
+    "retrained copies, the membership-inference evaluation, and the counts and statistics of the "
+    "training rows in the datasheet and the data-quality results. Preprocessing fitted on the "
+    "training rows (for tables, the standardisation of numeric features and the list of category "
+    "levels) ran without DP."
 )
 PARTIAL_DP = (
     "Differential privacy covers only part of training: {scope}. No differential-privacy "
@@ -237,7 +247,7 @@ def privacy_statement(training: TrainRecord) -> dict:
             "scope": training.dp_scope,
             "summary": "every phase that read the private training rows",
             "headline": END_TO_END_DP,
-            "paragraphs": [],
+            "paragraphs": [DP_COVERAGE],
             "parameters": parameters,
         }
     scope_text, phase = _DP_SCOPES.get(
@@ -264,7 +274,7 @@ def privacy_statement(training: TrainRecord) -> dict:
         "scope": training.dp_scope,
         "summary": f"partial: the {phase} only",
         "headline": PARTIAL_DP.format(scope=scope_text),
-        "paragraphs": [encoder],
+        "paragraphs": [encoder, DP_COVERAGE],
         "parameters": parameters,
     }
 

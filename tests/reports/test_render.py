@@ -17,6 +17,7 @@ from govssl.errors import ConfigError, TemplateError
 from govssl.policy.model import Decision, RuleOutcome
 from govssl.records import Artifact, AuditRun, DatasetSummary, TrainRecord
 from govssl.reports import (
+    DP_COVERAGE,
     END_TO_END_DP,
     FORMATS,
     NO_DP,
@@ -546,7 +547,10 @@ def test_privacy__end_to_end_dp_is_stated_when_true(tmp_path):
     run = make_run(tmp_path, dp=HEAD_DP, scope="finetune", end_to_end=True)
     statement = privacy_statement(run.training)
     assert statement["end_to_end"] and statement["headline"] == END_TO_END_DP
-    assert END_TO_END_DP in rendered(run)["model_card.md"]
+    text = section(rendered(run)["model_card.md"], "Differential privacy")
+    assert END_TO_END_DP in text
+    # and says what it does not cover
+    assert DP_COVERAGE in text and "baseline" in text and "Preprocessing" in text
 
 
 def test_privacy__dp_none_wins_over_contradictory_flags(tmp_path):
