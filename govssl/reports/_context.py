@@ -19,6 +19,7 @@ from govssl.checks.base import CheckResult, Measurement
 from govssl.errors import ConfigError
 from govssl.plan import ModelCardSpec
 from govssl.records import AuditRun, TrainRecord
+from govssl.reports._format import Md
 from govssl.rmf import CHECK_RMF, FUNCTIONS, UNKNOWN_SUBCATEGORY, is_subcategory, load_catalog
 
 __all__ = [
@@ -451,9 +452,10 @@ def model_card_context(run: AuditRun) -> dict:
         "citation": MODEL_CARDS_CITATION,
         "run": _run_summary(run),
         "front_matter": fm,
-        "front_matter_yaml": yaml.safe_dump(
+        # YAML for machines (exact, quoted by safe_dump), not Markdown text: printed as it is
+        "front_matter_yaml": Md(yaml.safe_dump(
             fm, sort_keys=False, allow_unicode=True, default_flow_style=False
-        ),
+        )),
         "card": card,
         "training": _training(run.training),
         "dataset": dataset,

@@ -2,7 +2,9 @@
 
 Only this package imports jinja2 (STYLE.md). Context values are data: the sandbox and
 ``StrictUndefined`` keep a template from reaching outside its context or printing a typo as
-an empty string, and only HTML templates are autoescaped (Markdown is not HTML).
+an empty string. HTML templates are autoescaped; in Markdown templates every printed value
+passes through :func:`govssl.reports._format.md_text` (no raw HTML, links or code fences from
+user text) unless a filter already made it Markdown (``code``, ``cell``, ``ci``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from govssl._resources import templates_dir
 from govssl.errors import TemplateError
-from govssl.reports._format import cell, ci, code, num
+from govssl.reports._format import cell, ci, code, md_text, num
 
 __all__ = ["environment", "render_template", "TEMPLATE_DIR_NOT_FOUND"]
 
@@ -72,10 +74,19 @@ def environment(template_dir: str | Path | None = None) -> SandboxedEnvironment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         bytecode_cache=_BYTECODE,
+        finalize=_finalize,
     )
     env.filters.update(num=num, ci=ci, code=code, cell=cell)
     env.globals["template_folders"] = [str(folder) for folder in folders]
     return env
+
+
+@jinja2.pass_eval_context
+def _finalize(eval_ctx, value):
+    """Every printed value: HTML templates escape it themselves; Markdown ones get it literal."""
+    if eval_ctx.autoescape:
+        return value
+    return md_text(value)
 
 
 def _template_location(exc: BaseException, fallback: str) -> tuple[str, int | None]:

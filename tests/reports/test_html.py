@@ -206,14 +206,48 @@ def test_render__user_text_is_data_in_every_document(tmp_path, payload):
             text = docs[name]
             if name.endswith(".json"):
                 text = json.dumps(json.loads(text), ensure_ascii=False)
-            shown = escaped if name.endswith(".html") else payload
+            if name.endswith(".md"):  # what a Markdown viewer that passes raw HTML through shows
+                text = markdown_to_html(text)
+            shown = payload if name.endswith(".json") else escaped
             expected = f"{marker}{shown}" if marker == "sex=" else f"{marker} {shown} END"
             assert expected in text, (name, marker)
     for name, text in docs.items():
         assert "49 END" not in text and "BEGIN  END" not in text, name
     for name in ("model_card.html", "rmf_report.html", "datasheet.html"):
         assert "<script" not in docs[name].lower()
+    for name in ("model_card.md", "rmf_report.md", "datasheet.md"):
+        assert "<script" not in markdown_to_html(docs[name]).lower()
     assert f"<tr><td>{escaped}</td>" in docs["model_card.html"]  # the group's row
+
+
+def markdown_to_html(text: str) -> str:
+    """CommonMark with raw HTML passed through (the most permissive viewer), tables on."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": True}).enable("table").render(text)
+
+
+@pytest.mark.parametrize("payload", [
+    "[click](javascript:alert(1))", "![pixel](https://example.org/p.png)", "<https://example.org>",
+    "&lt;b&gt; &#60;i&#62;", "<!-- hidden", "<img src=x onerror=alert(1)>",
+])
+def test_render__markdown_user_text_makes_no_link_image_html_or_entity(tmp_path, payload):
+    run = make_run(tmp_path, card={"intended_use": f"BEGIN {payload} END",
+                                   "limitations": [f"LIMIT {payload} END"]})
+    docs = rendered(run, attestations=[attestation("GOVERN 1.1", "Legal", f"ATTEST {payload} END")])
+    for name in ("model_card.md", "rmf_report.md"):
+        shown = markdown_to_html(docs[name])
+        assert not re.search(r"<(a|img|i|b)\b", shown), name
+        assert "<!--" not in shown
+        for marker in ("BEGIN", "LIMIT", "ATTEST") if name == "rmf_report.md" else ("BEGIN", "LIMIT"):
+            assert f"{marker} {html.escape(payload, quote=False)} END" in shown, (name, marker)
+
+
+def test_render__a_code_fence_in_user_text_does_not_swallow_the_document(tmp_path):
+    run = make_run(tmp_path, card={"intended_use": "Line one\n```\nLine three"})
+    shown = markdown_to_html(rendered(run)["model_card.md"])
+    assert "<pre>" not in shown and "<code>" in shown  # code spans of identifiers, no code block
+    assert "<h2>Intended use</h2>" in shown or "Intended use" in shown
 
 
 def test_render__markup_in_user_text_is_escaped_in_html_only(tmp_path):

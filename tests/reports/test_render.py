@@ -726,7 +726,9 @@ def test_render__html_templates_are_autoescaped_markdown_not(tmp_path):
     (tmp_path / "x.md.j2").write_text("{{ v }}")
     env = environment(tmp_path)
     assert render_template(env, "x.html.j2", {"v": "<b>&"}) == "&lt;b&gt;&amp;"
-    assert render_template(env, "x.md.j2", {"v": "<b>&"}) == "<b>&"
+    # Markdown is not HTML-escaped: only what could open raw HTML, an entity or a link changes
+    assert render_template(env, "x.md.j2", {"v": "a <= b & c"}) == "a <= b & c"
+    assert render_template(env, "x.md.j2", {"v": "<b>&amp;[x](y)"}) == "&lt;b>&amp;amp;[x]\\(y)"
 
 
 # ---------------------------------------------------------------- evidence.json
