@@ -1,11 +1,11 @@
-"""Tests of the vectorised bootstrap: draw counts, weighted sums and percentile intervals."""
+"""Tests of the vectorised bootstrap: draw counts, weighted sums, percentile and debiased percentile intervals."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from govssl.checks._bootstrap import bootstrap_sums, percentile_interval, resample_counts
+from govssl.checks._bootstrap import bootstrap_sums, debiased_percentile_interval, percentile_interval, resample_counts
 
 
 def test_resample_counts__chunks_and_totals():
@@ -86,3 +86,54 @@ def test_percentile_interval__all_nan_column_is_nan():
 
     assert np.isnan(low[1]) and np.isnan(high[1])
     assert (low[0], high[0]) == pytest.approx((0.225, 8.775))
+
+
+def test_debiased_percentile_interval__hand_computation():
+    # column 0: quantiles at 0.25 and 0.75 of 2..6 are 3 and 5; mean 4, estimate 3.5: bias 0.5,
+    # so the interval moves down by 1 to [2, 4].
+    # column 1: one undefined resample; 1, 3, 5, 11 have quantiles 2.5 and 6.5 (positions 0.75
+    # and 2.25); mean 5, estimate 4: bias 1, so [0.5, 4.5].
+    samples = np.array([[2.0, 1.0], [3.0, np.nan], [4.0, 3.0], [5.0, 5.0], [6.0, 11.0]])
+
+    low, high = debiased_percentile_interval(samples, np.array([3.5, 4.0]), 0.5)
+
+    assert low == pytest.approx([2.0, 0.5], abs=1e-12)
+    assert high == pytest.approx([4.0, 4.5], abs=1e-12)
+
+
+def test_debiased_percentile_interval__widened_to_contain_the_estimate():
+    # quantiles 2 and 4, mean 4, estimate 3: bias 1, moved to [0, 2], which would leave the
+    # estimate above ci_high; the bound is raised to the estimate
+    low, high = debiased_percentile_interval(np.array([1.0, 2.0, 3.0, 4.0, 10.0]), 3.0, 0.5)
+
+    assert (float(low), float(high)) == pytest.approx((0.0, 3.0), abs=1e-12)
+
+
+def test_debiased_percentile_interval__clipped_to_the_range():
+    # quantiles 0.15 and 0.25, mean 0.2, estimate 0.3: bias -0.1, moved up to [0.35, 0.45];
+    # widened to 0.3 below, clipped to 0.4 above
+    low, high = debiased_percentile_interval(np.array([0.1, 0.2, 0.3]), 0.3, 0.5, bounds=(0.0, 0.4))
+
+    assert (float(low), float(high)) == pytest.approx((0.3, 0.4), abs=1e-12)
+
+
+def test_debiased_percentile_interval__without_bias_is_the_percentile_interval():
+    rng = np.random.default_rng(1)
+    samples = rng.normal(size=(300, 3))
+    estimate = samples.mean(axis=0)
+
+    low, high = debiased_percentile_interval(samples, estimate, 0.9)
+
+    expected_low, expected_high = percentile_interval(samples, 0.9)
+    assert low == pytest.approx(expected_low, abs=1e-12)
+    assert high == pytest.approx(expected_high, abs=1e-12)
+
+
+def test_debiased_percentile_interval__undefined_stays_undefined():
+    samples = np.column_stack([np.arange(10.0), np.full(10, np.nan), np.arange(10.0)])
+
+    low, high = debiased_percentile_interval(samples, np.array([4.5, np.nan, np.nan]), 0.95, bounds=(0.0, 1.0))
+
+    assert np.isnan(low[1]) and np.isnan(high[1])  # no defined resample
+    assert np.isnan(low[2]) and np.isnan(high[2])  # no estimate
+    assert (low[0], high[0]) == pytest.approx((0.225, 1.0))  # mean 4.5 = estimate: no shift; clipped

@@ -119,6 +119,29 @@ def test_fairness__small_groups_are_reported_and_excluded(adult_measured):
     assert len(kept) == 6 and "sex=Female*race=Other" not in kept
 
 
+def _loop_rates(y, pred, labels, groups):
+    """Each group's rates by plain masks; NaN where the denominator is empty."""
+    rates = {}
+    for g in groups:
+        in_g = labels == g
+        pos, neg = in_g & (y == 1), in_g & (y == 0)
+        rates[g] = {
+            "selection_rate": pred[in_g].mean() if in_g.any() else np.nan,
+            "true_positive_rate": pred[pos].mean() if pos.any() else np.nan,
+            "false_positive_rate": pred[neg].mean() if neg.any() else np.nan,
+            "accuracy": (pred[in_g] == y[in_g]).mean() if in_g.any() else np.nan,
+        }
+    return rates
+
+
+def _loop_aggregates(rates, eligible, subject):
+    defined = lambda metric: [rates[g][metric] for g in eligible if not np.isnan(rates[g][metric])]  # noqa: E731
+    sel, tpr, fpr = defined("selection_rate"), defined("true_positive_rate"), defined("false_positive_rate")
+    return {("demographic_parity_difference", subject): max(sel) - min(sel),
+            ("demographic_parity_ratio", subject): min(sel) / max(sel),
+            ("equalized_odds_difference", subject): max(max(tpr) - min(tpr), max(fpr) - min(fpr))}
+
+
 def test_fairness__bootstrap_intervals_equal_a_plain_loop(adult_test, adult_measured):
     y, pred, sensitive = adult_test
 
@@ -127,33 +150,37 @@ def test_fairness__bootstrap_intervals_equal_a_plain_loop(adult_test, adult_meas
         labels = sensitive[columns].apply(lambda r: _label(columns, tuple(r)), axis=1).to_numpy()
         groups = sorted(set(labels))
         eligible = [g for g in groups if (labels == g).sum() >= MIN_GROUP_SIZE]
+        estimates = _loop_aggregates(_loop_rates(y, pred, labels, groups), eligible, subject)
         per_resample = {(metric, g): [] for metric in RATES for g in groups}
-        per_resample.update({(metric, subject): [] for metric in AGGREGATE_METRICS})
+        per_resample.update({key: [] for key in estimates})
         for idx in resamples(len(y), N_BOOT, SEED + 1000 * i):  # each subject has its own resamples
-            y_r, p_r, l_r = y[idx], pred[idx], labels[idx]
-            rates = {}
+            rates = _loop_rates(y[idx], pred[idx], labels[idx], groups)
             for g in groups:
-                in_g = l_r == g
-                pos, neg = in_g & (y_r == 1), in_g & (y_r == 0)
-                rates[g] = {
-                    "selection_rate": p_r[in_g].mean() if in_g.any() else np.nan,
-                    "true_positive_rate": p_r[pos].mean() if pos.any() else np.nan,
-                    "false_positive_rate": p_r[neg].mean() if neg.any() else np.nan,
-                    "accuracy": (p_r[in_g] == y_r[in_g]).mean() if in_g.any() else np.nan,
-                }
                 for metric in RATES:
                     per_resample[(metric, g)].append(rates[g][metric])
-            defined = lambda metric: [rates[g][metric] for g in eligible if not np.isnan(rates[g][metric])]  # noqa: E731
-            sel, tpr, fpr = defined("selection_rate"), defined("true_positive_rate"), defined("false_positive_rate")
-            per_resample[("demographic_parity_difference", subject)].append(max(sel) - min(sel))
-            per_resample[("demographic_parity_ratio", subject)].append(min(sel) / max(sel))
-            per_resample[("equalized_odds_difference", subject)].append(max(max(tpr) - min(tpr), max(fpr) - min(fpr)))
+            for key, value in _loop_aggregates(rates, eligible, subject).items():
+                per_resample[key].append(value)
         for key, values in per_resample.items():
             values = np.array(values, dtype=float)
             values = values[~np.isnan(values)]
             low, high = np.quantile(values, [0.025, 0.975])
+            if key in estimates:
+                # debiased: moved by twice the bootstrap's bias, widened to the estimate, in [0, 1]
+                estimate = estimates[key]
+                shift = 2 * (values.mean() - estimate)
+                low, high = max(0.0, min(low - shift, estimate)), min(1.0, max(high - shift, estimate))
+                assert adult_measured[key].details["interval"] == "debiased percentile"
+            else:
+                assert adult_measured[key].details["interval"] == "percentile"
             assert adult_measured[key].ci_low == pytest.approx(low, abs=1e-9), key
             assert adult_measured[key].ci_high == pytest.approx(high, abs=1e-9), key
+
+
+def test_fairness__gap_intervals_contain_their_estimates(adult_measured):
+    for metric in AGGREGATE_METRICS:
+        for subject in ("sex", "race", "sex*race"):
+            m = adult_measured[(metric, subject)]
+            assert 0.0 <= m.ci_low <= m.value <= m.ci_high <= 1.0, (metric, subject)
 
 
 def _tiny():

@@ -1,0 +1,176 @@
+"""Coverage of the fairness gaps' bootstrap intervals on synthetic groups with known true rates.
+
+Shared by ``tests/checks/test_gap_coverage.py`` and ``benchmarks/bench_gap_intervals.py``.
+
+A scenario fixes each group's size and true base rate, TPR and FPR, hence its confusion-cell
+probabilities and the true gaps. A replicate data set draws each group's confusion counts from
+its multinomial; a bootstrap resample draws the n rows' cells from Multinomial(n, counts / n),
+which is exactly the distribution of the cell sums of the check's row resampling
+(``bootstrap_sums``), without materialising rows. Estimates and resamples go through the check's
+own ``_rates`` and ``_aggregates``; the interval methods compared are the check's
+(``aggregate_intervals``), the plain percentile interval it used before, and three references:
+the basic (reverse percentile) interval, Efron's bias-corrected (BC) percentile interval and BCa
+(Efron and Tibshirani 1993, ch. 13-14).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr, ndtri
+
+from govssl.checks._bootstrap import percentile_interval
+from govssl.checks.fairness import AGGREGATE_METRICS, _aggregates, _rates, aggregate_intervals
+
+__all__ = ["Scenario", "SCENARIOS", "METHODS", "RATES", "simulate", "quantile_at"]
+
+RATES = ("selection_rate", "true_positive_rate", "false_positive_rate", "accuracy")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    sizes: tuple[int, ...]
+    base_rate: tuple[float, ...]  # P(y = 1) per group
+    tpr: tuple[float, ...]
+    fpr: tuple[float, ...]
+
+    def cell_probabilities(self) -> np.ndarray:
+        """(groups, 4) probabilities of TP, FP, FN, TN within each group."""
+        b, t, f = (np.asarray(x, dtype=np.float64) for x in (self.base_rate, self.tpr, self.fpr))
+        return np.stack([b * t, (1 - b) * f, b * (1 - t), (1 - b) * (1 - f)], axis=1)
+
+    def truth(self) -> dict[str, np.ndarray]:
+        """True per-group rates and aggregates (rates are ratios of cell probabilities)."""
+        rates = _rates(self.cell_probabilities())
+        return {**rates, **_aggregates(rates)}
+
+
+# Six groups shaped like Adult's sex*race test groups above the check's min_group_size (3,000
+# down to 50 rows), and four groups of 2,500 down to 60. Zero gap: every group alike. Small gap:
+# a few points between groups. Large gap: Adult-like, selection rates 4% to 28%.
+_SIX, _FOUR = (3000, 1400, 800, 300, 120, 50), (2500, 700, 200, 60)
+SCENARIOS = (
+    Scenario("6 groups, zero gap", _SIX, (0.24,) * 6, (0.60,) * 6, (0.08,) * 6),
+    Scenario("6 groups, small gap", _SIX, (0.24, 0.22, 0.25, 0.23, 0.26, 0.24),
+             (0.60, 0.57, 0.62, 0.58, 0.63, 0.60), (0.08, 0.07, 0.09, 0.08, 0.075, 0.085)),
+    Scenario("6 groups, large gap", _SIX, (0.31, 0.11, 0.19, 0.06, 0.28, 0.10),
+             (0.62, 0.45, 0.55, 0.40, 0.60, 0.50), (0.12, 0.03, 0.07, 0.02, 0.10, 0.04)),
+    Scenario("4 groups, zero gap", _FOUR, (0.24,) * 4, (0.60,) * 4, (0.08,) * 4),
+    Scenario("4 groups, small gap", _FOUR, (0.24, 0.22, 0.25, 0.23), (0.60, 0.57, 0.62, 0.58), (0.08, 0.07, 0.09, 0.08)),
+    Scenario("4 groups, large gap", _FOUR, (0.31, 0.11, 0.19, 0.25), (0.62, 0.45, 0.55, 0.40), (0.12, 0.03, 0.07, 0.10)),
+)
+
+
+def quantile_at(samples: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Per-column quantiles along axis 0 at per-column levels, ignoring NaN (numpy's 'linear')."""
+    ordered = np.sort(samples, axis=0)  # NaN last
+    defined = (~np.isnan(samples)).sum(axis=0)
+    pos = np.clip(levels, 0, 1) * (defined - 1)
+    below = np.clip(np.floor(np.nan_to_num(pos)), 0, np.maximum(defined - 1, 0)).astype(int)
+    above = np.minimum(below + 1, np.maximum(defined - 1, 0))
+    lo = np.take_along_axis(ordered, below[None], axis=0)[0]
+    hi = np.take_along_axis(ordered, above[None], axis=0)[0]
+    out = lo + (pos - below) * (hi - lo)
+    return np.where((defined > 0) & np.isfinite(pos), out, np.nan)
+
+
+def _z0(samples, estimate):
+    """Efron's bias constant: the normal quantile of the share of resamples below the estimate
+    (ties count half, as scipy.stats.bootstrap does)."""
+    defined = (~np.isnan(samples)).sum(axis=0)
+    share = ((samples < estimate).sum(axis=0) + (samples <= estimate).sum(axis=0)) / (2 * defined)
+    return ndtri(share)
+
+
+def percentile(cells, boot_cells, confidence):
+    points, boots = _aggregates(_rates(cells)), _aggregates(_rates(boot_cells))
+    return {m: (points[m], *percentile_interval(boots[m], confidence)) for m in AGGREGATE_METRICS}
+
+
+def basic(cells, boot_cells, confidence):
+    """Reverse percentile: [2 estimate - q_high, 2 estimate - q_low]."""
+    out = {}
+    for m, (point, low, high) in percentile(cells, boot_cells, confidence).items():
+        out[m] = (point, 2 * point - high, 2 * point - low)
+    return out
+
+
+def bc(cells, boot_cells, confidence, acceleration=None):
+    """Bias-corrected percentile: levels Phi(2 z0 -/+ z); BCa with an acceleration."""
+    points, boots = _aggregates(_rates(cells)), _aggregates(_rates(boot_cells))
+    z = ndtri(1 - (1 - confidence) / 2)
+    out = {}
+    for m in AGGREGATE_METRICS:
+        z0 = _z0(boots[m], points[m])
+        a = 0.0 if acceleration is None else acceleration[m]
+        with np.errstate(all="ignore"):  # all resamples on one side (z0 infinite): the extreme resample
+            levels = [np.where(np.isinf(z0), ndtr(z0), ndtr(z0 + (z0 + s) / (1 - a * (z0 + s)))) for s in (-z, z)]
+        out[m] = (points[m], quantile_at(boots[m], levels[0]), quantile_at(boots[m], levels[1]))
+    return out
+
+
+def bca(cells, boot_cells, confidence):
+    """BCa, with the jackknife acceleration computed exactly in cell space: leaving out one row
+    of cell c gives the same statistic for all of that cell's rows."""
+    k = cells.shape[-2] * 4
+    flat = cells.reshape(*cells.shape[:-2], k)
+    left_out = (flat[..., None, :] - np.eye(k)).reshape(*cells.shape[:-2], k, *cells.shape[-2:])
+    jack = _aggregates(_rates(left_out))  # (..., k) per metric
+    acceleration = {}
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for m in AGGREGATE_METRICS:
+            w = np.where((flat > 0) & np.isfinite(jack[m]), flat, 0.0)
+            values = np.where(w > 0, jack[m], 0.0)
+            mean = (w * values).sum(axis=-1, keepdims=True) / w.sum(axis=-1, keepdims=True)
+            u = mean - values
+            a = (w * u**3).sum(axis=-1) / (6 * (w * u**2).sum(axis=-1) ** 1.5)
+            acceleration[m] = np.nan_to_num(a)
+    return bc(cells, boot_cells, confidence, acceleration)
+
+
+def debiased(cells, boot_cells, confidence):
+    return aggregate_intervals(cells, boot_cells, confidence)
+
+
+METHODS = {"percentile": percentile, "debiased": debiased, "basic": basic, "bc": bc, "bca": bca}
+
+
+def simulate(scenario: Scenario, methods, n_rep: int, n_boot: int, seed: int,
+             confidence: float = 0.95, chunk: int = 100) -> dict:
+    """Per method and aggregate: boolean arrays over replicates of covered (low <= true <= high),
+    above (true > high) and below (true < low), plus the estimates; per-group rates' percentile
+    coverage under "group_rates" (rate -> (n_rep, groups) booleans)."""
+    rng = np.random.default_rng(seed)
+    p = scenario.cell_probabilities()
+    sizes = np.asarray(scenario.sizes)
+    n, groups = int(sizes.sum()), len(sizes)
+    truth = scenario.truth()
+    parts: dict = {name: {m: {"covered": [], "above": [], "below": [], "estimate": []} for m in AGGREGATE_METRICS}
+                   for name in methods}
+    group_parts: dict = {r: [] for r in RATES}
+    done = 0
+    while done < n_rep:
+        size = min(chunk, n_rep - done)
+        cells = rng.multinomial(sizes[None, :], p[None], size=(size, groups)).astype(np.float64)
+        boot = rng.multinomial(n, cells.reshape(size, groups * 4) / n, size=(n_boot, size))
+        boot = boot.reshape(n_boot, size, groups, 4).astype(np.float64)
+        for name in methods:
+            for m, (point, low, high) in METHODS[name](cells, boot, confidence).items():
+                t = truth[m]
+                parts[name][m]["covered"].append((low <= t) & (t <= high))
+                parts[name][m]["above"].append(t > high)
+                parts[name][m]["below"].append(t < low)
+                parts[name][m]["estimate"].append(point)
+        boot_rates = _rates(boot)
+        for r in RATES:
+            low, high = percentile_interval(boot_rates[r], confidence)
+            group_parts[r].append((low <= truth[r]) & (truth[r] <= high))
+        done += size
+    out = {name: {m: {k: np.concatenate(v) for k, v in parts[name][m].items()} for m in AGGREGATE_METRICS}
+           for name in methods}
+    out["group_rates"] = {r: np.concatenate(v) for r, v in group_parts.items()}
+    return out
