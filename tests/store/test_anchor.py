@@ -1,0 +1,183 @@
+"""Anchoring the chain outside the database: the head a store reports, heads expected back later,
+and what a writer who rewrites the whole chain consistently gets past (the walk) and what not.
+
+Each test on SQLite and on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+
+import pytest
+
+from govssl.errors import StoreError
+from govssl.store import AuditStore, LedgerHead
+from govssl.store import _ledger
+from govssl.store._tables import RECORD_TABLES, primary_key_of
+
+from .test_store import RECORDS_PER_RUN, make_run
+
+GENESIS = "0" * 64
+R1_M8_SEQ = 1 + 3 + 8 + 1  # run, its 3 checks, its first 8 measurements, then r1/m8
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def rewrite_chain(backend, measurement_id: str, value_json: str) -> int:
+    """Change one measurement's value and rewrite the chain consistently, as a writer with plain
+    database access would: recompute every entry's hash from the changed one on, with the
+    documented formula alone, then the chain head. Returns the seq of the changed entry."""
+    backend.raw_sql(f"UPDATE measurements SET value_json = {_quote(value_json)} "
+                    f"WHERE id = {_quote(measurement_id)}")
+    (first,), = backend.query(f"SELECT seq FROM ledger WHERE record_table = 'measurements' "
+                              f"AND record_id = {_quote(measurement_id)}")
+    (prev,), = backend.query(f"SELECT prev_hash FROM ledger WHERE seq = {first}")
+    entries = backend.query(f"SELECT seq, record_table, record_id, created_at FROM ledger "
+                            f"WHERE seq >= {first} ORDER BY seq")
+    updates = []
+    for seq, table_name, record_id, created_at in entries:
+        table = RECORD_TABLES[table_name]
+        columns = [column.name for column in table.columns]
+        (values,) = backend.query(f"SELECT {', '.join(columns)} FROM {table_name} "
+                                  f"WHERE {primary_key_of(table).name} = {_quote(record_id)}")
+        record = {"seq": seq, "table": table_name, "created_at": created_at,
+                  "row": dict(zip(columns, values))}
+        text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+        digest = hashlib.sha256((prev + text).encode("utf-8")).hexdigest()
+        updates.append(f"UPDATE ledger SET prev_hash = '{prev}', entry_hash = '{digest}' WHERE seq = {seq}")
+        prev = digest
+    last_seq = entries[-1][0]
+    updates.append(f"UPDATE chain_head SET seq = {last_seq}, entry_hash = '{prev}'")
+    backend.raw_sql(*updates)
+    return first
+
+
+def ledger_hash(backend, seq: int) -> str:
+    (digest,), = backend.query(f"SELECT entry_hash FROM ledger WHERE seq = {seq}")
+    return digest
+
+
+@pytest.fixture
+def store(backend):
+    opened = AuditStore(backend.url)
+    yield opened
+    opened.close()
+
+
+def test_head__genesis_then_the_newest_entry(store, backend, tmp_path):
+    assert store.head() == LedgerHead(0, GENESIS, backend.url)
+    store.save(make_run(tmp_path, "r1"))
+    assert store.head() == LedgerHead(RECORDS_PER_RUN, ledger_hash(backend, RECORDS_PER_RUN), backend.url)
+    assert str(store.head()) == f"{RECORDS_PER_RUN}:{ledger_hash(backend, RECORDS_PER_RUN)}"
+    assert store.head().to_dict() == {
+        "store": backend.url, "seq": RECORDS_PER_RUN, "hash": ledger_hash(backend, RECORDS_PER_RUN)
+    }
+
+
+def test_head__names_the_store_without_its_password(backend, tmp_path):
+    if backend.name == "sqlite":
+        assert AuditStore(backend.url).head().store == backend.url
+        return
+    url = backend.url.replace("govssl@", "govssl:s3cret@")  # the test server trusts any password
+    store = AuditStore(url)
+    assert store.head().store == backend.url.replace("govssl@", "govssl:***@")
+    store.close()
+
+
+def _hold_the_write_lock(backend, started: threading.Event, release: threading.Event) -> None:
+    """A writer in the middle of its transaction: chain head locked and changed, not committed."""
+    if backend.sqlite_file is not None:
+        conn = sqlite3.connect(backend.sqlite_file, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("UPDATE chain_head SET seq = 999")
+        started.set()
+        release.wait(60)
+        conn.execute("ROLLBACK")
+        conn.close()
+        return
+    from psycopg import Rollback
+
+    with backend.server.connect(backend.schema) as conn, conn.transaction():
+        conn.execute("SELECT seq FROM chain_head FOR UPDATE")
+        conn.execute("UPDATE chain_head SET seq = 999")
+        started.set()
+        release.wait(60)
+        raise Rollback()  # leaves the transaction, rolled back
+
+
+def test_head__does_not_wait_for_a_writer_and_reads_the_committed_head(store, backend, tmp_path):
+    store.save(make_run(tmp_path, "r1"))
+    committed = store.head()
+    started, release = threading.Event(), threading.Event()
+    writer = threading.Thread(target=_hold_the_write_lock, args=(backend, started, release))
+    writer.start()
+    try:
+        assert started.wait(30)
+        seen = []
+        reader = threading.Thread(target=lambda: seen.append(store.head()))
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), "head() waited for the writer's lock"
+        assert seen == [committed]
+    finally:
+        release.set()
+        writer.join(30)
+
+
+def test_verify__expected_heads_that_hold(store, backend, tmp_path):
+    store.save(make_run(tmp_path, "r1"))
+    first = store.head()
+    store.save(make_run(tmp_path, "r2"))
+    report = store.verify(expected=[(0, GENESIS), (first.seq, first.entry_hash), (7, ledger_hash(backend, 7))])
+    assert report.ok and report.heads_checked == 3
+    assert (report.head_seq, report.head_hash) == (2 * RECORDS_PER_RUN, store.head().entry_hash)
+
+
+def test_verify__expected_head_with_another_hash_or_past_the_end_names_the_entry(store, backend, tmp_path):
+    store.save(make_run(tmp_path, "r1"))
+    actual = ledger_hash(backend, 5)
+    report = store.verify(expected=[(0, GENESIS), (5, "ab" * 32)])
+    assert not report.ok and report.head_seq is None and report.head_hash is None
+    assert report.first_problem == _ledger.EXPECTED_OTHER.format(seq=5, actual=actual, expected="ab" * 32)
+    assert actual in report.first_problem and "ab" * 32 in report.first_problem
+    report = store.verify(expected=[(RECORDS_PER_RUN + 1, "cd" * 32)])
+    assert report.first_problem == _ledger.EXPECTED_MISSING.format(
+        last=RECORDS_PER_RUN, seq=RECORDS_PER_RUN + 1, expected="cd" * 32
+    )
+    assert not store.verify(expected=[(0, "ef" * 32)]).ok  # seq 0 is the empty chain: 64 zeros
+
+
+@pytest.mark.parametrize("pair", [(-1, GENESIS), (1, "AB" * 32), (1, "ab"), ("1", GENESIS), (True, GENESIS), (1,)])
+def test_verify__malformed_expected_head_raises_store_error(store, pair):
+    with pytest.raises(StoreError, match=re.escape(repr(pair))):
+        store.verify(expected=[pair])
+
+
+def test_rewrite_chain__a_consistent_rewrite_passes_the_walk_but_not_an_expected_head(store, backend, tmp_path):
+    """The weakness anchoring closes: the walk alone cannot see a writer who recomputed every
+    hash from the changed entry on; a head recorded before the rewrite can."""
+    store.save(make_run(tmp_path, "r1", non_finite=False))
+    before = store.head()
+    store.save(make_run(tmp_path, "r2", non_finite=False))
+    anchored = ledger_hash(backend, before.seq)
+    untouched = ledger_hash(backend, R1_M8_SEQ - 1)
+    assert store.load_run("r1").measurements[8].value == 0.0734
+    changed = rewrite_chain(backend, "r1/m8", "0.01")
+    assert changed == R1_M8_SEQ
+    assert store.load_run("r1").measurements[8].value == 0.01
+    assert store.verify(check_files=True).ok  # plain verify passes: the weakness
+    report = store.verify(expected=[(before.seq, before.entry_hash)])
+    assert not report.ok
+    assert report.first_problem == _ledger.EXPECTED_OTHER.format(
+        seq=before.seq, actual=ledger_hash(backend, before.seq), expected=anchored
+    )
+    assert ledger_hash(backend, before.seq) != anchored
+    # an anchor covers the entries up to it: one recorded before the changed entry still holds
+    assert store.verify(expected=[(R1_M8_SEQ - 1, untouched)]).ok
