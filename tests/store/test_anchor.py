@@ -18,6 +18,7 @@ from govssl.errors import StoreError
 from govssl.store import AuditStore, LedgerHead
 from govssl.store import _ledger
 from govssl.store._tables import RECORD_TABLES, primary_key_of
+from tests.conftest import run_cli
 
 from .test_store import RECORDS_PER_RUN, make_run
 
@@ -181,3 +182,75 @@ def test_rewrite_chain__a_consistent_rewrite_passes_the_walk_but_not_an_expected
     assert ledger_hash(backend, before.seq) != anchored
     # an anchor covers the entries up to it: one recorded before the changed entry still holds
     assert store.verify(expected=[(R1_M8_SEQ - 1, untouched)]).ok
+
+
+# --- govssl verify: the head it prints, and --expect-head ------------------------------------
+
+
+@pytest.fixture
+def saved(store, tmp_path):
+    """One run (r1) in the backend's store."""
+    store.save(make_run(tmp_path, "r1", non_finite=False))
+    return store
+
+
+def test_verify_cli__prints_the_verified_head_in_text_and_json(capsys, backend, saved):
+    head = f"{RECORDS_PER_RUN}:{ledger_hash(backend, RECORDS_PER_RUN)}"
+    code, out, _ = run_cli(capsys, "verify", "--db", backend.url)
+    assert code == 0 and f"ledger head: {head}" in out
+    code, out, _ = run_cli(capsys, "verify", "--db", backend.url, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["head"] == head
+    assert (report["head_seq"], report["head_hash"]) == (RECORDS_PER_RUN, ledger_hash(backend, RECORDS_PER_RUN))
+
+
+def test_verify_cli__empty_store_has_the_genesis_head_and_expects_it(capsys, backend, store):
+    code, out, _ = run_cli(capsys, "verify", "--db", backend.url)
+    assert code == 0 and f"ledger head: 0:{GENESIS}" in out
+    code, out, _ = run_cli(capsys, "verify", "--db", backend.url, "--expect-head", f"0:{GENESIS}")
+    assert code == 0 and "1 expected head(s) found in the chain" in out
+
+
+def test_verify_cli__untouched_store_passes_every_head_recorded_earlier(capsys, backend, saved, tmp_path):
+    code, out, _ = run_cli(capsys, "verify", "--db", backend.url, "--json")
+    earlier = json.loads(out)["head"]
+    saved.save(make_run(tmp_path, "r2", non_finite=False))
+    code, out, _ = run_cli(capsys, "verify", "--db", backend.url, "--expect-head", earlier,
+                           "--expect-head", f"3:{ledger_hash(backend, 3).upper()}")
+    assert code == 0 and "2 expected head(s) found in the chain" in out
+    assert f"ledger head: {2 * RECORDS_PER_RUN}:{ledger_hash(backend, 2 * RECORDS_PER_RUN)}" in out
+
+
+def test_verify_cli__expect_head_catches_a_consistent_rewrite_naming_the_entry(capsys, backend, saved, tmp_path):
+    code, out, _ = run_cli(capsys, "verify", "--db", backend.url, "--json")
+    recorded = json.loads(out)
+    saved.save(make_run(tmp_path, "r2", non_finite=False))
+    rewrite_chain(backend, "r1/m8", "0.01")
+
+    code, out, _ = run_cli(capsys, "verify", "--db", backend.url)
+    assert code == 0 and "ok:" in out  # the walk alone passes: the weakness
+
+    code, out, err = run_cli(capsys, "verify", "--db", backend.url, "--expect-head", recorded["head"])
+    err = " ".join(err.split())
+    seq, now = recorded["head_seq"], ledger_hash(backend, recorded["head_seq"])
+    assert code == 3 and out == ""
+    assert f"ledger entry {seq} has hash {now}, but {recorded['head_hash']} was expected" in err
+    code, out, _ = run_cli(capsys, "verify", "--db", backend.url, "--json", "--expect-head", recorded["head"])
+    report = json.loads(out)
+    assert code == 3 and not report["ok"] and report["head"] is None
+    assert report["first_problem"].startswith(f"ledger entry {seq} has hash {now}")
+
+
+def test_verify_cli__expect_head_past_the_end_exits_3_saying_the_chain_is_shorter(capsys, backend, saved):
+    code, _, err = run_cli(capsys, "verify", "--db", backend.url, "--expect-head", f"{RECORDS_PER_RUN + 5}:{'ab' * 32}")
+    err = " ".join(err.split())
+    assert code == 3
+    assert f"the ledger ends at entry {RECORDS_PER_RUN}, so it has no entry {RECORDS_PER_RUN + 5}" in err
+
+
+@pytest.mark.parametrize("value", ["12", f"x:{GENESIS}", f"-1:{GENESIS}", "3:abc", f"3:{'g' * 64}",
+                                   f"3:{GENESIS}0", f"3 {GENESIS}", ""])
+def test_verify_cli__malformed_expect_head_exits_2_naming_the_option(capsys, backend, saved, value):
+    code, out, err = run_cli(capsys, "verify", "--db", backend.url, "--expect-head", value)
+    assert code == 2 and out == ""
+    assert "--expect-head" in err and "SEQ:HASH" in err and "Traceback" not in err
