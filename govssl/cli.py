@@ -601,14 +601,29 @@ def attest() -> None:
 @click.argument("envelope", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Public key the envelope must be signed by.")
-def attest_verify(envelope: Path, key_path: Path) -> None:
-    """Verify a run's DSSE envelope and the files beside it; exit 3 on any change."""
-    from govssl.provenance import load_public_key, verify_envelope
+@db_option
+def attest_verify(envelope: Path, key_path: Path, db_url: str | None) -> None:
+    """Verify a run's DSSE envelope and the files beside it; exit 3 on any change. With --db, also
+    check the store: its chain must verify and still hold the ledger head the signed statement
+    recorded before its run was saved (exit 3 if that entry has another hash or is missing)."""
+    from govssl.errors import IntegrityError
+    from govssl.provenance import ledger_anchor, load_public_key, verify_envelope
 
     stmt = verify_envelope(envelope, load_public_key(key_path))
     pred = stmt.get("predicate", {})
     out.print(f"{envelope}: signature valid; {len(stmt.get('subject', []))} subject(s); "
-              f"run {pred.get('run_id')} decision {pred.get('decision', {}).get('verdict')}")
+              f"run {pred.get('run_id')} decision {pred.get('decision', {}).get('verdict')}", markup=False)
+    if db_url is None:
+        return
+    from govssl.store import AuditStore
+
+    anchor = ledger_anchor(stmt, envelope)
+    report = AuditStore(db_url, create=False).verify(expected=[(anchor["seq"], anchor["hash"])])
+    if not report.ok:
+        raise IntegrityError(f"{envelope}: the store {_store_label(db_url)} does not hold the chain this "
+                             f"statement anchors (entry {anchor['seq']}): {report.first_problem}")
+    out.print(f"ledger anchor: entry {anchor['seq']} ({anchor['hash']}), recorded for {anchor['store']}, is in "
+              f"the chain of {_store_label(db_url)}; {report.entries} ledger entries verified", markup=False)
 
 
 def _log_internal_error(exc: BaseException) -> Path | None:

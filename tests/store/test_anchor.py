@@ -6,6 +6,7 @@ Each test on SQLite and on PostgreSQL.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -18,7 +19,7 @@ from govssl.errors import StoreError
 from govssl.store import AuditStore, LedgerHead
 from govssl.store import _ledger
 from govssl.store._tables import RECORD_TABLES, primary_key_of
-from tests.conftest import run_cli
+from tests.conftest import fast_plan_data, run_cli
 
 from .test_store import RECORDS_PER_RUN, make_run
 
@@ -254,3 +255,80 @@ def test_verify_cli__malformed_expect_head_exits_2_naming_the_option(capsys, bac
     code, out, err = run_cli(capsys, "verify", "--db", backend.url, "--expect-head", value)
     assert code == 2 and out == ""
     assert "--expect-head" in err and "SEQ:HASH" in err and "Traceback" not in err
+
+
+# --- the anchor in each audit's signed statement, and govssl attest verify --db ----------------
+
+
+@pytest.fixture
+def signed_audit(capsys, backend, store, tmp_path, adult_csvs, write_plan):
+    """A hand-made run r1, then a real audit signed with a key kept outside the store."""
+    from govssl.provenance import generate_keys
+
+    store.save(make_run(tmp_path, "r1", non_finite=False))
+    before = store.head()
+    generate_keys(tmp_path / "auditor")
+    data = fast_plan_data(*adult_csvs)
+    data["provenance"] = {"signing_key": str(tmp_path / "auditor.key")}
+    code, _, err = run_cli(capsys, "audit", str(write_plan(data)), "--db", backend.url,
+                           "--out", str(tmp_path / "out"), "--quiet")
+    assert code in (0, 1), err
+    (run_dir,) = (tmp_path / "out").iterdir()
+    return {"envelope": str(run_dir / "attestation.intoto.json"), "key": str(tmp_path / "auditor.pub"),
+            "before": before}
+
+
+def _statement(envelope: str) -> dict:
+    with open(envelope, encoding="utf-8") as fh:
+        return json.loads(base64.b64decode(json.load(fh)["payload"]))
+
+
+def test_anchor__untouched_store_passes_verify_expect_head_and_attest_verify(capsys, backend, store, signed_audit):
+    before = signed_audit["before"]
+    seq = before.seq
+    assert seq == RECORDS_PER_RUN
+    anchor = _statement(signed_audit["envelope"])["predicate"]["ledger_anchor"]
+    assert anchor == {"store": backend.url, "seq": seq, "hash": ledger_hash(backend, seq)}  # the head before
+    assert store.head().seq > seq  # the audit's own records came after it
+    code, _, _ = run_cli(capsys, "verify", "--db", backend.url)
+    assert code == 0
+    code, _, _ = run_cli(capsys, "verify", "--db", backend.url, "--expect-head", str(signed_audit["before"]))
+    assert code == 0
+    code, out, err = run_cli(capsys, "attest", "verify", signed_audit["envelope"], "--key", signed_audit["key"],
+                             "--db", backend.url)
+    out = " ".join(out.split())
+    assert code == 0, err
+    assert "signature valid" in out
+    assert f"ledger anchor: entry {seq} ({ledger_hash(backend, seq)}), recorded for {backend.url}, is in the chain" in out
+
+
+def test_anchor__a_consistent_rewrite_passes_verify_but_not_the_anchors(capsys, backend, signed_audit):
+    before = signed_audit["before"]
+    rewrite_chain(backend, "r1/m8", "0.01")
+    rewritten = ledger_hash(backend, before.seq)
+    assert rewritten != before.entry_hash
+
+    code, _, _ = run_cli(capsys, "verify", "--db", backend.url)
+    assert code == 0  # the walk alone passes: the weakness
+
+    code, _, err = run_cli(capsys, "verify", "--db", backend.url, "--expect-head", str(before))
+    assert code == 3
+    assert f"ledger entry {before.seq} has hash {rewritten}, but {before.entry_hash}" in " ".join(err.split())
+
+    envelope, key = signed_audit["envelope"], signed_audit["key"]
+    code, out, _ = run_cli(capsys, "attest", "verify", envelope, "--key", key)
+    assert code == 0 and "signature valid" in out  # the envelope and its files are intact
+    code, out, err = run_cli(capsys, "attest", "verify", envelope, "--key", key, "--db", backend.url)
+    err = " ".join(err.split())
+    assert code == 3 and "signature valid" in out
+    assert envelope in err and f"(entry {before.seq})" in err
+    assert f"ledger entry {before.seq} has hash {rewritten}, but {before.entry_hash} was expected" in err
+
+
+def test_attest_verify__db_with_a_chain_that_does_not_walk_exits_3(capsys, backend, signed_audit):
+    backend.raw_sql("UPDATE measurements SET value_json = '0.01' WHERE id = 'r1/m8'")
+    code, _, err = run_cli(capsys, "attest", "verify", signed_audit["envelope"], "--key", signed_audit["key"],
+                           "--db", backend.url)
+    err = " ".join(err.split())
+    assert code == 3
+    assert f"ledger entry {R1_M8_SEQ} (measurements 'r1/m8'): the row was changed after it was recorded" in err
