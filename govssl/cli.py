@@ -395,23 +395,46 @@ def attest_rmf(run_id: str, subcategory: str, by: str, statement: str, on, db_ur
               f"`govssl report {run.run_id}` re-renders the documents", markup=False)
 
 
+class LedgerHeadParam(click.ParamType):
+    """``SEQ:HASH``, a ledger entry as `govssl verify` prints the head: (seq, lowercase hash)."""
+
+    name = "SEQ:HASH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        seq, _, digest = str(value).strip().partition(":")
+        digest = digest.lower()
+        if not (seq.isascii() and seq.isdigit() and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            self.fail(f"{value!r} is not SEQ:HASH: a ledger entry number (0 or more), a colon and its "
+                      f"64-hex-digit sha256, as `govssl verify` prints the head", param, ctx)
+        return int(seq), digest
+
+
 @cli.command()
 @db_option
 @json_option
-def verify(db_url: str | None, as_json: bool) -> None:
+@click.option("--expect-head", "expected", type=LedgerHeadParam(), multiple=True,
+              help="A head recorded earlier (SEQ:HASH from an earlier verify): that entry must still be in the "
+                   "chain with that hash, or exit 3. Repeatable.")
+def verify(db_url: str | None, as_json: bool, expected: tuple[tuple[int, str], ...]) -> None:
     """Walk the store's hash chain and hash the artifact files: exit 0 if everything holds,
-    3 naming the first entry that was changed, removed, inserted or reordered."""
+    3 naming the first entry that was changed, removed, inserted or reordered, or an expected
+    head that is not in the chain. Prints the verified head (SEQ:HASH) to keep outside the store."""
     from dataclasses import asdict
 
     from govssl.store import AuditStore
 
-    report = AuditStore(db_url, create=False).verify(check_files=True)
+    report = AuditStore(db_url, create=False).verify(check_files=True, expected=list(expected))
+    head = f"{report.head_seq}:{report.head_hash}" if report.ok else None
     if as_json:
-        click.echo(json.dumps(asdict(report) | {"store": _store_label(db_url)}, indent=2))
+        click.echo(json.dumps(asdict(report) | {"head": head, "store": _store_label(db_url)}, indent=2))
     elif report.ok:
         elsewhere = f" ({report.files_missing} not on this machine)" if report.files_missing else ""
+        heads = f"; {report.heads_checked} expected head(s) found in the chain" if report.heads_checked else ""
         out.print(f"ok: {report.entries} ledger entries verified in {_store_label(db_url)}; "
-                  f"{report.files_checked} artifact file(s) match their sha256{elsewhere}")
+                  f"{report.files_checked} artifact file(s) match their sha256{elsewhere}{heads}")
+        out.print(f"ledger head: {head}")
     else:
         err.print(f"integrity failure in {_store_label(db_url)}: {report.first_problem}", markup=False)
     sys.exit(EXIT_OK if report.ok else EXIT_INTEGRITY)
@@ -578,14 +601,29 @@ def attest() -> None:
 @click.argument("envelope", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Public key the envelope must be signed by.")
-def attest_verify(envelope: Path, key_path: Path) -> None:
-    """Verify a run's DSSE envelope and the files beside it; exit 3 on any change."""
-    from govssl.provenance import load_public_key, verify_envelope
+@db_option
+def attest_verify(envelope: Path, key_path: Path, db_url: str | None) -> None:
+    """Verify a run's DSSE envelope and the files beside it; exit 3 on any change. With --db, also
+    check the store: its chain must verify and still hold the ledger head the signed statement
+    recorded before its run was saved (exit 3 if that entry has another hash or is missing)."""
+    from govssl.errors import IntegrityError
+    from govssl.provenance import ledger_anchor, load_public_key, verify_envelope
 
     stmt = verify_envelope(envelope, load_public_key(key_path))
     pred = stmt.get("predicate", {})
     out.print(f"{envelope}: signature valid; {len(stmt.get('subject', []))} subject(s); "
-              f"run {pred.get('run_id')} decision {pred.get('decision', {}).get('verdict')}")
+              f"run {pred.get('run_id')} decision {pred.get('decision', {}).get('verdict')}", markup=False)
+    if db_url is None:
+        return
+    from govssl.store import AuditStore
+
+    anchor = ledger_anchor(stmt, envelope)
+    report = AuditStore(db_url, create=False).verify(expected=[(anchor["seq"], anchor["hash"])])
+    if not report.ok:
+        raise IntegrityError(f"{envelope}: the store {_store_label(db_url)} does not hold the chain this "
+                             f"statement anchors (entry {anchor['seq']}): {report.first_problem}")
+    out.print(f"ledger anchor: entry {anchor['seq']} ({anchor['hash']}), recorded for {anchor['store']}, is in "
+              f"the chain of {_store_label(db_url)}; {report.entries} ledger entries verified", markup=False)
 
 
 def _log_internal_error(exc: BaseException) -> Path | None:

@@ -6,6 +6,7 @@ from govssl.provenance._intoto import (
     PREDICATE_TYPE,
     STATEMENT_TYPE,
     envelope,
+    ledger_anchor,
     statement,
     verify_envelope,
     write_attestation,
@@ -35,7 +36,7 @@ from govssl.provenance._manifest import (
 __all__ = [
     "ATTESTATION_FILE", "PAYLOAD_TYPE", "PREDICATE_TYPE", "STATEMENT_TYPE", "MANIFEST_TYPE",
     "SIGNING_KEY_ENV", "PublicKey", "SigningKey", "ManifestReport",
-    "envelope", "statement", "verify_envelope", "write_attestation",
+    "envelope", "ledger_anchor", "statement", "verify_envelope", "write_attestation",
     "canonical_json", "generate_keys", "load_public_key", "load_signing_key", "pae",
     "build_manifest", "content_hash", "read_manifest", "sign_manifest", "verify_manifest", "verify_plan_manifest", "write_manifest",
 ]

@@ -1,8 +1,11 @@
 """Signed evidence of an audit: an in-toto Statement v1 in a DSSE envelope.
 
 Subjects are the files the decision is about (model, data, documents) by sha256; the predicate
-carries the decision, the policy's hash and a summary of the measurements. Formats: in-toto
-Attestation Framework, Statement v1; DSSE (Dead Simple Signing Envelope) v1.
+carries the decision, the policy's hash, a summary of the measurements and the audit store's
+ledger head before the run was saved (``ledger_anchor``: store, seq, hash). Signed with a key
+kept outside the database, that anchor is what makes a consistent rewrite of the store's whole
+chain detectable. Formats: in-toto Attestation Framework, Statement v1; DSSE (Dead Simple
+Signing Envelope) v1.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from govssl.records import Artifact, AuditRun, sha256_file
 
 __all__ = [
     "STATEMENT_TYPE", "PAYLOAD_TYPE", "PREDICATE_TYPE", "ATTESTATION_FILE",
-    "statement", "envelope", "write_attestation", "verify_envelope",
+    "statement", "envelope", "write_attestation", "verify_envelope", "ledger_anchor",
 ]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -50,9 +53,10 @@ def _measurement_summary(run: AuditRun) -> list[dict]:
     ]
 
 
-def statement(run: AuditRun) -> dict:
-    """The in-toto Statement v1 of an audit run."""
-    return {
+def statement(run: AuditRun, anchor: dict | None = None) -> dict:
+    """The in-toto Statement v1 of an audit run; ``anchor`` (``{"store", "seq", "hash"}``, the
+    store's ledger head before the run is saved) goes into the predicate as ``ledger_anchor``."""
+    stmt = {
         "_type": STATEMENT_TYPE,
         "subject": _subjects(run),
         "predicateType": PREDICATE_TYPE,
@@ -68,6 +72,11 @@ def statement(run: AuditRun) -> dict:
             "measurements": _finite(_measurement_summary(run)),
         },
     }
+    if anchor is not None:
+        stmt["predicate"]["ledger_anchor"] = {
+            "store": str(anchor["store"]), "seq": int(anchor["seq"]), "hash": str(anchor["hash"])
+        }
+    return stmt
 
 
 def _finite(value):
@@ -91,10 +100,11 @@ def envelope(stmt: dict, key: SigningKey | None) -> dict:
     }
 
 
-def write_attestation(run: AuditRun, key: SigningKey | None) -> Artifact:
-    """Write the run's envelope into its folder (after the documents, whose hashes it lists)."""
+def write_attestation(run: AuditRun, key: SigningKey | None, anchor: dict | None = None) -> Artifact:
+    """Write the run's envelope into its folder (after the documents, whose hashes it lists);
+    ``anchor`` as for :func:`statement`."""
     path = Path(run.out_dir) / ATTESTATION_FILE
-    path.write_text(json.dumps(envelope(statement(run), key), indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(envelope(statement(run, anchor), key), indent=2) + "\n", encoding="utf-8")
     return Artifact.of("attestation", path)
 
 
@@ -138,3 +148,23 @@ def verify_envelope(path: str | Path, key: PublicKey) -> dict:
     if problems:
         raise IntegrityError(f"{problems[0].split(':')[0]}: changed or removed since the audit signed it", problems)
     return stmt
+
+
+def ledger_anchor(stmt: dict, path: str | Path) -> dict:
+    """The ledger anchor ``{"store", "seq", "hash"}`` a verified statement records.
+
+    Raises ConfigError naming the envelope when it records none (written before govssl
+    recorded anchors, or not by govssl) or one that is not a seq and a 64-hex-digit hash.
+    """
+    predicate = stmt.get("predicate")
+    anchor = predicate.get("ledger_anchor") if isinstance(predicate, dict) else None
+    if anchor is None:
+        raise ConfigError(f"{path}: the signed statement records no ledger anchor, so it cannot be checked "
+                          f"against a store (--db); it was written before govssl recorded one, or not by govssl")
+    seq = anchor.get("seq") if isinstance(anchor, dict) else None
+    digest = anchor.get("hash") if isinstance(anchor, dict) else None
+    if not (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 and isinstance(digest, str)
+            and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+        raise ConfigError(f"{path}: the signed statement's ledger_anchor is not a seq (0 or more) and a "
+                          f"64-hex-digit hash: {anchor!r}")
+    return {"store": str(anchor.get("store", "")), "seq": seq, "hash": digest}

@@ -26,7 +26,8 @@ from govssl.records import sha256_file
 from govssl.store._tables import CHAIN_HEAD, LEDGER, RECORD_TABLES, primary_key_of
 
 __all__ = [
-    "GENESIS_HASH", "VerifyReport", "canonical_json", "entry_hash", "lock_head", "append", "verify"
+    "GENESIS_HASH", "LedgerHead", "VerifyReport", "canonical_json", "entry_hash", "lock_head",
+    "read_head", "append", "verify",
 ]
 
 GENESIS_HASH = "0" * 64
@@ -60,6 +61,34 @@ FILE_CHANGED = (
     "its sha256 is {actual}, the store records {expected}"
 )
 FILE_UNREADABLE = "ledger entry {seq} (artifacts '{record_id}'): cannot read {path}: {error}"
+EXPECTED_OTHER = (
+    "ledger entry {seq} has hash {actual}, but {expected} was expected: the chain was rewritten "
+    "at or before entry {seq}, or this is another store"
+)
+EXPECTED_MISSING = (
+    "the ledger ends at entry {last}, so it has no entry {seq} (expected hash {expected}): "
+    "entries were removed, or this is another store"
+)
+
+
+@dataclass(frozen=True)
+class LedgerHead:
+    """The newest entry of a store's chain: ``seq`` (0 for an empty ledger) and its hash.
+
+    ``store`` is the store's URL with any password hidden ('' where it is not known).
+    ``str(head)`` is ``SEQ:HASH``, the form ``govssl verify --expect-head`` takes.
+    """
+
+    seq: int
+    entry_hash: str
+    store: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.seq}:{self.entry_hash}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"store", "seq", "hash"}``: the anchor an audit's signed statement records."""
+        return {"store": self.store, "seq": self.seq, "hash": self.entry_hash}
 
 
 @dataclass(frozen=True)
@@ -71,6 +100,9 @@ class VerifyReport:
     first_problem: str = ""
     files_checked: int = 0  # artifact files found and hashed (verify with check_files)
     files_missing: int = 0  # artifact files not on this machine (written elsewhere or moved)
+    head_seq: int | None = None  # the verified chain's last entry (0: empty); None when not ok
+    head_hash: str | None = None  # its hash (64 zeros for an empty ledger); None when not ok
+    heads_checked: int = 0  # expected (seq, hash) pairs found in the chain
 
 
 _CANONICAL = json.JSONEncoder(
@@ -227,11 +259,20 @@ def _walk(conn: Connection) -> tuple[str, int, str]:
     return problem, last_seq, last_hash
 
 
-def _head_problem(conn: Connection, last_seq: int, last_hash: str) -> str:
+def read_head(conn: Connection, store: str = "") -> LedgerHead:
+    """The chain head as stored, without locking it: a writer may be appending meanwhile, and
+    the entry read existed all the same (a valid anchor). Genesis where there is no head row."""
     head = conn.execute(
         select(CHAIN_HEAD.c.seq, CHAIN_HEAD.c.entry_hash).where(CHAIN_HEAD.c.id == _HEAD_ID)
     ).first()
-    head_seq, head_hash = (head.seq, head.entry_hash) if head else (0, GENESIS_HASH)
+    if head is None:
+        return LedgerHead(0, GENESIS_HASH, store)
+    return LedgerHead(head.seq, head.entry_hash, store)
+
+
+def _head_problem(conn: Connection, last_seq: int, last_hash: str) -> str:
+    head = read_head(conn)
+    head_seq, head_hash = head.seq, head.entry_hash
     if head_seq > last_seq:
         return HEAD_BEHIND.format(last=last_seq, head=head_seq)
     if (head_seq, head_hash) != (last_seq, last_hash):
@@ -277,20 +318,47 @@ def _file_problems(conn: Connection) -> tuple[str, int, int]:
     return "", checked, missing
 
 
-def verify(conn: Connection, check_files: bool = False) -> VerifyReport:
+def _expected_problem(conn: Connection, expected: list[tuple[int, str]], last_seq: int) -> str:
+    """'' when every expected ``(seq, hash)`` is an entry of the walked chain (seq 0: genesis)."""
+    wanted = sorted({seq for seq, _ in expected if 0 < seq <= last_seq})
+    stored = {0: GENESIS_HASH}
+    if wanted:
+        rows = conn.execute(
+            select(LEDGER.c.seq, LEDGER.c.entry_hash).where(LEDGER.c.seq.in_(wanted))
+        ).all()
+        stored.update((seq, digest) for seq, digest in rows)
+    for seq, digest in expected:
+        if seq > last_seq:
+            return EXPECTED_MISSING.format(last=last_seq, seq=seq, expected=digest)
+        if stored.get(seq) != digest:
+            return EXPECTED_OTHER.format(seq=seq, actual=stored.get(seq), expected=digest)
+    return ""
+
+
+def verify(
+    conn: Connection, check_files: bool = False, expected: list[tuple[int, str]] | None = None
+) -> VerifyReport:
     """Walk the ledger in seq order against the tables as they are now; report the first problem.
 
     Checks, in order: seq continuity, prev_hash links, each entry's hash against its row
-    (changed / removed), the chain head against the last entry (removed tail), and rows that
-    no entry records (inserted).
+    (changed / removed), the chain head against the last entry (removed tail), rows that
+    no entry records (inserted), and then that each ``expected`` ``(seq, hash)``, a head
+    recorded outside the database, is an entry of the chain with that hash: a writer who
+    rewrote the chain consistently (every hash from a changed entry on, and the head) passes
+    the walk but not this.
     """
+    expected = list(expected or [])
     problem, last_seq, last_hash = _walk(conn)
     problem = problem or _head_problem(conn, last_seq, last_hash) or _inserted_problem(conn)
+    problem = problem or _expected_problem(conn, expected, last_seq)
     checked = missing = 0
     if not problem and check_files:
         problem, checked, missing = _file_problems(conn)
     if not problem:
-        return VerifyReport(ok=True, entries=last_seq, files_checked=checked, files_missing=missing)
+        return VerifyReport(
+            ok=True, entries=last_seq, files_checked=checked, files_missing=missing,
+            head_seq=last_seq, head_hash=last_hash, heads_checked=len(expected),
+        )
     total = conn.execute(select(func.count()).select_from(LEDGER)).scalar_one()
     return VerifyReport(
         ok=False, entries=total, first_problem=problem, files_checked=checked,

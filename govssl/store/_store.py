@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from govssl.errors import StoreError
 from govssl.records import Attestation, AuditRun, Waiver
 from govssl.store import _codec, _ledger, _migrate
-from govssl.store._ledger import VerifyReport
+from govssl.store._ledger import LedgerHead, VerifyReport
 from govssl.store._tables import LEDGER, RECORD_TABLES
 
 __all__ = ["AuditStore", "default_url", "DEFAULT_URL", "ENV_VAR"]
@@ -48,6 +48,10 @@ CANNOT_WRITE = "cannot write {what} to {url}: {reason}"
 BAD_WAIVER = "waiver '{waiver_id}': {reason}"
 DUPLICATE_WAIVER = "waiver '{waiver_id}' is already in {url}; waiver ids are unique"
 BAD_SINCE = "since must be a datetime or None; got {since!r}"
+BAD_EXPECTED = (
+    "expected head {pair!r} is not a (seq, hash) pair: seq an integer >= 0, hash 64 lowercase "
+    "hex digits"
+)
 
 # Connection option that makes the SQLite begin hook take the write lock up front.
 _WRITE = "govssl_write"
@@ -313,14 +317,34 @@ class AuditStore:
                 rows("attestations", tables["attestations"].c.position),
             )
 
-    def verify(self, check_files: bool = False) -> VerifyReport:
+    def verify(
+        self, check_files: bool = False, expected: list[tuple[int, str]] | None = None
+    ) -> VerifyReport:
         """Walk the hash chain against the tables as they are now (see :mod:`._ledger`).
 
         With ``check_files``, each artifact file found on this machine must also still have
         its recorded sha256 (files written on another machine are counted as not found).
+        Each ``expected`` ``(seq, hash)`` (a head recorded outside the database: a CI log, a
+        signed statement) must then be an entry of the chain with exactly that hash; seq 0 is
+        the empty chain, whose hash is 64 zeros. The report's ``head_seq`` / ``head_hash`` are
+        the head that was verified.
+        """
+        expected = list(expected or [])
+        for pair in expected:
+            if not _is_head(pair):
+                raise StoreError(BAD_EXPECTED.format(pair=pair))
+        with self._reading() as conn:
+            return _ledger.verify(conn, check_files=check_files, expected=expected)
+
+    def head(self) -> LedgerHead:
+        """The chain head now: the newest entry's seq and hash (0 and 64 zeros while the store
+        is empty), with this store's URL (password hidden).
+
+        Read without the write lock, so it never waits for a writer: an entry that existed is
+        a valid anchor even if others are appended meanwhile.
         """
         with self._reading() as conn:
-            return _ledger.verify(conn, check_files=check_files)
+            return _ledger.read_head(conn, store=self._shown_url)
 
     def _write(self, what: str, write) -> None:
         """Run ``write(conn)`` in one write transaction holding the chain head."""
@@ -415,6 +439,17 @@ class AuditStore:
         if active_at is not None:
             found = [w for w in found if w.active(active_at)]
         return found
+
+
+def _is_head(pair) -> bool:
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+        return False
+    seq, digest = pair
+    return (
+        isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0
+        and isinstance(digest, str) and len(digest) == 64
+        and all(c in "0123456789abcdef" for c in digest)
+    )
 
 
 def _waiver_problem(waiver: Waiver) -> str:

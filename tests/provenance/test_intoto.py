@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from govssl.errors import IntegrityError
+from govssl.errors import ConfigError, IntegrityError
 from govssl.provenance import (
-    PAYLOAD_TYPE, STATEMENT_TYPE, generate_keys, load_public_key, load_signing_key, verify_envelope,
-    write_attestation,
+    PAYLOAD_TYPE, STATEMENT_TYPE, generate_keys, ledger_anchor, load_public_key, load_signing_key,
+    statement, verify_envelope, write_attestation,
 )
 from govssl.records import Artifact
+from tests.conftest import run_cli
 from tests.reports.test_render import make_run
 
 
@@ -79,3 +80,41 @@ def test_verify_envelope__a_document_changed_after_signing_fails_naming_it(run_w
     with pytest.raises(IntegrityError) as info:
         verify_envelope(artifact.path, key)
     assert str(info.value).startswith(str(doc))
+
+
+ANCHOR = {"store": "sqlite:///audit.db", "seq": 23, "hash": "ab" * 32}
+
+
+def test_statement__records_the_ledger_anchor_given(tmp_path):
+    run = make_run(tmp_path)
+    assert "ledger_anchor" not in statement(run)["predicate"]
+    stmt = statement(run, ANCHOR)
+    assert stmt["predicate"]["ledger_anchor"] == ANCHOR
+    assert ledger_anchor(stmt, "e.json") == ANCHOR
+
+
+@pytest.mark.parametrize("anchor", [
+    {"store": "s", "seq": -1, "hash": "ab" * 32}, {"store": "s", "seq": "23", "hash": "ab" * 32},
+    {"store": "s", "seq": True, "hash": "ab" * 32}, {"store": "s", "seq": 23, "hash": "AB" * 32},
+    {"store": "s", "seq": 23, "hash": "ab"}, {"store": "s", "seq": 23}, "23:abab", [23, "ab" * 32],
+])
+def test_ledger_anchor__malformed_anchor_is_a_config_error_naming_the_envelope(anchor):
+    with pytest.raises(ConfigError, match=r"^e\.json: the signed statement's ledger_anchor is not"):
+        ledger_anchor({"predicate": {"ledger_anchor": anchor}}, "e.json")
+
+
+def test_attest_verify__db_checks_need_an_anchor_and_an_existing_store(capsys, run_with_envelope):
+    run, artifact, key, tmp_path = run_with_envelope
+    pub = str(tmp_path / "signer.pub")
+    db = tmp_path / "nowhere" / "audit.db"
+    code, _, err = run_cli(capsys, "attest", "verify", str(artifact.path), "--key", pub, "--db", f"sqlite:///{db}")
+    err = " ".join(err.split())
+    assert code == 2 and str(artifact.path) in err and "records no ledger anchor" in err  # an envelope of before
+
+    anchored = write_attestation(run, load_signing_key(tmp_path / "signer.key"), anchor=ANCHOR)
+    code, _, err = run_cli(capsys, "attest", "verify", str(anchored.path), "--key", pub, "--db", f"sqlite:///{db}")
+    err = " ".join(err.split())
+    assert code == 2 and "there is no audit store at" in err and str(db) in err and "Traceback" not in err
+    assert not db.exists() and not db.parent.exists()  # nothing was created
+    code, out, _ = run_cli(capsys, "attest", "verify", str(anchored.path), "--key", pub)
+    assert code == 0 and "signature valid" in out  # without --db the store is not consulted

@@ -14,9 +14,9 @@ from sqlalchemy import create_engine, text
 
 from govssl.errors import StoreError
 from govssl.records import Attestation, Waiver
-from govssl.store import AuditStore, VerifyReport
+from govssl.store import AuditStore
 from govssl.store import _codec, _ledger, _migrate
-from .test_store import RECORDS_PER_RUN, make_run
+from .test_store import RECORDS_PER_RUN, make_run, verified
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_add_waiver__stored_ledgered_and_filtered(store, backend, tmp_path):
     assert store.add_waiver(waiver()) == "w1"
     store.add_waiver(waiver(waiver_id="w2", run_id=None, model_sha256="cd" * 32, expires="2024-05-31"))
     store.add_waiver(waiver(waiver_id="w3", rule_id="performance-accuracy", run_id="other"))
-    assert store.verify() == VerifyReport(ok=True, entries=RECORDS_PER_RUN + 3)
+    assert store.verify() == verified(backend, RECORDS_PER_RUN + 3)
     assert [w.waiver_id for w in store.waivers()] == ["w1", "w2", "w3"]
     assert store.waivers(rule_id="performance-accuracy") == [waiver(waiver_id="w3", rule_id="performance-accuracy", run_id="other")]
     assert [w.waiver_id for w in store.waivers(run_id="r1")] == ["w1"]
@@ -98,7 +98,7 @@ def test_add_attestations__after_the_run_come_back_with_it(store, backend, tmp_p
     loaded = store.load_run("r1")
     assert loaded.attestations == [*run.attestations, *later,
                                    Attestation("GOVERN 1.6", "Ops", "2024-05-11", "Inventoried.")]
-    assert store.verify() == VerifyReport(ok=True, entries=RECORDS_PER_RUN + 2)
+    assert store.verify() == verified(backend, RECORDS_PER_RUN + 2)
     added = backend.query("SELECT position, added_at FROM attestations ORDER BY position")
     assert [p for p, _ in added] == [0, 1, 2, 3] and added[0][1] == "" and added[2][1] != ""
 
@@ -138,10 +138,10 @@ def test_find_runs__each_filter(store, tmp_path):
         store.find_runs(since="2024-05-01")
 
 
-def test_verify__detects_artifact_file_changed_on_disk(store, tmp_path):
+def test_verify__detects_artifact_file_changed_on_disk(store, backend, tmp_path):
     run = make_run(tmp_path, "r1")
     store.save(run)
-    assert store.verify(check_files=True) == VerifyReport(ok=True, entries=RECORDS_PER_RUN, files_checked=2)
+    assert store.verify(check_files=True) == verified(backend, RECORDS_PER_RUN, files_checked=2)
     card = run.artifacts[1]
     with open(card.path, "a", encoding="utf-8") as fh:
         fh.write("one more line\n")
@@ -155,13 +155,11 @@ def test_verify__detects_artifact_file_changed_on_disk(store, tmp_path):
     assert store.verify().ok  # the database itself is intact
 
 
-def test_verify__artifact_files_of_another_machine_are_counted_not_failed(store, tmp_path):
+def test_verify__artifact_files_of_another_machine_are_counted_not_failed(store, backend, tmp_path):
     run = make_run(tmp_path, "r1")
     store.save(run)
     os.remove(run.artifacts[0].path)
-    assert store.verify(check_files=True) == VerifyReport(
-        ok=True, entries=RECORDS_PER_RUN, files_checked=1, files_missing=1
-    )
+    assert store.verify(check_files=True) == verified(backend, RECORDS_PER_RUN, files_checked=1, files_missing=1)
 
 
 def _old_rows(run) -> dict:
@@ -185,12 +183,12 @@ def test_migrations__store_of_the_first_revision_opens_upgraded_and_verifies(bac
     engine.dispose()
 
     store = AuditStore(backend.url)
-    assert store.verify() == VerifyReport(ok=True, entries=RECORDS_PER_RUN - 2)
+    assert store.verify() == verified(backend, RECORDS_PER_RUN - 2)
     assert store.load_run("old").to_dict() == old.to_dict()
     new = make_run(tmp_path, "new", non_finite=False)
     store.save(new)
     store.add_waiver(waiver(run_id="new"))
-    assert store.verify() == VerifyReport(ok=True, entries=2 * RECORDS_PER_RUN - 2 + 1)
+    assert store.verify() == verified(backend, 2 * RECORDS_PER_RUN - 2 + 1)
     assert store.load_run("new").to_dict() == new.to_dict()
     assert backend.query("SELECT version_num FROM alembic_version") == [(_migrate.head_revision(),)]
     store.close()
@@ -212,7 +210,7 @@ def test_save__8_processes_x_5_runs_lose_nothing(backend, tmp_path):
     )
     store = AuditStore(backend.url)
     assert len(store.list_runs()) == 40
-    assert store.verify() == VerifyReport(ok=True, entries=40 * RECORDS_PER_RUN)
+    assert store.verify() == verified(backend, 40 * RECORDS_PER_RUN)
     assert backend.count_rows()["measurements"] == 40 * 12
     store.close()
 
@@ -248,7 +246,7 @@ def test_save__sigkill_half_way_leaves_no_partial_run(backend, tmp_path):
     store = AuditStore(backend.url)
     assert backend.count_rows() == before
     assert [r["run_id"] for r in store.list_runs()] == ["before"]
-    assert store.verify() == VerifyReport(ok=True, entries=RECORDS_PER_RUN)
+    assert store.verify() == verified(backend, RECORDS_PER_RUN)
     store.save(make_run(tmp_path, "after"))  # the killed writer's lock is gone
-    assert store.verify() == VerifyReport(ok=True, entries=2 * RECORDS_PER_RUN)
+    assert store.verify() == verified(backend, 2 * RECORDS_PER_RUN)
     store.close()
