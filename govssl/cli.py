@@ -601,7 +601,9 @@ def attest() -> None:
 @click.argument("envelope", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Public key the envelope must be signed by.")
-@db_option
+# explicit only (no GOVSSL_DB_URL): checking a store is asked for, not implied by the environment
+@click.option("--db", "db_url", default=None, metavar="URL",
+              help="Also check this audit store's chain against the statement's signed ledger anchor.")
 def attest_verify(envelope: Path, key_path: Path, db_url: str | None) -> None:
     """Verify a run's DSSE envelope and the files beside it; exit 3 on any change. With --db, also
     check the store: its chain must verify and still hold the ledger head the signed statement

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
 
 from govssl.cli import main
-from tests.conftest import REPO, fast_plan_data
+from tests.conftest import fast_plan_data
 from tests.conftest import run_cli as cli
 
 BLOCKING_POLICY = {

@@ -133,8 +133,9 @@ def verify_envelope(path: str | Path, key: PublicKey) -> dict:
         stmt = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise IntegrityError(f"{path}: the payload is not JSON: {exc}") from None
-    if payload_type != PAYLOAD_TYPE or stmt.get("_type") != STATEMENT_TYPE:
-        raise IntegrityError(f"{path}: not an in-toto Statement v1 ({payload_type}, {stmt.get('_type')})")
+    if payload_type != PAYLOAD_TYPE or not isinstance(stmt, dict) or stmt.get("_type") != STATEMENT_TYPE:
+        kind = stmt.get("_type") if isinstance(stmt, dict) else type(stmt).__name__
+        raise IntegrityError(f"{path}: not an in-toto Statement v1 ({payload_type}, {kind})")
     problems = []
     for subject in stmt.get("subject", []):
         file = path.parent / subject["name"]

@@ -118,3 +118,14 @@ def test_attest_verify__db_checks_need_an_anchor_and_an_existing_store(capsys, r
     assert not db.exists() and not db.parent.exists()  # nothing was created
     code, out, _ = run_cli(capsys, "attest", "verify", str(anchored.path), "--key", pub)
     assert code == 0 and "signature valid" in out  # without --db the store is not consulted
+
+
+@pytest.mark.parametrize("payload", [[1, 2], "text", 3])
+def test_verify_envelope__a_signed_payload_that_is_not_a_statement_fails_as_integrity(tmp_path, payload):
+    from govssl.provenance._intoto import envelope
+
+    private, public = generate_keys(tmp_path / "signer")
+    path = tmp_path / "attestation.intoto.json"
+    path.write_text(json.dumps(envelope(payload, load_signing_key(private))))
+    with pytest.raises(IntegrityError, match="not an in-toto Statement v1"):
+        verify_envelope(path, load_public_key(public))

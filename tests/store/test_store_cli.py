@@ -10,7 +10,6 @@ import zipfile
 
 import pytest
 
-from govssl.cli import main
 from govssl.policy.model import Decision
 from govssl.store import AuditStore
 
