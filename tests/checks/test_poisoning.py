@@ -107,7 +107,6 @@ def test_poisoning__tabular_check_on_adult(adult_csvs, tmp_path_factory):
 
 
 def test_poisoning__trigger_on_a_sensitive_feature_is_refused(adult_csvs, tmp_path_factory):
-
     class _Data:
         X_train = np.zeros((2, 3), np.float32)
         sensitive = ("age",)
