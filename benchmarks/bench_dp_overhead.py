@@ -4,9 +4,11 @@ The default tabular model (MLP in-256-256-2 on Adult, 10% of the labels, batch 2
 plain and under DP-SGD as govssl trains it (Poisson batches, one-pass per-example clipping, noise
 and accounting by Opacus's optimizer), and, for reference, with Opacus's own engine: ghost
 clipping (``--ghost``) and per-sample hooks (``--hooks``). Prints seconds per epoch (median of
-the timed epochs; the modes take turns, one epoch each) and the ratios to plain.
+the timed epochs; the modes take turns, one epoch each) and the ratios to plain. ``--data digits``
+times the image plan's CNN (audits/digits-simclr.yaml) on the digits training images instead.
 
-    python benchmarks/bench_dp_overhead.py [--epochs 10] [--threads 1] [--batch-size 256] [--ghost] [--hooks] [--utility]
+    python benchmarks/bench_dp_overhead.py [--data adult|digits] [--epochs 10] [--threads 1] [--batch-size 256]
+                                           [--ghost] [--hooks] [--utility]
 
 ``--utility`` also trains the demo plan (audits/adult-income.yaml) with and without DP and
 prints both test accuracies.
@@ -25,20 +27,26 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _data():
+def _data(dataset: str):
+    """(X, y, Architecture) of the labelled rows the demo plan (adult) or the image plan
+    (digits: audits/digits-simclr.yaml, all training images) fine-tunes on."""
     from govssl.data import load
     from govssl.plan import load_plan
     from govssl.train import label_subset
+    from govssl.train._trainer import _architecture
 
-    plan = load_plan(REPO / "audits" / "adult-income.yaml")
+    plan = load_plan(REPO / "audits" / ("adult-income.yaml" if dataset == "adult" else "digits-simclr.yaml"))
     data = load(plan)
-    rows = label_subset(data.y_train, plan.training.finetune.label_fraction, plan.seed)
+    rows = (label_subset(data.y_train, plan.training.finetune.label_fraction, plan.seed) if dataset == "adult"
+            else slice(None))
     X = torch.as_tensor(data.X_train[rows], dtype=torch.float32)
     y = torch.as_tensor(data.y_train[rows], dtype=torch.long)
-    return plan, data, X, y
+    arch = _architecture(plan.training, data)
+    arch["dropout"] = 0.0
+    return X, y, arch
 
 
-def _epoch_runner(X, y, mode: str, epochs: int, batch_size: int, hidden):
+def _epoch_runner(X, y, mode: str, epochs: int, batch_size: int, arch):
     """A function that trains one epoch in ``mode``. "plain" and "govssl" run govssl's training
     loop (``train/_loop.py``) as the trainer does; "ghost" and "hooks" run Opacus's own engine,
     Poisson loader and the usual loop, for reference."""
@@ -46,10 +54,10 @@ def _epoch_runner(X, y, mode: str, epochs: int, batch_size: int, hidden):
     from govssl.progress import NullProgress
     from govssl.train._dp import make_private, quiet_opacus
     from govssl.train._loop import batches, train_epochs
-    from govssl.train.models import Architecture, build_classifier
+    from govssl.train.models import build_classifier
 
     torch.manual_seed(0)
-    model = build_classifier(Architecture(in_dim=X.shape[1], hidden_dims=hidden, dropout=0.0, n_classes=2))
+    model = build_classifier(arch)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(0)
@@ -89,10 +97,10 @@ def _epoch_runner(X, y, mode: str, epochs: int, batch_size: int, hidden):
     return epoch
 
 
-def _epoch_times(X, y, modes: list[str], epochs: int, batch_size: int, hidden) -> dict[str, list[float]]:
+def _epoch_times(X, y, modes: list[str], epochs: int, batch_size: int, arch) -> dict[str, list[float]]:
     """Seconds per epoch of each mode. The modes take turns, one epoch each, so that a change in
     the machine's speed (other processes, a shared host) falls on all of them alike."""
-    runners = {mode: _epoch_runner(X, y, mode, epochs, batch_size, hidden) for mode in modes}
+    runners = {mode: _epoch_runner(X, y, mode, epochs, batch_size, arch) for mode in modes}
     times: dict[str, list[float]] = {mode: [] for mode in modes}
     for round_ in range(epochs + 1):  # the first round warms up and is not timed
         for mode, run in runners.items():
@@ -130,6 +138,8 @@ def _utility() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=["adult", "digits"], default="adult",
+                        help="adult: the default tabular model; digits: the CNN of audits/digits-simclr.yaml")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
     # one thread by default: on a busy machine, several threads per process spin and wait, and the
@@ -141,13 +151,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    plan, _, X, y = _data()
-    hidden = list(plan.training.encoder.hidden_dims)
-    print(f"model MLP {X.shape[1]}-{'-'.join(map(str, hidden))}-2, {len(X)} rows, batch {args.batch_size}, "
+    X, y, arch = _data(args.data)
+    print(f"model {arch.text}; {len(X)} rows, batch {args.batch_size}, "
           f"{args.epochs} timed epochs, torch threads {torch.get_num_threads()}")
     modes = ["plain", "govssl"] + (["ghost"] if args.ghost else []) + (["hooks"] if args.hooks else [])
     medians = {}
-    for mode, times in _epoch_times(X, y, modes, args.epochs, args.batch_size, hidden).items():
+    for mode, times in _epoch_times(X, y, modes, args.epochs, args.batch_size, arch).items():
         medians[mode] = statistics.median(times)
         print(f"{mode:>6}: {medians[mode]:.4f} s/epoch (min {min(times):.4f}, max {max(times):.4f})")
     for mode in modes[1:]:

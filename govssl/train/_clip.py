@@ -6,9 +6,12 @@ For a linear layer that sees one feature vector per example (input ``a_i``, outp
 the activations and output gradients of a single backward pass, and the sum of the clipped
 gradients is one matrix product per layer, ``(c * G)^T A`` with ``c_i = min(1, C / |grad_i|)``
 (Goodfellow 2015, "Efficient Per-Example Gradient Computations"; Bu et al. 2023, "Differentially
-Private Optimization on Large Model at Small Cost", who call this book-keeping). The backward
-pass only needs gradients with respect to the layer outputs, so autograd skips the weight
-gradients it would otherwise compute and throw away.
+Private Optimization on Large Model at Small Cost", who call this book-keeping). A convolution's
+per-example weight gradient is the product of its output gradient with the unfolded input
+patches (``g_i U_i^T``); its norm comes from that product or from the Gram matrices of the
+positions, whichever is smaller, and the clipped sum is again one matrix product. The backward pass
+only needs gradients with respect to the layer outputs, so autograd skips the weight gradients
+it would otherwise compute and throw away.
 
 Opacus's ghost clipping needs a second backward pass for the same result (it re-weights the loss
 and back-propagates again). The clipping factor is Opacus's own, ``min(1, C / (norm + 1e-6))``,
@@ -18,9 +21,10 @@ so the clipped sums agree with Opacus's flat clipping (``tests/train/test_clip.p
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PoissonBatches", "LinearClipper"]
+__all__ = ["PoissonBatches", "OnePassClipper"]
 
 
 class PoissonBatches:
@@ -41,24 +45,55 @@ class PoissonBatches:
             yield (torch.rand(self.n, generator=self.generator) < self.sample_rate).nonzero().view(-1)
 
 
+def _clippable(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    return (isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros"
+            and not isinstance(module.padding, str))
+
+
 def _unsupported(model: nn.Module) -> str | None:
-    """Why ``model`` cannot be clipped by :class:`LinearClipper`, or None if it can."""
+    """Why ``model`` cannot be clipped by :class:`OnePassClipper`, or None if it can."""
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             return f"{name or 'the model'} is a batch norm, which mixes the examples of a batch"
-        if isinstance(module, nn.Linear):
+        if _clippable(module):
             continue
         for pname, p in module.named_parameters(recurse=False):
             if p.requires_grad:
-                return f"{name}.{pname} is a trainable parameter of a {type(module).__name__}, not of a linear layer"
+                return (f"{name}.{pname} is a trainable parameter of a {type(module).__name__}, not of a linear "
+                        "layer or a zero-padded, ungrouped 2-D convolution")
     if not any(p.requires_grad for p in model.parameters()):
         return "the model has no trainable parameter"
     return None
 
 
-class LinearClipper:
+def _conv_parts(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor):
+    """(unfolded input patches (batch, K, T), output gradient (batch, out, T), per-example squared
+    gradient norms). The weight part of the norm comes from whichever is smaller: the per-example
+    gradients ``g_i U_i^T`` themselves (out x K), or the Gram matrices of positions (T x T), as
+    ``|g_i U_i^T|^2 = <U_i^T U_i, g_i^T g_i>`` (the ghost norm of Li et al. 2022)."""
+    batch = a.shape[0]
+    patches = F.unfold(a, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
+    g = g.reshape(batch, layer.out_channels, -1)
+    squared = torch.zeros(batch, dtype=g.dtype)
+    if layer.weight.requires_grad:
+        positions, width = g.shape[2], patches.shape[1]
+        if positions * positions < layer.out_channels * width:
+            gram_in = torch.bmm(patches.transpose(1, 2), patches)
+            gram_out = torch.bmm(g.transpose(1, 2), g)
+            squared += (gram_in * gram_out).flatten(1).sum(1)
+        else:
+            squared += torch.bmm(g, patches.transpose(1, 2)).pow(2).flatten(1).sum(1)
+    if layer.bias is not None and layer.bias.requires_grad:
+        squared += g.sum(2).pow(2).sum(1)
+    return patches, g, squared
+
+
+class OnePassClipper:
     """Sums of clipped per-example gradients for a model whose trainable parameters all belong to
-    ``nn.Linear`` layers, each called once per forward pass on a (batch, features) input."""
+    linear layers (each called once per forward pass on a (batch, features) input) and 2-D
+    convolutions (zero padding, no groups, each called once)."""
 
     @staticmethod
     def unsupported(model: nn.Module) -> str | None:
@@ -69,12 +104,11 @@ class LinearClipper:
         if reason is not None:
             raise ValueError(f"one-pass clipping does not apply: {reason}")
         self.max_grad_norm = float(max_grad_norm)
-        self.layers = [m for m in model.modules()
-                       if isinstance(m, nn.Linear) and any(p.requires_grad for p in m.parameters())]
-        self._seen: dict[nn.Linear, list] = {layer: [] for layer in self.layers}
+        self.layers = [m for m in model.modules() if _clippable(m) and any(p.requires_grad for p in m.parameters())]
+        self._seen: dict[nn.Module, list] = {layer: [] for layer in self.layers}
         self._handles = [layer.register_forward_hook(self._record) for layer in self.layers]
 
-    def _record(self, layer: nn.Linear, inputs, output: torch.Tensor) -> None:
+    def _record(self, layer: nn.Module, inputs, output: torch.Tensor) -> None:
         if torch.is_grad_enabled():
             self._seen[layer].append((inputs[0].detach(), output))
 
@@ -90,8 +124,9 @@ class LinearClipper:
         seen = self._seen
         try:
             for layer, calls in seen.items():
-                if len(calls) != 1 or calls[0][0].dim() != 2:
-                    raise RuntimeError(f"one-pass clipping needs each linear layer called once on a 2-D input; "
+                want = 2 if isinstance(layer, nn.Linear) else 4
+                if len(calls) != 1 or calls[0][0].dim() != want:
+                    raise RuntimeError(f"one-pass clipping needs each layer called once on a {want}-D input; "
                                        f"{layer} was called {len(calls)} time(s)"
                                        + (f" on a {calls[0][0].dim()}-D input" if calls else ""))
             inputs = [seen[layer][0][0] for layer in self.layers]
@@ -101,18 +136,34 @@ class LinearClipper:
             for calls in seen.values():
                 calls.clear()
         squared = torch.zeros(per_example_loss.shape[0], dtype=per_example_loss.dtype)
+        conv = {}
         for layer, a, g in zip(self.layers, inputs, grads):
-            g_sq = g.pow(2).sum(1)
-            if layer.weight.requires_grad:
-                squared += a.pow(2).sum(1) * g_sq
-            if layer.bias is not None and layer.bias.requires_grad:
-                squared += g_sq
+            if isinstance(layer, nn.Linear):
+                g_sq = g.pow(2).sum(1)
+                if layer.weight.requires_grad:
+                    squared += a.pow(2).sum(1) * g_sq
+                if layer.bias is not None and layer.bias.requires_grad:
+                    squared += g_sq
+            else:
+                patches, g_flat, layer_squared = _conv_parts(layer, a, g)
+                conv[layer] = patches, g_flat
+                squared += layer_squared
         norms = squared.sqrt()
         factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
         for layer, a, g in zip(self.layers, inputs, grads):
-            clipped = g * factor[:, None]
-            if layer.weight.requires_grad:
-                layer.weight.grad = clipped.T @ a
+            if isinstance(layer, nn.Linear):
+                clipped = g * factor[:, None]
+                if layer.weight.requires_grad:
+                    layer.weight.grad = clipped.T @ a
+                if layer.bias is not None and layer.bias.requires_grad:
+                    layer.bias.grad = clipped.sum(0)
+                continue
+            patches, g_flat = conv[layer]
+            clipped = g_flat * factor[:, None, None]  # (batch, out, T)
+            if layer.weight.requires_grad:  # one product over all examples and positions
+                out, width = layer.out_channels, patches.shape[1]
+                layer.weight.grad = (clipped.transpose(0, 1).reshape(out, -1)
+                                     @ patches.transpose(1, 2).reshape(-1, width)).view_as(layer.weight)
             if layer.bias is not None and layer.bias.requires_grad:
-                layer.bias.grad = clipped.sum(0)
+                layer.bias.grad = clipped.sum((0, 2))
         return norms

@@ -125,24 +125,24 @@ def make_private(model, optimizer, criterion, n: int, batch_size: int, epochs: i
 
     Batches are Poisson samples at rate 1 / (batches per epoch), one step per batch, as Opacus's
     DPDataLoader draws them. Clipping is flat and per example. For models whose trainable
-    parameters all sit in linear layers (every tabular model, and the heads of image models),
-    :class:`govssl.train._clip.LinearClipper` clips in one backward pass; other models (CNNs)
-    use Opacus's ghost clipping (Li et al. 2022, "Large Language Models Can Be Strong
-    Differentially Private Learners"), which needs two. Both give the same clipped sums, and
+    parameters all sit in linear layers and 2-D convolutions (every model govssl builds),
+    :class:`govssl.train._clip.OnePassClipper` clips in one backward pass; other models use
+    Opacus's ghost clipping (Li et al. 2022, "Large Language Models Can Be Strong Differentially
+    Private Learners"), which needs two. Both give the same clipped sums, and
     ``python benchmarks/bench_dp_overhead.py`` times them against plain training.
     """
     from opacus import PrivacyEngine
     from opacus.optimizers import DPOptimizerFastGradientClipping
 
-    from govssl.train._clip import LinearClipper, PoissonBatches
+    from govssl.train._clip import OnePassClipper, PoissonBatches
 
     sample_rate, steps = poisson_schedule(n, batch_size, epochs)
     if noise_multiplier is None:
         (noise_multiplier,) = calibrate_phases(dp, [(sample_rate, steps)])
     batches = PoissonBatches(n, sample_rate, steps // epochs, generator)
     engine = PrivacyEngine(accountant=dp.accountant)
-    if LinearClipper.unsupported(model) is None:
-        clipper = LinearClipper(model, dp.max_grad_norm)
+    if OnePassClipper.unsupported(model) is None:
+        clipper = OnePassClipper(model, dp.max_grad_norm)
         optimizer = DPOptimizerFastGradientClipping(
             optimizer, noise_multiplier=noise_multiplier, max_grad_norm=dp.max_grad_norm,
             expected_batch_size=int(n * sample_rate), loss_reduction="mean", generator=generator,

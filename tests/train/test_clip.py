@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from govssl.plan import DPSpec
-from govssl.train._clip import LinearClipper, PoissonBatches
+from govssl.train._clip import OnePassClipper, PoissonBatches
 from govssl.train._dp import make_private, quiet_opacus
 from govssl.train.vime import VimeCorruption, VimeHeads, VimeLoss
 
@@ -44,8 +44,22 @@ def _reference(model, loss_fn, X, targets, clip):
     return total, torch.tensor(norms)
 
 
+def _cnn() -> nn.Sequential:
+    """govssl's image encoder shape: a same-size convolution, a strided one, then linear layers.
+    The first layer's norm comes from per-example gradients, the second's from Gram matrices."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 8, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(8 * 3 * 3, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def _images(n: int = 24):
+    gen = torch.Generator().manual_seed(5)
+    X = torch.rand(n, 1, 6, 6, generator=gen) * torch.linspace(0.1, 4, n)[:, None, None, None]
+    return X, torch.randint(0, 3, (n,), generator=gen)
+
+
 def _clipped(model, loss_fn, X, targets, clip):
-    clipper = LinearClipper(model, clip)
+    clipper = OnePassClipper(model, clip)
     norms = clipper.backward(loss_fn(model(X), targets))
     clipper.remove()
     return [p.grad for p in model.parameters() if p.requires_grad], norms
@@ -56,10 +70,13 @@ def _vime_targets(X):
     return corrupted, torch.cat([mask, X], dim=1)
 
 
-@pytest.mark.parametrize("case", ["mlp", "mlp_no_bias", "frozen_first_layer", "vime"])
-def test_linear_clipper__equals_a_loop_over_examples(case):
+@pytest.mark.parametrize("case", ["mlp", "mlp_no_bias", "frozen_first_layer", "vime", "cnn", "cnn_frozen_convs"])
+def test_one_pass_clipper__equals_a_loop_over_examples(case):
     X, y = _batch()
-    if case == "vime":
+    if case.startswith("cnn"):
+        model, (inputs, targets) = _cnn(), _images()
+        per_example, mean = nn.CrossEntropyLoss(reduction="none"), nn.CrossEntropyLoss()
+    elif case == "vime":
         model, inputs, targets = _vime_net(), *_vime_targets(X)
         per_example, mean = VimeLoss(2.0, reduction="none"), VimeLoss(2.0)
     else:
@@ -67,6 +84,9 @@ def test_linear_clipper__equals_a_loop_over_examples(case):
         per_example, mean = nn.CrossEntropyLoss(reduction="none"), nn.CrossEntropyLoss()
     if case == "frozen_first_layer":
         model[0].requires_grad_(False)
+    if case == "cnn_frozen_convs":  # a linear probe on a CNN
+        model[0].requires_grad_(False)
+        model[2].requires_grad_(False)
     _, norms = _reference(model, mean, inputs, targets, 1e9)
     clip = float(norms.median())  # about half the examples are clipped
     expected, expected_norms = _reference(model, mean, inputs, targets, clip)
@@ -77,14 +97,16 @@ def test_linear_clipper__equals_a_loop_over_examples(case):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
 
 
-def test_linear_clipper__equals_opacus_per_sample_hooks():
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_one_pass_clipper__equals_opacus_per_sample_hooks(kind):
     from opacus import PrivacyEngine
     from torch.utils.data import DataLoader, TensorDataset
 
     quiet_opacus()
-    X, y = _batch()
+    build = _mlp if kind == "mlp" else _cnn
+    X, y = _batch() if kind == "mlp" else _images()
     clip = 0.5
-    reference = _mlp()
+    reference = build()
     start = [p.detach().clone() for p in reference.parameters()]
     engine = PrivacyEngine()
     module, optimizer, _ = engine.make_private(
@@ -95,7 +117,7 @@ def test_linear_clipper__equals_opacus_per_sample_hooks():
     nn.CrossEntropyLoss(reduction="sum")(module(X), y).backward()
     optimizer.step()
     opacus_sums = [s - p.detach() for s, p in zip(start, module._module.parameters())]  # lr 1: the step is the sum
-    got, _ = _clipped(_mlp(), nn.CrossEntropyLoss(reduction="none"), X, y, clip)
+    got, _ = _clipped(build(), nn.CrossEntropyLoss(reduction="none"), X, y, clip)
     for g, e in zip(got, opacus_sums):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
 
@@ -110,20 +132,24 @@ def test_poisson_batches__draw_the_same_rows_as_opacus():
     assert [b.tolist() for b in ours] == theirs
 
 
-def test_linear_clipper__refuses_what_it_cannot_clip():
-    cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
-    assert "Conv2d" in LinearClipper.unsupported(cnn)
-    assert "batch norm" in LinearClipper.unsupported(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, affine=False)))
-    with pytest.raises(ValueError, match="Conv2d"):
-        LinearClipper(cnn, 1.0)
-    # a frozen convolution under trained linear layers is fine (a linear probe on a CNN)
-    cnn[0].requires_grad_(False)
-    assert LinearClipper.unsupported(cnn) is None
+def test_one_pass_clipper__refuses_what_it_cannot_clip():
+    conv1d = nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6, 2))
+    assert "Conv1d" in OnePassClipper.unsupported(conv1d)
+    grouped = nn.Sequential(nn.Conv2d(2, 4, 3, groups=2))
+    assert "Conv2d" in OnePassClipper.unsupported(grouped)
+    assert "Conv2d" in OnePassClipper.unsupported(nn.Conv2d(1, 2, 3, padding=1, padding_mode="reflect"))
+    assert "batch norm" in OnePassClipper.unsupported(nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4, affine=False)))
+    with pytest.raises(ValueError, match="Conv1d"):
+        OnePassClipper(conv1d, 1.0)
+    assert OnePassClipper.unsupported(_cnn()) is None
+    # a frozen layer of any kind under trained linear layers is fine (a linear probe)
+    conv1d[0].requires_grad_(False)
+    assert OnePassClipper.unsupported(conv1d) is None
 
 
-def test_linear_clipper__a_layer_used_twice_is_an_error_not_a_wrong_norm():
+def test_one_pass_clipper__a_layer_used_twice_is_an_error_not_a_wrong_norm():
     layer = nn.Linear(4, 4)
-    clipper = LinearClipper(layer, 1.0)
+    clipper = OnePassClipper(layer, 1.0)
     x = torch.randn(8, 4)
     with pytest.raises(RuntimeError, match="called 2 time"):
         clipper.backward(layer(layer(x)).sum(1))

@@ -44,13 +44,13 @@ def _private(model, optimizer, n: int, noise: float, clip: float):
 
 
 def _with_conv(model: nn.Sequential) -> nn.Sequential:
-    """``model`` after a 1x1 convolution: not all trainable parameters sit in linear layers, so
-    the private path falls back to Opacus's ghost clipping."""
-    conv = nn.Conv2d(1, 1, 1)
+    """``model`` after a 1-D convolution, which the one-pass clipper does not handle, so the
+    private path falls back to Opacus's ghost clipping."""
+    conv = nn.Conv1d(1, 1, 1)
     with torch.no_grad():
         conv.weight.fill_(1.0)
         conv.bias.zero_()
-    return nn.Sequential(nn.Unflatten(1, (1, 1, 10)), conv, nn.Flatten(), *model)
+    return nn.Sequential(nn.Unflatten(1, (1, 10)), conv, nn.Flatten(), *model)
 
 
 @pytest.mark.parametrize("kind", ["linear", "opacus"])
