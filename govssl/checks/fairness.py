@@ -52,17 +52,22 @@ def group_labels(sensitive: pd.DataFrame, columns: list[str]) -> tuple[str, np.n
     return "*".join(columns), labels.to_numpy(dtype=object)
 
 
-def _rates(cells: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-group rates from (..., groups, 4) cells ordered TP, FP, FN, TN; NaN where undefined."""
+def _rate_counts(cells: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each per-group rate as (successes, trials) from (..., groups, 4) cells ordered TP, FP, FN, TN."""
     TP, FP, FN, TN = (cells[..., i] for i in range(4))
     n = TP + FP + FN + TN
+    return {
+        "selection_rate": (TP + FP, n),
+        "true_positive_rate": (TP, TP + FN),
+        "false_positive_rate": (FP, FP + TN),
+        "accuracy": (TP + TN, n),
+    }
+
+
+def _rates(cells: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-group rates from (..., groups, 4) cells ordered TP, FP, FN, TN; NaN where undefined."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {
-            "selection_rate": (TP + FP) / n,
-            "true_positive_rate": TP / (TP + FN),
-            "false_positive_rate": FP / (FP + TN),
-            "accuracy": (TP + TN) / n,
-        }
+        return {rate: successes / trials for rate, (successes, trials) in _rate_counts(cells).items()}
 
 
 def _aggregates(rates: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
