@@ -61,7 +61,7 @@ def table(scenarios, rates, methods, R: int, n_boot: int, seed: int, worst: dict
                             if j == 0 else " " * 43)
                     print(f"  {head}  {name:<15} {s['covered']:7.3f} +- {s['se']:.3f} "
                           f"{s['above']:6.3f} {s['below']:6.3f} {s['width']:6.3f}")
-                    where = f"{scenario.name}, {SHORT[rate]}, {rows} rows"
+                    where = f"{scenario.name}, {SHORT[rate]}" + (f", {rows} rows" if len(scenario.sizes) > 1 else "")
                     w = worst[name]
                     if s["covered"] < w["covered"][0]:
                         w["covered"] = (s["covered"], where)

@@ -15,10 +15,11 @@ the basic (reverse percentile) interval, Efron's bias-corrected (BC) percentile 
 
 Per-group rates are binomial proportions (successes over a denominator: selections or correct
 predictions over the group's rows, true positives over its positives, false positives over its
-negatives). Their methods: the bootstrap percentile interval of the resampled rates, and the
-score and exact binomial intervals of the observed counts: Wilson (1927), Clopper-Pearson (1934),
-Agresti-Coull (1998) and Jeffreys, the references of Brown, Cai and DasGupta 2001 ("Interval
-estimation for a binomial proportion", Statistical Science 16(2)).
+negatives). Their methods: the check's exact Clopper-Pearson interval of the observed counts
+(``clopper_pearson_interval``), the bootstrap percentile interval of the resampled rates it used
+before, and the Wilson (1927), Agresti-Coull (1998) and Jeffreys intervals, the references of
+Brown, Cai and DasGupta 2001 ("Interval estimation for a binomial proportion", Statistical
+Science 16(2)).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.special import betaincinv, ndtr, ndtri
 
+from govssl.checks._binomial import clopper_pearson_interval
 from govssl.checks._bootstrap import percentile_interval
 from govssl.checks.fairness import AGGREGATE_METRICS, _aggregates, _rate_counts, _rates, aggregate_intervals
 
-__all__ = ["Scenario", "SCENARIOS", "RATE_SCENARIOS", "SPLIT_SCENARIOS", "METHODS", "RATE_METHODS", "RATES", "simulate", "quantile_at"]
+__all__ = ["Scenario", "SCENARIOS", "RATE_SCENARIOS", "SPLIT_SCENARIOS", "METHODS", "RATE_METHODS", "RATES",
+           "simulate", "quantile_at"]
 
 RATES = ("selection_rate", "true_positive_rate", "false_positive_rate", "accuracy")
 
@@ -199,15 +202,6 @@ def agresti_coull(successes, trials, confidence):
     return np.where(defined, np.clip(p - half, 0.0, 1.0), np.nan), np.where(defined, np.clip(p + half, 0.0, 1.0), np.nan)
 
 
-def clopper_pearson(successes, trials, confidence):
-    """Exact: each tail of the binomial at a bound holds at most (1 - confidence) / 2."""
-    alpha = 1 - confidence
-    with np.errstate(invalid="ignore", divide="ignore"):
-        low = betaincinv(successes, trials - successes + 1, alpha / 2)
-        high = betaincinv(successes + 1, trials - successes, 1 - alpha / 2)
-    return _binomial(successes, trials, low, high)
-
-
 def jeffreys(successes, trials, confidence):
     """Equal-tailed interval of the Beta(1/2, 1/2) prior's posterior; 0 and 1 at the extremes."""
     alpha = 1 - confidence
@@ -229,8 +223,8 @@ def _counted(interval):
     return method
 
 
-RATE_METHODS = {"percentile": rate_percentile, "wilson": _counted(wilson), "clopper-pearson": _counted(clopper_pearson),
-                "agresti-coull": _counted(agresti_coull), "jeffreys": _counted(jeffreys)}
+RATE_METHODS = {"percentile": rate_percentile, "clopper-pearson": _counted(clopper_pearson_interval),
+                "wilson": _counted(wilson), "agresti-coull": _counted(agresti_coull), "jeffreys": _counted(jeffreys)}
 
 
 def simulate(scenario: Scenario, methods, n_rep: int, n_boot: int, seed: int,
