@@ -6,8 +6,8 @@ and prints, per aggregate and interval method, the share of data sets whose inte
 true value, with its Monte Carlo standard error, and the one-sided misses: "above" is
 P(true > ci_high), "below" is P(true < ci_low); 2.5% each is nominal. Methods: the fairness
 check's debiased percentile interval, the plain percentile interval it used before, and the
-basic, BC and BCa intervals. Last, the worst per-group coverage of the percentile interval that
-per-group rates keep.
+basic, BC and BCa intervals. ``benchmarks/bench_rate_intervals.py`` does the same for the
+per-group rates.
 
     python benchmarks/bench_gap_intervals.py [--replicates 2000] [--n-boot 1000] [--methods ...]
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: the shared simulation
-from tests._gap_simulation import METHODS, RATES, SCENARIOS, simulate  # noqa: E402
+from tests._gap_simulation import METHODS, SCENARIOS, simulate  # noqa: E402
 
 SHORT = {"demographic_parity_difference": "DP difference", "demographic_parity_ratio": "DP ratio",
          "equalized_odds_difference": "EO difference"}
@@ -54,9 +54,6 @@ def main() -> None:
                 head = f"{short:<14} {truth[metric]:6.3f} {estimate:9.3f}" if j == 0 else " " * 31
                 print(f"  {head}  {name:<10} {p:7.3f} +- {np.sqrt(p * (1 - p) / R):.3f} "
                       f"{r['above'].mean():6.3f} {r['below'].mean():6.3f}")
-        worst = {rate: result["group_rates"][rate].mean(axis=0) for rate in RATES}
-        print("  per-group rates, percentile interval, worst group's coverage: " + ", ".join(
-            f"{rate} {c.min():.3f} (group of {scenario.sizes[int(c.argmin())]})" for rate, c in worst.items()))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Coverage of the fairness gaps' bootstrap intervals on synthetic groups with known true rates.
+"""Coverage of the fairness check's intervals on synthetic groups with known true rates.
 
-Shared by ``tests/checks/test_gap_coverage.py`` and ``benchmarks/bench_gap_intervals.py``.
+Shared by ``tests/checks/test_gap_coverage.py``, ``tests/checks/test_rate_coverage.py``,
+``benchmarks/bench_gap_intervals.py`` and ``benchmarks/bench_rate_intervals.py``.
 
 A scenario fixes each group's size and true base rate, TPR and FPR, hence its confusion-cell
 probabilities and the true gaps. A replicate data set draws each group's confusion counts from
@@ -11,20 +12,30 @@ own ``_rates`` and ``_aggregates``; the interval methods compared are the check'
 (``aggregate_intervals``), the plain percentile interval it used before, and three references:
 the basic (reverse percentile) interval, Efron's bias-corrected (BC) percentile interval and BCa
 (Efron and Tibshirani 1993, ch. 13-14).
+
+Per-group rates are binomial proportions (successes over a denominator: selections or correct
+predictions over the group's rows, true positives over its positives, false positives over its
+negatives). Their methods: the check's exact Clopper-Pearson interval of the observed counts
+(``clopper_pearson_interval``), the bootstrap percentile interval of the resampled rates it used
+before, and the Wilson (1927), Agresti-Coull (1998) and Jeffreys intervals, the references of
+Brown, Cai and DasGupta 2001 ("Interval estimation for a binomial proportion", Statistical
+Science 16(2)).
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.special import ndtr, ndtri
+from scipy.special import betaincinv, ndtr, ndtri
 
+from govssl.checks._binomial import clopper_pearson_interval
 from govssl.checks._bootstrap import percentile_interval
-from govssl.checks.fairness import AGGREGATE_METRICS, _aggregates, _rates, aggregate_intervals
+from govssl.checks.fairness import AGGREGATE_METRICS, _aggregates, _rate_counts, _rates, aggregate_intervals
 
-__all__ = ["Scenario", "SCENARIOS", "METHODS", "RATES", "simulate", "quantile_at"]
+__all__ = ["Scenario", "SCENARIOS", "RATE_SCENARIOS", "SPLIT_SCENARIOS", "METHODS", "RATE_METHODS", "RATES",
+           "simulate", "quantile_at"]
 
 RATES = ("selection_rate", "true_positive_rate", "false_positive_rate", "accuracy")
 
@@ -61,6 +72,30 @@ SCENARIOS = (
     Scenario("4 groups, zero gap", _FOUR, (0.24,) * 4, (0.60,) * 4, (0.08,) * 4),
     Scenario("4 groups, small gap", _FOUR, (0.24, 0.22, 0.25, 0.23), (0.60, 0.57, 0.62, 0.58), (0.08, 0.07, 0.09, 0.08)),
     Scenario("4 groups, large gap", _FOUR, (0.31, 0.11, 0.19, 0.25), (0.62, 0.45, 0.55, 0.40), (0.12, 0.03, 0.07, 0.10)),
+)
+
+# Per-group rates, on the six Adult-like group sizes: Adult-like rates (the large-gap scenario:
+# the 50-row group has 5 positives on average, a TPR of 0.50 and an FPR of 0.04); rates near 0
+# and 1 (an accurate model: TPR 0.90-0.99, FPR 0.3-2%, accuracy 0.97-0.99); few positives (base
+# rates 2-8%: 4 positives on average in the 50-row group, 6 in the 300-row one, 28 in the
+# 1,400-row one).
+RATE_SCENARIOS = (
+    replace(SCENARIOS[2], name="6 groups, Adult-like rates"),
+    Scenario("6 groups, rates near 0 and 1", _SIX, (0.30, 0.12, 0.20, 0.05, 0.25, 0.10),
+             (0.97, 0.95, 0.98, 0.90, 0.96, 0.99), (0.010, 0.005, 0.020, 0.003, 0.015, 0.010)),
+    Scenario("6 groups, few positives", _SIX, (0.03, 0.02, 0.05, 0.02, 0.06, 0.08),
+             (0.50, 0.30, 0.70, 0.60, 0.40, 0.50), (0.05, 0.10, 0.03, 0.20, 0.05, 0.08)),
+)
+
+# Model-wide accuracy (the performance check's bootstrap resamples the whole test split, one
+# group): a digits-sized split (450 rows) at accuracy 0.97 and 0.99, 1,000 and 3,000 rows, and
+# the Adult test split (16,281 rows) at an Adult-like 0.86.
+SPLIT_SCENARIOS = (
+    Scenario("450 rows, accuracy 0.97", (450,), (0.30,), (0.95,), (0.02,)),
+    Scenario("450 rows, accuracy 0.99", (450,), (0.30,), (0.99,), (0.01,)),
+    Scenario("1,000 rows, accuracy 0.86", (1000,), (0.24,), (0.60,), (0.06,)),
+    Scenario("3,000 rows, accuracy 0.99", (3000,), (0.30,), (0.99,), (0.01,)),
+    Scenario("16,281 rows, accuracy 0.86", (16281,), (0.24,), (0.60,), (0.06,)),
 )
 
 
@@ -139,11 +174,66 @@ def debiased(cells, boot_cells, confidence):
 METHODS = {"percentile": percentile, "debiased": debiased, "basic": basic, "bc": bc, "bca": bca}
 
 
+def _binomial(successes, trials, low, high):
+    """Bounds in [0, 1]; 0 at no successes, 1 at all; NaN where there are no trials."""
+    low = np.where(successes == 0, 0.0, np.clip(low, 0.0, 1.0))
+    high = np.where(successes == trials, 1.0, np.clip(high, 0.0, 1.0))
+    return np.where(trials > 0, low, np.nan), np.where(trials > 0, high, np.nan)
+
+
+def wilson(successes, trials, confidence):
+    """Wilson score interval: the proportions whose score test does not reject."""
+    z = ndtri(0.5 + confidence / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centre = (successes + z**2 / 2) / (trials + z**2)
+        half = z / (trials + z**2) * np.sqrt(successes * (trials - successes) / trials + z**2 / 4)
+    return _binomial(successes, trials, centre - half, centre + half)
+
+
+def agresti_coull(successes, trials, confidence):
+    """Wald interval around the Wilson centre, with z**2 added trials; its own bounds at 0 and n
+    successes (clipped to [0, 1]), not 0 and 1."""
+    z = ndtri(0.5 + confidence / 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = trials + z**2
+        p = (successes + z**2 / 2) / n
+        half = z * np.sqrt(p * (1 - p) / n)
+    defined = trials > 0
+    return np.where(defined, np.clip(p - half, 0.0, 1.0), np.nan), np.where(defined, np.clip(p + half, 0.0, 1.0), np.nan)
+
+
+def jeffreys(successes, trials, confidence):
+    """Equal-tailed interval of the Beta(1/2, 1/2) prior's posterior; 0 and 1 at the extremes."""
+    alpha = 1 - confidence
+    with np.errstate(invalid="ignore", divide="ignore"):
+        low = betaincinv(successes + 0.5, trials - successes + 0.5, alpha / 2)
+        high = betaincinv(successes + 0.5, trials - successes + 0.5, 1 - alpha / 2)
+    return _binomial(successes, trials, low, high)
+
+
+def rate_percentile(cells, boot_cells, confidence):
+    points, boots = _rates(cells), _rates(boot_cells)
+    return {r: (points[r], *percentile_interval(boots[r], confidence)) for r in RATES}
+
+
+def _counted(interval):
+    def method(cells, boot_cells, confidence):
+        points = _rates(cells)
+        return {r: (points[r], *interval(k, n, confidence)) for r, (k, n) in _rate_counts(cells).items()}
+    return method
+
+
+RATE_METHODS = {"percentile": rate_percentile, "clopper-pearson": _counted(clopper_pearson_interval),
+                "wilson": _counted(wilson), "agresti-coull": _counted(agresti_coull), "jeffreys": _counted(jeffreys)}
+
+
 def simulate(scenario: Scenario, methods, n_rep: int, n_boot: int, seed: int,
-             confidence: float = 0.95, chunk: int = 100) -> dict:
+             confidence: float = 0.95, chunk: int = 100, rate_methods=()) -> dict:
     """Per method and aggregate: boolean arrays over replicates of covered (low <= true <= high),
-    above (true > high) and below (true < low), plus the estimates; per-group rates' percentile
-    coverage under "group_rates" (rate -> (n_rep, groups) booleans)."""
+    above (true > high) and below (true < low), plus the estimates. Per rate method and rate,
+    under "group_rates": (n_rep, groups) arrays of covered, above and below (all False where the
+    rate is undefined), defined (a non-empty denominator), trials (the denominator) and width
+    (high - low, NaN where undefined)."""
     rng = np.random.default_rng(seed)
     p = scenario.cell_probabilities()
     sizes = np.asarray(scenario.sizes)
@@ -151,7 +241,8 @@ def simulate(scenario: Scenario, methods, n_rep: int, n_boot: int, seed: int,
     truth = scenario.truth()
     parts: dict = {name: {m: {"covered": [], "above": [], "below": [], "estimate": []} for m in AGGREGATE_METRICS}
                    for name in methods}
-    group_parts: dict = {r: [] for r in RATES}
+    keys = ("covered", "above", "below", "defined", "trials", "width")
+    rate_parts: dict = {name: {r: {k: [] for k in keys} for r in RATES} for name in rate_methods}
     done = 0
     while done < n_rep:
         size = min(chunk, n_rep - done)
@@ -165,12 +256,20 @@ def simulate(scenario: Scenario, methods, n_rep: int, n_boot: int, seed: int,
                 parts[name][m]["above"].append(t > high)
                 parts[name][m]["below"].append(t < low)
                 parts[name][m]["estimate"].append(point)
-        boot_rates = _rates(boot)
-        for r in RATES:
-            low, high = percentile_interval(boot_rates[r], confidence)
-            group_parts[r].append((low <= truth[r]) & (truth[r] <= high))
+        counts = _rate_counts(cells)
+        for name in rate_methods:
+            for r, (point, low, high) in RATE_METHODS[name](cells, boot, confidence).items():
+                t, trials = truth[r], counts[r][1]
+                got = rate_parts[name][r]
+                got["covered"].append((low <= t) & (t <= high))
+                got["above"].append(t > high)
+                got["below"].append(t < low)
+                got["defined"].append(trials > 0)
+                got["trials"].append(trials)
+                got["width"].append(high - low)
         done += size
     out = {name: {m: {k: np.concatenate(v) for k, v in parts[name][m].items()} for m in AGGREGATE_METRICS}
            for name in methods}
-    out["group_rates"] = {r: np.concatenate(v) for r, v in group_parts.items()}
+    out["group_rates"] = {name: {r: {k: np.concatenate(v) for k, v in rate_parts[name][r].items()} for r in RATES}
+                          for name in rate_methods}
     return out

@@ -1,5 +1,6 @@
 """Tests of the fairness check against fairlearn on real Adult test rows with a fixed rule-based
-prediction (no training), and of its bootstrap intervals against a plain loop."""
+prediction (no training), of its gaps' bootstrap intervals against a plain loop, and of its
+per-group rates' exact intervals against the groups' counts."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from fairlearn.metrics import (
 )
 from sklearn.metrics import accuracy_score
 
+from govssl.checks._art import clopper_pearson
 from govssl.checks.fairness import AGGREGATE_METRICS, GROUP_METRICS, FairnessCheck
 
 from ._fakes import make_context, proba_from_scores, resamples
@@ -142,7 +144,7 @@ def _loop_aggregates(rates, eligible, subject):
             ("equalized_odds_difference", subject): max(max(tpr) - min(tpr), max(fpr) - min(fpr))}
 
 
-def test_fairness__bootstrap_intervals_equal_a_plain_loop(adult_test, adult_measured):
+def test_fairness__gap_intervals_equal_a_plain_bootstrap_loop(adult_test, adult_measured):
     y, pred, sensitive = adult_test
 
     for i, columns in enumerate(SUBJECTS):
@@ -151,29 +153,44 @@ def test_fairness__bootstrap_intervals_equal_a_plain_loop(adult_test, adult_meas
         groups = sorted(set(labels))
         eligible = [g for g in groups if (labels == g).sum() >= MIN_GROUP_SIZE]
         estimates = _loop_aggregates(_loop_rates(y, pred, labels, groups), eligible, subject)
-        per_resample = {(metric, g): [] for metric in RATES for g in groups}
-        per_resample.update({key: [] for key in estimates})
+        per_resample = {key: [] for key in estimates}
         for idx in resamples(len(y), N_BOOT, SEED + 1000 * i):  # each subject has its own resamples
             rates = _loop_rates(y[idx], pred[idx], labels[idx], groups)
-            for g in groups:
-                for metric in RATES:
-                    per_resample[(metric, g)].append(rates[g][metric])
             for key, value in _loop_aggregates(rates, eligible, subject).items():
                 per_resample[key].append(value)
         for key, values in per_resample.items():
             values = np.array(values, dtype=float)
             values = values[~np.isnan(values)]
             low, high = np.quantile(values, [0.025, 0.975])
-            if key in estimates:
-                # debiased: moved by twice the bootstrap's bias, widened to the estimate, in [0, 1]
-                estimate = estimates[key]
-                shift = 2 * (values.mean() - estimate)
-                low, high = max(0.0, min(low - shift, estimate)), min(1.0, max(high - shift, estimate))
-                assert adult_measured[key].details["interval"] == "debiased percentile"
-            else:
-                assert adult_measured[key].details["interval"] == "percentile"
+            # debiased: moved by twice the bootstrap's bias, widened to the estimate, in [0, 1]
+            estimate = estimates[key]
+            shift = 2 * (values.mean() - estimate)
+            low, high = max(0.0, min(low - shift, estimate)), min(1.0, max(high - shift, estimate))
+            assert adult_measured[key].details["interval"] == "debiased percentile"
             assert adult_measured[key].ci_low == pytest.approx(low, abs=1e-9), key
             assert adult_measured[key].ci_high == pytest.approx(high, abs=1e-9), key
+
+
+def test_fairness__group_rate_intervals_are_clopper_pearson_of_the_counts(adult_test, adult_measured):
+    y, pred, sensitive = adult_test
+
+    for columns in SUBJECTS:
+        for key, rows in sensitive.groupby(columns).groups.items():
+            group, rows = _label(columns, key), np.asarray(rows)
+            yg, pg = y[rows], pred[rows]
+            counts = {"selection_rate": (pg.sum(), len(rows)),
+                      "true_positive_rate": (pg[yg == 1].sum(), (yg == 1).sum()),
+                      "false_positive_rate": (pg[yg == 0].sum(), (yg == 0).sum()),
+                      "accuracy": ((pg == yg).sum(), len(rows))}
+            for metric in RATES:
+                (k, n), m = counts[metric], adult_measured[(metric, group)]
+                low, high = clopper_pearson(int(k), int(n), 0.95)
+                assert (m.details["successes"], m.details["trials"]) == (k, n), (metric, group)
+                assert m.details["interval"] == "clopper-pearson"
+                assert "n_boot" not in m.details  # no resamples behind these bounds
+                assert m.ci_low == pytest.approx(low, abs=1e-12), (metric, group)
+                assert m.ci_high == pytest.approx(high, abs=1e-12), (metric, group)
+                assert m.ci_low <= m.value <= m.ci_high
 
 
 def test_fairness__gap_intervals_contain_their_estimates(adult_measured):
@@ -221,6 +238,23 @@ def test_fairness__small_group_does_not_move_the_gaps():
     assert got[("demographic_parity_ratio", "g")].value == pytest.approx(0.5, abs=1e-12)
     small = got[("groups_insufficient_data", "g")]
     assert (small.value, small.n, small.details) == (1.0, 5, {"min_group_size": 30, "groups": {"g=C": 5}})
+
+
+def test_fairness__rates_without_successes_get_exact_bounds():
+    y, pred, sensitive = _tiny()
+
+    got = _index(_run(y, pred, sensitive, n_boot=20, min_group_size=30).measurements)
+
+    # C (5 rows, 3 positives) selects nobody: 0 of n has ci_high 1 - 0.025^(1/n), where the
+    # bootstrap gave [0, 0]; all 40 of B's rows are negatives, so its accuracy 30 of 40 and its
+    # FPR 10 of 40 share their counts' interval
+    for metric, n in [("selection_rate", 5), ("true_positive_rate", 3), ("false_positive_rate", 2)]:
+        m = got[(metric, "g=C")]
+        assert (m.value, m.ci_low, m.details["successes"], m.details["trials"]) == (0.0, 0.0, 0, n), metric
+        assert m.ci_high == pytest.approx(1 - 0.025 ** (1 / n), abs=1e-12), metric
+    accuracy, fpr = got[("accuracy", "g=B")], got[("false_positive_rate", "g=B")]
+    assert (accuracy.value, fpr.value) == (0.75, 0.25)
+    assert (accuracy.ci_low, accuracy.ci_high) == pytest.approx((1 - fpr.ci_high, 1 - fpr.ci_low), abs=1e-12)
 
 
 def test_fairness__fewer_than_two_large_groups_gives_nan_gaps():
