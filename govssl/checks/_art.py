@@ -17,7 +17,6 @@ __all__ = [
     "InputSpace",
     "input_space",
     "penultimate",
-    "clopper_pearson",
     "line_chart_svg",
     "is_image",
     "seeded",
@@ -109,18 +108,6 @@ def penultimate(model, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
             z = body(torch.as_tensor(X[start : start + batch_size], dtype=torch.float32))
             out.append(z.reshape(len(z), -1).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
-    """Exact two-sided binomial interval (Clopper & Pearson 1934, Biometrika 26(4))."""
-    from scipy.stats import beta
-
-    if n == 0:
-        return float("nan"), float("nan")
-    alpha = 1 - confidence
-    low = 0.0 if k == 0 else float(beta.ppf(alpha / 2, k, n - k + 1))
-    high = 1.0 if k == n else float(beta.ppf(1 - alpha / 2, k + 1, n - k))
-    return low, high
 
 
 class seeded:

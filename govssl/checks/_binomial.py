@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import betaincinv
 
-__all__ = ["clopper_pearson_interval"]
+__all__ = ["clopper_pearson_interval", "clopper_pearson"]
 
 
 def clopper_pearson_interval(successes, trials, confidence: float) -> tuple[np.ndarray, np.ndarray]:
@@ -30,3 +30,9 @@ def clopper_pearson_interval(successes, trials, confidence: float) -> tuple[np.n
         high = np.where(k < n, betaincinv(k + 1, n - k, 1 - alpha / 2), 1.0)
     defined = n > 0
     return np.where(defined, low, np.nan), np.where(defined, high, np.nan)
+
+
+def clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """:func:`clopper_pearson_interval` of one count, as floats."""
+    low, high = clopper_pearson_interval(k, n, confidence)
+    return float(low), float(high)

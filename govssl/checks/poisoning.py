@@ -28,7 +28,8 @@ from typing import Callable
 
 import numpy as np
 
-from govssl.checks._art import art_classifier, clopper_pearson, input_space, is_image, penultimate, seeded
+from govssl.checks._art import art_classifier, input_space, is_image, penultimate, seeded
+from govssl.checks._binomial import clopper_pearson
 from govssl.checks.base import Check, CheckContext, Measurement, register_check
 
 __all__ = ["PoisoningCheck", "backdoor_trigger", "poison_copy", "detect", "DETECTORS"]

@@ -22,7 +22,8 @@ import math
 
 import numpy as np
 
-from govssl.checks._art import art_classifier, clopper_pearson, seeded
+from govssl.checks._art import art_classifier, seeded
+from govssl.checks._binomial import clopper_pearson
 from govssl.checks.base import Check, CheckContext, Measurement, register_check
 
 __all__ = ["PrivacyCheck", "epsilon_lower_bound", "auc_interval"]

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from govssl.checks._art import art_classifier, clopper_pearson, input_space, is_image, line_chart_svg, seeded
+from govssl.checks._art import art_classifier, input_space, is_image, line_chart_svg, seeded
+from govssl.checks._binomial import clopper_pearson
 from govssl.checks.base import Check, CheckContext, Measurement, register_check
 from govssl.checks.fairness import group_labels
 

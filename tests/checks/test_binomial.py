@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from govssl.checks._art import clopper_pearson
-from govssl.checks._binomial import clopper_pearson_interval
+from govssl.checks._binomial import clopper_pearson, clopper_pearson_interval
 
 
 def test_clopper_pearson_interval__hand_computation():
@@ -45,15 +44,20 @@ def test_clopper_pearson_interval__bounds_leave_half_the_level_in_each_binomial_
     assert np.all(low < k / n) and np.all(k / n < high)
 
 
-def test_clopper_pearson_interval__equals_the_scalar_interval_of_the_attack_checks():
+def test_clopper_pearson_interval__equals_scipy_beta_quantiles_and_the_scalar_form():
+    from scipy.stats import beta
+
     k, n = np.meshgrid(np.arange(0.0, 31.0), np.arange(1.0, 31.0))
     k, n = k[k <= n], n[k <= n]
 
     low, high = clopper_pearson_interval(k, n, 0.95)
 
-    expected = np.array([clopper_pearson(int(a), int(b), 0.95) for a, b in zip(k, n)])
-    assert low == pytest.approx(expected[:, 0], abs=1e-12)
-    assert high == pytest.approx(expected[:, 1], abs=1e-12)
+    expected_low = np.where(k == 0, 0.0, beta.ppf(0.025, k, n - k + 1))
+    expected_high = np.where(k == n, 1.0, beta.ppf(0.975, k + 1, n - k))
+    assert low == pytest.approx(expected_low, abs=1e-12)
+    assert high == pytest.approx(expected_high, abs=1e-12)
+    scalar = np.array([clopper_pearson(int(a), int(b), 0.95) for a, b in zip(k, n)])
+    assert np.array_equal(scalar, np.stack([low, high], axis=1))
 
 
 def test_clopper_pearson_interval__no_trials_is_undefined_and_shapes_are_kept():

@@ -15,7 +15,7 @@ from fairlearn.metrics import (
 )
 from sklearn.metrics import accuracy_score
 
-from govssl.checks._art import clopper_pearson
+from govssl.checks._binomial import clopper_pearson
 from govssl.checks.fairness import AGGREGATE_METRICS, GROUP_METRICS, FairnessCheck
 
 from ._fakes import make_context, proba_from_scores, resamples
