@@ -33,9 +33,11 @@ from scipy.special import betaincinv, ndtr, ndtri
 from govssl.checks._binomial import clopper_pearson_interval
 from govssl.checks._bootstrap import percentile_interval
 from govssl.checks.fairness import AGGREGATE_METRICS, _aggregates, _rate_counts, _rates, aggregate_intervals
+from govssl.checks.performance import calibration_bins, calibration_interval
 
 __all__ = ["Scenario", "SCENARIOS", "RATE_SCENARIOS", "SPLIT_SCENARIOS", "METHODS", "RATE_METHODS", "RATES",
-           "simulate", "quantile_at"]
+           "simulate", "quantile_at", "CalibrationScenario", "CALIBRATION_SCENARIOS", "CALIBRATION_METHODS",
+           "CONFIDENCE_LEVELS", "calibration_error", "simulate_calibration"]
 
 RATES = ("selection_rate", "true_positive_rate", "false_positive_rate", "accuracy")
 
@@ -272,4 +274,91 @@ def simulate(scenario: Scenario, methods, n_rep: int, n_boot: int, seed: int,
            for name in methods}
     out["group_rates"] = {name: {r: {k: np.concatenate(v) for k, v in rate_parts[name][r].items()} for r in RATES}
                           for name in rate_methods}
+    return out
+
+
+# Expected calibration error (the performance check's, 15 equal-width bins). A calibration
+# scenario fixes a binary classifier's distribution of confidence (max class probability) on a
+# grid of 50 levels 0.505, 0.515, ..., 0.995, weights rising as exp(4 * confidence) (most rows
+# confident), and its accuracy at each level, 0.5 + (1 - shrink) * (confidence - 0.5): calibrated
+# at shrink 0, overconfident above. A row is a cell (level, correct or wrong); as for the groups'
+# confusion cells, a replicate draws the n rows' cells from their multinomial and a resample from
+# Multinomial(n, counts / n), the distribution of the cell sums of the check's row resampling.
+CONFIDENCE_LEVELS = 0.505 + 0.01 * np.arange(50)
+
+
+@dataclass(frozen=True)
+class CalibrationScenario:
+    name: str
+    rows: int
+    shrink: float
+    n_bins: int = 15
+
+    def cell_probabilities(self) -> np.ndarray:
+        """(levels, 2) probabilities of a correct and a wrong prediction at each confidence level."""
+        weight = np.exp(4 * CONFIDENCE_LEVELS)
+        weight /= weight.sum()
+        accuracy = 0.5 + (1 - self.shrink) * (CONFIDENCE_LEVELS - 0.5)
+        return np.stack([weight * accuracy, weight * (1 - accuracy)], axis=1)
+
+    def truth(self) -> float:
+        """The population ECE with the check's binning: the sum over bins of
+        |P(correct, bin) - E[confidence; bin]|, exact from the cell probabilities, i.e. the value
+        of ``calibration_error`` on the expected cell shares (the plug-in's limit as rows grow)."""
+        return float(calibration_error(self.cell_probabilities(), self.n_bins))
+
+
+def calibration_error(cells: np.ndarray, n_bins: int = 15) -> np.ndarray:
+    """ECE of (..., levels, 2) cell counts (or probabilities): what ``expected_calibration_error``
+    gives on the rows, through the check's own binning."""
+    onehot = np.eye(n_bins)[calibration_bins(CONFIDENCE_LEVELS, n_bins)]  # (levels, bins)
+    correct = cells[..., 0] @ onehot
+    confidence = (cells.sum(axis=-1) * CONFIDENCE_LEVELS) @ onehot
+    return np.abs(correct - confidence).sum(axis=-1) / cells.sum(axis=(-2, -1))
+
+
+def calibration_percentile(estimate, samples, confidence):
+    return percentile_interval(samples, confidence)
+
+
+def calibration_debiased(estimate, samples, confidence):
+    return calibration_interval(samples, estimate, confidence)
+
+
+CALIBRATION_METHODS = {"percentile": calibration_percentile, "debiased": calibration_debiased}
+
+# Calibrated, mildly (true ECE 0.0148) and clearly (0.0525) overconfident, on a digits-sized split
+# (450 rows), 2,000 rows and the Adult test split (16,281 rows).
+CALIBRATION_SCENARIOS = tuple(
+    CalibrationScenario(f"{rows:,} rows, {label}", rows, shrink)
+    for label, shrink in (("calibrated", 0.0), ("mildly overconfident", 0.045), ("clearly overconfident", 0.16))
+    for rows in (450, 2000, 16281)
+)
+
+
+def simulate_calibration(scenario: CalibrationScenario, methods, n_rep: int, n_boot: int, seed: int,
+                         confidence: float = 0.95, chunk: int = 100) -> dict:
+    """Per method: boolean arrays over replicates of covered, above (true > ci_high) and below
+    (true < ci_low), plus "estimate" (the plug-in ECE per replicate)."""
+    rng = np.random.default_rng(seed)
+    p = scenario.cell_probabilities()
+    n, truth = scenario.rows, scenario.truth()
+    parts: dict = {name: {k: [] for k in ("covered", "above", "below")} for name in methods}
+    estimates = []
+    done = 0
+    while done < n_rep:
+        size = min(chunk, n_rep - done)
+        cells = rng.multinomial(n, p.ravel(), size=size).astype(np.float64)
+        boot = rng.multinomial(n, cells / n, size=(n_boot, size)).astype(np.float64)
+        estimate = calibration_error(cells.reshape(size, *p.shape), scenario.n_bins)
+        samples = calibration_error(boot.reshape(n_boot, size, *p.shape), scenario.n_bins)
+        estimates.append(estimate)
+        for name in methods:
+            low, high = CALIBRATION_METHODS[name](estimate, samples, confidence)
+            parts[name]["covered"].append((low <= truth) & (truth <= high))
+            parts[name]["above"].append(truth > high)
+            parts[name]["below"].append(truth < low)
+        done += size
+    out = {name: {k: np.concatenate(v) for k, v in parts[name].items()} for name in methods}
+    out["estimate"] = np.concatenate(estimates)
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn import metrics as skm
 
 from govssl.checks._bootstrap import resample_counts
@@ -54,9 +55,33 @@ def test_performance__point_estimates_equal_sklearn():
     assert got["f1"].value == pytest.approx(skm.f1_score(y, pred), abs=1e-12)
     assert got["roc_auc"].value == pytest.approx(skm.roc_auc_score(y, score), abs=1e-12)
     assert got["expected_calibration_error"].value == pytest.approx(_ece_by_hand(y, proba, 15), abs=1e-12)
+    correct = int((pred == y).sum())
     for m in got.values():
-        assert (m.subject, m.n, m.details) == ("", len(y), {"n_boot": 50, "confidence": 0.95})
+        assert (m.subject, m.n) == ("", len(y))
         assert m.ci_low <= m.ci_high
+    assert got["accuracy"].details == {"interval": "clopper-pearson", "successes": correct, "trials": len(y),
+                                       "confidence": 0.95}
+    assert got["expected_calibration_error"].details == {"interval": "debiased percentile", "n_boot": 50,
+                                                         "confidence": 0.95}
+    for name in ("balanced_accuracy", "f1", "roc_auc"):
+        assert got[name].details == {"interval": "percentile", "n_boot": 50, "confidence": 0.95}
+
+
+def test_performance__accuracy_interval_is_clopper_pearson_by_hand():
+    # 10 rows, all predicted right: ci_low solves P(X = 10 | p) = p**10 = 0.025, ci_high is 1;
+    # 9 of 10: ci_high solves P(X <= 9 | p) = 1 - p**10 = 0.025, i.e. p = 0.975 ** (1 / 10)
+    y = np.array([1, 0] * 5)
+    right = proba_from_scores(np.where(y == 1, 0.9, 0.1))
+    one_wrong = right.copy()
+    one_wrong[0] = one_wrong[0, ::-1]
+
+    every = _by_metric(PerformanceCheck(n_boot=20).run(make_context(y, right)))["accuracy"]
+    nine = _by_metric(PerformanceCheck(n_boot=20).run(make_context(y, one_wrong)))["accuracy"]
+
+    assert (every.value, every.ci_low, every.ci_high) == pytest.approx((1.0, 0.025 ** (1 / 10), 1.0), abs=1e-12)
+    assert nine.value == pytest.approx(0.9, abs=1e-12)
+    assert nine.ci_high == pytest.approx(0.975 ** (1 / 10), abs=1e-12)
+    assert (nine.details["successes"], nine.details["trials"]) == (9, 10)
 
 
 def test_expected_calibration_error__hand_computed_example():
@@ -129,10 +154,22 @@ def test_performance__bootstrap_intervals_equal_a_plain_loop(confidence):
         per_resample["roc_auc"].append(skm.roc_auc_score(y_r, proba_r[:, 1]))
         per_resample["expected_calibration_error"].append(_ece_by_hand(y_r, proba_r, 10))
     alpha = (1 - confidence) / 2
-    for name in METRICS:
+    for name in ("balanced_accuracy", "f1", "roc_auc"):
         low, high = np.quantile(per_resample[name], [alpha, 1 - alpha])
         assert got[name].ci_low == pytest.approx(low, abs=1e-9), name
         assert got[name].ci_high == pytest.approx(high, abs=1e-9), name
+    # ECE: the percentile interval moved down by twice the resamples' mean excess over the
+    # estimate, widened to contain the estimate, within [0, 1]
+    ece = per_resample["expected_calibration_error"]
+    estimate = _ece_by_hand(y, proba, 10)
+    shift = 2 * (np.mean(ece) - estimate)
+    low, high = np.quantile(ece, [alpha, 1 - alpha])
+    assert got["expected_calibration_error"].ci_low == pytest.approx(max(min(low - shift, estimate), 0.0), abs=1e-9)
+    assert got["expected_calibration_error"].ci_high == pytest.approx(max(high - shift, estimate), abs=1e-9)
+    # accuracy: Clopper-Pearson of the correct predictions, the beta quantiles
+    k, n = int((proba.argmax(axis=1) == y).sum()), len(y)
+    assert got["accuracy"].ci_low == pytest.approx(stats.beta.ppf(alpha, k, n - k + 1), abs=1e-9)
+    assert got["accuracy"].ci_high == pytest.approx(stats.beta.ppf(1 - alpha, k + 1, n - k), abs=1e-9)
 
 
 def test_performance__same_seed_same_intervals_other_seed_other_intervals():
@@ -182,7 +219,6 @@ def test_performance__multiclass_bootstrap_equals_a_loop_over_the_same_resamples
     rows = resamples(len(y), n_boot, seed)
     labels = np.arange(proba.shape[1])
     loops = {
-        "accuracy": [skm.accuracy_score(y[r], proba[r].argmax(1)) for r in rows],
         "f1": [skm.f1_score(y[r], proba[r].argmax(1), average="macro", labels=labels, zero_division=0) for r in rows],
         "roc_auc": [skm.roc_auc_score(y[r], proba[r], multi_class="ovr", labels=labels) for r in rows],
     }
@@ -190,3 +226,6 @@ def test_performance__multiclass_bootstrap_equals_a_loop_over_the_same_resamples
         low, high = np.quantile(values, [0.05, 0.95])
         assert got[metric].ci_low == pytest.approx(low, abs=1e-9), metric
         assert got[metric].ci_high == pytest.approx(high, abs=1e-9), metric
+    k = int((proba.argmax(axis=1) == y).sum())
+    assert (got["accuracy"].ci_low, got["accuracy"].ci_high) == pytest.approx(
+        (stats.beta.ppf(0.05, k, len(y) - k + 1), stats.beta.ppf(0.95, k + 1, len(y) - k)), abs=1e-9)
