@@ -17,7 +17,8 @@ calibrated model its ``ci_low`` is above the true 0 in every split. On simulated
 classifiers with an exact true ECE (``benchmarks/bench_calibration_intervals.py``; 450 to 16,281
 rows, 2,000 splits) the debiased interval covers a calibrated model's 0 in 55-57% of splits
 (percentile: never) and an overconfident one's 0.015 or 0.052 in 81-94% (percentile: 0-95%),
-letting the truth above ``ci_high`` in at most 3.5% (percentile: 0.5%). Balanced accuracy, F1 and ROC AUC keep the bootstrap percentile interval.
+letting the truth above ``ci_high`` in at most 3.5% (percentile: 0.5%). Balanced accuracy, F1
+and ROC AUC keep the bootstrap percentile interval.
 """
 
 from __future__ import annotations
