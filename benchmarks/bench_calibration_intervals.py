@@ -16,7 +16,6 @@ model-wide accuracy (its last table).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -24,20 +23,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: the shared simulation
-from tests._gap_simulation import CALIBRATION_METHODS, CALIBRATION_SCENARIOS, simulate_calibration  # noqa: E402
+from tests._gap_simulation import CALIBRATION_METHODS, CALIBRATION_SCENARIOS, simulate_calibration, benchmark_arguments  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replicates", type=int, default=2000)
-    parser.add_argument("--n-boot", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="+", default=list(CALIBRATION_METHODS), choices=list(CALIBRATION_METHODS))
-    args = parser.parse_args()
+    args = benchmark_arguments(__doc__.splitlines()[0], CALIBRATION_METHODS)
     R = args.replicates
-    print(f"replicates {R}, n_boot {args.n_boot}, confidence 0.95; "
-          f"coverage +- Monte Carlo standard error sqrt(p(1 - p) / {R}); "
-          f"a miss rate near 0.025 has standard error {np.sqrt(0.025 * 0.975 / R):.4f}")
     print(f"  {'scenario':<36} {'true':>6} {'estimate':>8}  {'method':<11} {'coverage':>15} {'above':>6} {'below':>6}")
     for i, scenario in enumerate(CALIBRATION_SCENARIOS):
         started = time.perf_counter()

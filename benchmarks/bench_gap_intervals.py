@@ -14,7 +14,6 @@ per-group rates.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -22,23 +21,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: the shared simulation
-from tests._gap_simulation import METHODS, SCENARIOS, simulate  # noqa: E402
+from tests._gap_simulation import METHODS, SCENARIOS, simulate, benchmark_arguments  # noqa: E402
 
 SHORT = {"demographic_parity_difference": "DP difference", "demographic_parity_ratio": "DP ratio",
          "equalized_odds_difference": "EO difference"}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replicates", type=int, default=2000)
-    parser.add_argument("--n-boot", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    args = parser.parse_args()
+    args = benchmark_arguments(__doc__.splitlines()[0], METHODS)
     R = args.replicates
-    print(f"replicates {R}, n_boot {args.n_boot}, confidence 0.95; "
-          f"coverage +- Monte Carlo standard error sqrt(p(1 - p) / {R}); "
-          f"a miss rate near 0.025 has standard error {np.sqrt(0.025 * 0.975 / R):.4f}")
     for i, scenario in enumerate(SCENARIOS):
         started = time.perf_counter()
         result = simulate(scenario, args.methods, R, args.n_boot, seed=args.seed + i)

@@ -18,7 +18,6 @@ splits of 450 to 16,281 rows (the performance check bootstraps the whole split, 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root: the shared simulation
-from tests._gap_simulation import RATE_METHODS, RATE_SCENARIOS, RATES, SPLIT_SCENARIOS, simulate  # noqa: E402
+from tests._gap_simulation import RATE_METHODS, RATE_SCENARIOS, RATES, SPLIT_SCENARIOS, simulate, benchmark_arguments  # noqa: E402
 
 SHORT = {"selection_rate": "selection", "true_positive_rate": "TPR", "false_positive_rate": "FPR",
          "accuracy": "accuracy"}
@@ -71,16 +70,8 @@ def table(scenarios, rates, methods, R: int, n_boot: int, seed: int, worst: dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replicates", type=int, default=2000)
-    parser.add_argument("--n-boot", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="+", default=list(RATE_METHODS), choices=list(RATE_METHODS))
-    args = parser.parse_args()
+    args = benchmark_arguments(__doc__.splitlines()[0], RATE_METHODS, per="defined data sets")
     R = args.replicates
-    print(f"replicates {R}, n_boot {args.n_boot}, confidence 0.95; "
-          f"coverage +- Monte Carlo standard error sqrt(p(1 - p) / defined data sets); "
-          f"a miss rate near 0.025 has standard error {np.sqrt(0.025 * 0.975 / R):.4f}")
     new = lambda: {name: {"covered": (1.0, ""), "above": (0.0, ""), "below": (0.0, "")} for name in args.methods}  # noqa: E731
     worst = new()
     print("\nper-group rates")

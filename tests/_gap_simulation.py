@@ -1,7 +1,8 @@
 """Coverage of the fairness check's intervals on synthetic groups with known true rates.
 
 Shared by ``tests/checks/test_gap_coverage.py``, ``tests/checks/test_rate_coverage.py``,
-``benchmarks/bench_gap_intervals.py`` and ``benchmarks/bench_rate_intervals.py``.
+``benchmarks/bench_gap_intervals.py``, ``benchmarks/bench_rate_intervals.py`` and
+``benchmarks/bench_calibration_intervals.py``.
 
 A scenario fixes each group's size and true base rate, TPR and FPR, hence its confusion-cell
 probabilities and the true gaps. A replicate data set draws each group's confusion counts from
@@ -362,3 +363,22 @@ def simulate_calibration(scenario: CalibrationScenario, methods, n_rep: int, n_b
     out = {name: {k: np.concatenate(v) for k, v in parts[name].items()} for name in methods}
     out["estimate"] = np.concatenate(estimates)
     return out
+
+
+def benchmark_arguments(description: str, methods, per: str = "{R}"):
+    """The coverage benchmarks' common options (``--replicates``, ``--n-boot``, ``--seed``,
+    ``--methods``), parsed; prints the header that says what the Monte Carlo errors are.
+    ``per`` names the denominator of a coverage's standard error."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--replicates", type=int, default=2000)
+    parser.add_argument("--n-boot", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", nargs="+", default=list(methods), choices=list(methods))
+    args = parser.parse_args()
+    R = args.replicates
+    print(f"replicates {R}, n_boot {args.n_boot}, confidence 0.95; "
+          f"coverage +- Monte Carlo standard error sqrt(p(1 - p) / {per.format(R=R)}); "
+          f"a miss rate near 0.025 has standard error {np.sqrt(0.025 * 0.975 / R):.4f}")
+    return args

@@ -69,14 +69,16 @@ def _unsupported(model: nn.Module) -> str | None:
 
 
 def _conv_parts(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor):
-    """(unfolded input patches (batch, K, T), output gradient (batch, out, T), per-example squared
-    gradient norms). The weight part of the norm comes from whichever is smaller: the per-example
-    gradients ``g_i U_i^T`` themselves (out x K), or the Gram matrices of positions (T x T), as
+    """(unfolded input patches (batch, K, T), output gradient (batch, out, T), per-example weight
+    gradients (batch, out, K) or None, per-example squared gradient norms). The weight part of
+    the norm comes from whichever is smaller: the per-example gradients ``g_i U_i^T`` themselves
+    (out x K, kept for the clipped sum), or the Gram matrices of positions (T x T), as
     ``|g_i U_i^T|^2 = <U_i^T U_i, g_i^T g_i>`` (the ghost norm of Li et al. 2022)."""
     batch = a.shape[0]
     patches = F.unfold(a, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
     g = g.reshape(batch, layer.out_channels, -1)
     squared = torch.zeros(batch, dtype=g.dtype)
+    per_example = None
     if layer.weight.requires_grad:
         positions, width = g.shape[2], patches.shape[1]
         if positions * positions < layer.out_channels * width:
@@ -84,10 +86,11 @@ def _conv_parts(layer: nn.Conv2d, a: torch.Tensor, g: torch.Tensor):
             gram_out = torch.bmm(g.transpose(1, 2), g)
             squared += (gram_in * gram_out).flatten(1).sum(1)
         else:
-            squared += torch.bmm(g, patches.transpose(1, 2)).pow(2).flatten(1).sum(1)
+            per_example = torch.bmm(g, patches.transpose(1, 2))
+            squared += per_example.pow(2).flatten(1).sum(1)
     if layer.bias is not None and layer.bias.requires_grad:
         squared += g.sum(2).pow(2).sum(1)
-    return patches, g, squared
+    return patches, g, per_example, squared
 
 
 class OnePassClipper:
@@ -145,8 +148,8 @@ class OnePassClipper:
                 if layer.bias is not None and layer.bias.requires_grad:
                     squared += g_sq
             else:
-                patches, g_flat, layer_squared = _conv_parts(layer, a, g)
-                conv[layer] = patches, g_flat
+                patches, g_flat, per_example, layer_squared = _conv_parts(layer, a, g)
+                conv[layer] = patches, g_flat, per_example
                 squared += layer_squared
         norms = squared.sqrt()
         factor = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
@@ -158,9 +161,11 @@ class OnePassClipper:
                 if layer.bias is not None and layer.bias.requires_grad:
                     layer.bias.grad = clipped.sum(0)
                 continue
-            patches, g_flat = conv[layer]
+            patches, g_flat, per_example = conv[layer]
             clipped = g_flat * factor[:, None, None]  # (batch, out, T)
-            if layer.weight.requires_grad:  # one product over all examples and positions
+            if per_example is not None:  # already formed for the norm: weight it
+                layer.weight.grad = (factor @ per_example.flatten(1)).view_as(layer.weight)
+            elif layer.weight.requires_grad:  # one product over all examples and positions
                 out, width = layer.out_channels, patches.shape[1]
                 layer.weight.grad = (clipped.transpose(0, 1).reshape(out, -1)
                                      @ patches.transpose(1, 2).reshape(-1, width)).view_as(layer.weight)
