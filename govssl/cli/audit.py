@@ -1,0 +1,40 @@
+"""`govssl audit`: train, measure, decide, document and store one audit."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from govssl import __version__
+from govssl.cli._common import (
+    _print_run, _store_label, cli, db_option, err, json_option, out,
+    RichProgress,
+)
+
+
+@cli.command()
+@click.argument("plan", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Policy pack to decide with (default: the plan's `policy:`).")
+@click.option("--out", "out_root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the run's documents (default: the plan's output.dir).")
+@db_option
+@json_option
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: str | None, as_json: bool, quiet: bool) -> None:
+    """Train and audit the model an audit PLAN describes; exit 0 if the policy passes, 1 if blocked."""
+    from govssl.audit import run_audit
+
+    progress = RichProgress(err, enabled=not quiet and not as_json and err.is_terminal)
+    if not as_json:
+        err.print(f"govssl {__version__}: auditing {plan}")
+    run = run_audit(plan, policy_path, db_url=db_url, out_root=out_root, progress=progress)
+    if as_json:
+        click.echo(json.dumps(run.to_dict(), indent=2, default=str))
+    else:
+        _print_run(run, out)
+        out.print(f"stored as run {run.run_id} in {_store_label(db_url)}  ({run.seconds:.1f} s)")
+    sys.exit(run.decision.exit_code)

@@ -1,0 +1,106 @@
+"""Provenance commands: data manifests, signing keys, signed evidence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from govssl.cli._common import (
+    _store_label, cli, out,
+)
+
+
+@cli.group()
+def data() -> None:
+    """Data manifests: record what data files are, and verify them later."""
+
+
+@data.command("manifest")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("manifest.json"),
+              show_default=True, help="Manifest file to write; file paths are recorded relative to its folder.")
+@click.option("--source", default="", help="Where the data came from (URL or description).")
+@click.option("--license", "licence", default="", help="Licence id of the data, e.g. CC-BY-4.0.")
+@click.option("--creator", default="", help="Who created the data.")
+@click.option("--notes", default="", help="Collection notes: how, when and from whom the data was collected.")
+@click.option("--sign", "key_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Private key file (from `govssl keys generate`) to sign the manifest with.")
+def data_manifest(files, out_path: Path, source: str, licence: str, creator: str, notes: str, key_path: Path | None) -> None:
+    """Write a manifest of FILES: sha256, size, rows, typed columns and an order-independent content hash."""
+    from govssl.provenance import build_manifest, load_signing_key, sign_manifest, write_manifest
+
+    key = load_signing_key(key_path) if key_path else None
+    manifest = build_manifest(list(files), base=out_path.resolve().parent, source=source, license=licence,
+                              creator=creator, collection_notes=notes)
+    if key is not None:
+        manifest = sign_manifest(manifest, key)
+    write_manifest(manifest, out_path)
+    signed = f", signed by key {key.public.keyid[:16]}..." if key else ", unsigned"
+    out.print(f"{out_path}: manifest of {len(files)} file(s){signed}")
+
+
+@data.command("verify")
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", "key_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Public key the manifest must be signed by.")
+def data_verify(manifest: Path, key_path: Path | None) -> None:
+    """Check every file of MANIFEST and its signatures; exit 3 naming the file that differs."""
+    from govssl.provenance import load_public_key, verify_manifest
+
+    report = verify_manifest(manifest, load_public_key(key_path) if key_path else None)
+    signers = ", ".join(k[:16] + "..." for k in report.signers) or "none (unsigned)"
+    out.print(f"{manifest}: {len(report.files)} file(s) verified; valid signatures: {signers}")
+
+
+@cli.group()
+def keys() -> None:
+    """Ed25519 key pairs for signing manifests and audit evidence."""
+
+
+@keys.command("generate")
+@click.option("--out", "prefix", required=True, type=click.Path(path_type=Path),
+              help="Writes PREFIX.key (private, mode 0600) and PREFIX.pub.")
+def keys_generate(prefix: Path) -> None:
+    """Make an Ed25519 key pair; never overwrites an existing key."""
+    from govssl.provenance import generate_keys, load_public_key
+
+    private, public = generate_keys(prefix)
+    out.print(f"private key {private} (keep it secret), public key {public}, key id {load_public_key(public).keyid}")
+
+
+@cli.group()
+def attest() -> None:
+    """Signed in-toto evidence of audit runs."""
+
+
+@attest.command("verify")
+@click.argument("envelope", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--key", "key_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Public key the envelope must be signed by.")
+# explicit only (no GOVSSL_DB_URL): checking a store is asked for, not implied by the environment
+@click.option("--db", "db_url", default=None, metavar="URL",
+              help="Also check this audit store's chain against the statement's signed ledger anchor.")
+def attest_verify(envelope: Path, key_path: Path, db_url: str | None) -> None:
+    """Verify a run's DSSE envelope and the files beside it; exit 3 on any change. With --db, also
+    check the store: its chain must verify and still hold the ledger head the signed statement
+    recorded before its run was saved (exit 3 if that entry has another hash or is missing)."""
+    from govssl.errors import IntegrityError
+    from govssl.provenance import ledger_anchor, load_public_key, verify_envelope
+
+    stmt = verify_envelope(envelope, load_public_key(key_path))
+    pred = stmt.get("predicate", {})
+    out.print(f"{envelope}: signature valid; {len(stmt.get('subject', []))} subject(s); "
+              f"run {pred.get('run_id')} decision {pred.get('decision', {}).get('verdict')}", markup=False)
+    if db_url is None:
+        return
+    from govssl.store import AuditStore
+
+    anchor = ledger_anchor(stmt, envelope)
+    report = AuditStore(db_url, create=False).verify(expected=[(anchor["seq"], anchor["hash"])])
+    if not report.ok:
+        raise IntegrityError(f"{envelope}: the store {_store_label(db_url)} does not hold the chain this "
+                             f"statement anchors (entry {anchor['seq']}): {report.first_problem}")
+    out.print(f"ledger anchor: entry {anchor['seq']} ({anchor['hash']}), recorded for {anchor['store']}, is in "
+              f"the chain of {_store_label(db_url)}; {report.entries} ledger entries verified", markup=False)
+

@@ -1,0 +1,155 @@
+"""Release decisions on stored runs: gate, waive, attest-rmf."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from govssl.cli._common import (
+    EXIT_BLOCKED, EXIT_OK, _effective, cli, db_option, json_option, out,
+)
+
+
+@cli.command()
+@click.option("--run", "run_id", required=True, help="The audit run (id or unique prefix).")
+@click.option("--rule", "rule_id", required=True, help="The rule whose blocking failure is accepted.")
+@click.option("--approver", required=True, help="Who approves the exception (name or role).")
+@click.option("--reason", required=True, help="Why the failure is acceptable; shown in every document.")
+@click.option("--expires", required=True, type=click.DateTime(formats=["%Y-%m-%d"]),
+              help="Last day the waiver counts (YYYY-MM-DD, UTC).")
+@click.option("--for-model", "for_model", is_flag=True,
+              help="Waive the rule for every audit of this run's model (same sha256), not just this run.")
+@db_option
+def waive(run_id: str, rule_id: str, approver: str, reason: str, expires, for_model: bool, db_url: str | None) -> None:
+    """Accept a rule's blocking failure until a date, with an approver and a reason."""
+    import secrets as _secrets
+    from datetime import datetime as _dt, timezone as _tz
+
+    from govssl.errors import ConfigError
+    from govssl.policy import unwaived
+    from govssl.records import Waiver
+    from govssl.store import AuditStore
+
+    store = AuditStore(db_url, create=False)
+    run = store.load_run(run_id)
+    outcome = next((o for o in run.decision.outcomes if o.rule_id == rule_id), None)
+    if outcome is None:
+        rules = ", ".join(o.rule_id for o in run.decision.outcomes)
+        raise ConfigError(f"--rule: run {run.run_id} has no rule '{rule_id}'; its rules: {rules}")
+    if not unwaived(outcome).blocking:
+        raise ConfigError(f"--rule: rule '{rule_id}' did not block run {run.run_id} (status {unwaived(outcome).status}, "
+                          f"severity {outcome.severity}); only blocking failures can be waived")
+    today = _dt.now(_tz.utc).date()
+    if expires.date() < today:
+        raise ConfigError(f"--expires: {expires.date()} is in the past (today is {today} UTC)")
+    for name, value in (("--approver", approver), ("--reason", reason)):
+        if not value.strip():
+            raise ConfigError(f"{name}: must not be empty")
+    waiver = Waiver(
+        waiver_id=_secrets.token_hex(8), rule_id=rule_id, approver=approver.strip(), reason=reason.strip(),
+        expires=expires.date().isoformat(), created_at=_dt.now(_tz.utc).isoformat(timespec="seconds"),
+        run_id=None if for_model else run.run_id,
+        model_sha256=run.training.model_sha256 if for_model else None,
+    )
+    store.add_waiver(waiver)
+    run = _effective(store, run)
+    scope = f"model {run.training.model_sha256[:16]}…" if for_model else f"run {run.run_id}"
+    out.print(f"waiver {waiver.waiver_id}: rule {rule_id} waived for {scope} until {waiver.expires} "
+              f"(approver {waiver.approver})", markup=False)
+    out.print(f"decision of run {run.run_id} now: {run.decision.verdict.upper()}", markup=False)
+
+
+
+@cli.command()
+@click.option("--model", "model_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The model file about to be released.")
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The policy it must have passed (default: the built-in default pack).")
+@click.option("--max-age", type=click.IntRange(min=0), default=None, metavar="DAYS",
+              help="Only audits at most this many days old count.")
+@db_option
+@json_option
+def gate(model_file: Path, policy_path: Path | None, max_age: int | None, db_url: str | None, as_json: bool) -> None:
+    """Exit 0 only if the store holds a passing (or fully waived) audit of exactly this model
+    file under exactly this policy file; otherwise exit 1 with the reason. For CI release jobs."""
+    from datetime import datetime as _dt, timedelta, timezone as _tz
+
+    from govssl.errors import DataError
+    from govssl.policy import builtin_policy_path, load_policy
+    from govssl.records import sha256_file
+    from govssl.store import AuditStore
+
+    if not model_file.is_file():
+        raise DataError(f"{model_file}: model file not found")
+    pol = load_policy(policy_path or builtin_policy_path("default"))
+    model_sha = sha256_file(model_file)
+    store = AuditStore(db_url, create=False)
+    since = _dt.now(_tz.utc) - timedelta(days=max_age) if max_age is not None else None
+    candidates = store.find_runs(model_sha256=model_sha, policy_sha256=pol.sha256, since=since)
+    verdict = {"model": str(model_file), "model_sha256": model_sha, "policy": pol.name,
+               "policy_sha256": pol.sha256, "max_age_days": max_age, "passed": False, "run_id": None}
+    reason = ""
+    if not candidates:
+        older = store.find_runs(model_sha256=model_sha, policy_sha256=pol.sha256) if since else []
+        any_policy = store.find_runs(model_sha256=model_sha)
+        if older:
+            reason = f"the newest audit of this model under this policy ({older[0]['run_id']}) is older than {max_age} day(s)"
+        elif any_policy:
+            reason = (f"this model was audited ({any_policy[0]['run_id']}) but never under policy "
+                      f"'{pol.name}' with sha256 {pol.sha256[:16]}…")
+        else:
+            reason = f"no audit of a model with sha256 {model_sha[:16]}… in the store"
+    for row in candidates:  # newest first: the newest passing audit releases the model
+        run = _effective(store, store.load_run(row["run_id"]))
+        if run.decision.passed:
+            waived = [o.rule_id for o in run.decision.outcomes if o.status == "waived"]
+            verdict.update(passed=True, run_id=run.run_id, waived_rules=waived)
+            break
+        if not reason:
+            blockers = ", ".join(o.rule_id for o in run.decision.blockers)
+            reason = f"the newest audit ({run.run_id}) is blocked by: {blockers}"
+    verdict["reason"] = "" if verdict["passed"] else reason
+    if as_json:
+        click.echo(json.dumps(verdict, indent=2))
+    elif verdict["passed"]:
+        extra = f" with waived rule(s) {', '.join(verdict['waived_rules'])}" if verdict["waived_rules"] else ""
+        out.print(f"gate: PASS  {model_file} (sha256 {model_sha[:16]}…) passed policy {pol.name} in run "
+                  f"{verdict['run_id']}{extra}", markup=False)
+    else:
+        out.print(f"gate: BLOCKED  {model_file} (sha256 {model_sha[:16]}…): {reason}", markup=False)
+    sys.exit(EXIT_OK if verdict["passed"] else EXIT_BLOCKED)
+
+
+
+@cli.command("attest-rmf")
+@click.option("--run", "run_id", required=True, help="The audit run the statement belongs to.")
+@click.option("--subcategory", required=True, help="NIST AI RMF subcategory, e.g. 'GOVERN 1.1'.")
+@click.option("--by", "by", required=True, help="Who attests (name and role).")
+@click.option("--statement", required=True, help="What is attested, in a sentence or two.")
+@click.option("--date", "on", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Date of the statement (YYYY-MM-DD; default today, UTC).")
+@db_option
+def attest_rmf(run_id: str, subcategory: str, by: str, statement: str, on, db_url: str | None) -> None:
+    """Record a person's attestation for a NIST AI RMF subcategory no check can evidence."""
+    from datetime import datetime as _dt, timezone as _tz
+
+    from govssl.errors import ConfigError
+    from govssl.records import Attestation
+    from govssl.rmf import is_subcategory
+    from govssl.store import AuditStore
+
+    if not is_subcategory(subcategory):
+        raise ConfigError(f"--subcategory: '{subcategory}' is not a NIST AI RMF 1.0 subcategory (e.g. 'GOVERN 1.1')")
+    for name, value in (("--by", by), ("--statement", statement)):
+        if not value.strip():
+            raise ConfigError(f"{name}: must not be empty")
+    store = AuditStore(db_url, create=False)
+    run = store.load_run(run_id)
+    day = (on.date() if on else _dt.now(_tz.utc).date()).isoformat()
+    store.add_attestations(run.run_id, [Attestation(subcategory, by.strip(), day, statement.strip())])
+    out.print(f"attested {subcategory} for run {run.run_id} by {by.strip()} on {day}; "
+              f"`govssl report {run.run_id}` re-renders the documents", markup=False)
+

@@ -1,0 +1,189 @@
+"""Commands that read the audit store: runs, show, report, verify, diff, export."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from govssl.cli._common import (
+    EXIT_INTEGRITY, EXIT_OK, _effective, _fmt, _print_run, _store_label, cli, db_option, err, esc,
+    json_option, out,
+)
+
+
+@cli.command()
+@db_option
+@json_option
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N runs.")
+@click.option("--model", "model_sha256", metavar="SHA256", default=None, help="Only runs of the model with this sha256.")
+@click.option("--decision", "verdict", type=click.Choice(["pass", "blocked"]), default=None, help="Only runs with this decision.")
+@click.option("--since", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]), default=None,
+              help="Only runs created at or after this date/time (UTC).")
+@click.option("--plan", "plan_name", metavar="NAME", default=None, help="Only runs of the plan with this name.")
+def runs(db_url: str | None, as_json: bool, limit: int | None, model_sha256: str | None, verdict: str | None,
+         since: datetime | None, plan_name: str | None) -> None:
+    """List the audit runs in the store, newest first (filters combine)."""
+    from govssl.store import AuditStore
+
+    rows = AuditStore(db_url, create=False).find_runs(model_sha256=model_sha256, verdict=verdict, since=since,
+                                        plan_name=plan_name, limit=limit)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        out.print(f"no runs in {_store_label(db_url)}")
+        return
+    table = Table(title=f"{len(rows)} run(s) in {_store_label(db_url)}", title_justify="left")
+    for col in ("run", "created (UTC)", "plan", "policy", "model sha256", "decision", "blocking"):
+        table.add_column(col)
+    for r in rows:
+        colour = "green" if r["verdict"] == "pass" else "red"
+        table.add_row(esc(r["run_id"]), str(r["created_at"]), esc(r["plan_name"]), esc(r["policy_name"]),
+                      (r["model_sha256"] or "")[:16], f"[{colour}]{r['verdict']}[/]", str(r["n_blocking"]))
+    out.print(table)
+
+
+@cli.command()
+@click.argument("run_id")
+@db_option
+@json_option
+def show(run_id: str, db_url: str | None, as_json: bool) -> None:
+    """Print one stored run (RUN_ID or a unique prefix of it)."""
+    from govssl.store import AuditStore
+
+    store = AuditStore(db_url, create=False)
+    run = _effective(store, store.load_run(run_id))
+    if as_json:
+        click.echo(json.dumps(run.to_dict(), indent=2, default=str))
+    else:
+        _print_run(run, out)
+
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--format", "formats", type=click.Choice(["md", "html", "json"]), multiple=True,
+              help="Which documents to write (repeatable; default all).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder to write into (default: the run's own folder).")
+@db_option
+def report(run_id: str, formats: tuple[str, ...], out_dir: Path | None, db_url: str | None) -> None:
+    """Re-render a stored run's documents from the store alone (current waivers and
+    attestations), without retraining."""
+    from dataclasses import asdict
+
+    from govssl import reports
+    from govssl.store import AuditStore
+
+    store = AuditStore(db_url, create=False)
+    run = _effective(store, store.load_run(run_id))
+    target = out_dir or Path(run.out_dir)
+    target.mkdir(parents=True, exist_ok=True)
+    written = reports.render(run, target, attestations=[asdict(a) for a in run.attestations],
+                             formats=formats or ("md", "html", "json"))
+    for artifact in written:
+        out.print(str(artifact.path), markup=False)
+    out.print(f"decision of run {run.run_id}: {run.decision.verdict.upper()}", markup=False)
+
+
+
+class LedgerHeadParam(click.ParamType):
+    """``SEQ:HASH``, a ledger entry as `govssl verify` prints the head: (seq, lowercase hash)."""
+
+    name = "SEQ:HASH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        seq, _, digest = str(value).strip().partition(":")
+        digest = digest.lower()
+        if not (seq.isascii() and seq.isdigit() and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            self.fail(f"{value!r} is not SEQ:HASH: a ledger entry number (0 or more), a colon and its "
+                      f"64-hex-digit sha256, as `govssl verify` prints the head", param, ctx)
+        return int(seq), digest
+
+
+@cli.command()
+@db_option
+@json_option
+@click.option("--expect-head", "expected", type=LedgerHeadParam(), multiple=True,
+              help="A head recorded earlier (SEQ:HASH from an earlier verify): that entry must still be in the "
+                   "chain with that hash, or exit 3. Repeatable.")
+def verify(db_url: str | None, as_json: bool, expected: tuple[tuple[int, str], ...]) -> None:
+    """Walk the store's hash chain and hash the artifact files: exit 0 if everything holds,
+    3 naming the first entry that was changed, removed, inserted or reordered, or an expected
+    head that is not in the chain. Prints the verified head (SEQ:HASH) to keep outside the store."""
+    from dataclasses import asdict
+
+    from govssl.store import AuditStore
+
+    report = AuditStore(db_url, create=False).verify(check_files=True, expected=list(expected))
+    head = f"{report.head_seq}:{report.head_hash}" if report.ok else None
+    if as_json:
+        click.echo(json.dumps(asdict(report) | {"head": head, "store": _store_label(db_url)}, indent=2))
+    elif report.ok:
+        elsewhere = f" ({report.files_missing} not on this machine)" if report.files_missing else ""
+        heads = f"; {report.heads_checked} expected head(s) found in the chain" if report.heads_checked else ""
+        out.print(f"ok: {report.entries} ledger entries verified in {_store_label(db_url)}; "
+                  f"{report.files_checked} artifact file(s) match their sha256{elsewhere}{heads}")
+        out.print(f"ledger head: {head}")
+    else:
+        err.print(f"integrity failure in {_store_label(db_url)}: {report.first_problem}", markup=False)
+    sys.exit(EXIT_OK if report.ok else EXIT_INTEGRITY)
+
+
+@cli.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@db_option
+@json_option
+def diff(run_a: str, run_b: str, db_url: str | None, as_json: bool) -> None:
+    """Compare two stored runs: measurements side by side with deltas, rule outcomes that changed."""
+    from govssl.store import AuditStore, diff_runs
+
+    store = AuditStore(db_url, create=False)
+    result = diff_runs(store.load_run(run_a), store.load_run(run_b))
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    a, b = result["run_a"], result["run_b"]
+    out.print(f"A = {a} ({result['verdict_a']})   B = {b} ({result['verdict_b']})"
+              + ("   model changed" if result["model_changed"] else "   same model")
+              + ("   policy changed" if result["policy_changed"] else ""))
+    table = Table(title="measurements", title_justify="left")
+    for col in ("check", "metric", "subject", "A", "B", "B - A"):
+        table.add_column(col, justify="right" if col in ("A", "B", "B - A") else "left")
+    for m in result["measurements"]:
+        delta = "" if m["delta"] is None else f"{m['delta']:+.4g}"
+        table.add_row(esc(m["check"]), esc(m["metric"]), esc(m["subject"] or "(model)"), esc(_fmt(m["a"])), esc(_fmt(m["b"])), delta)
+    out.print(table)
+    if not result["rules_changed"]:
+        out.print("no rule outcome changed")
+        return
+    rules = Table(title="rule outcomes that changed", title_justify="left")
+    for col in ("rule", "subject", "A", "B", "observed A", "observed B"):
+        rules.add_column(col)
+    for r in result["rules_changed"]:
+        rules.add_row(esc(r["rule_id"]), esc(r["subject"]), str(r["status_a"]), str(r["status_b"]),
+                      _fmt(r["observed_a"]), _fmt(r["observed_b"]))
+    out.print(rules)
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The zip file to write.")
+@db_option
+def export(run_id: str, out_file: Path, db_url: str | None) -> None:
+    """Write one stored run as a zip: record, documents, evidence, attestations, SHA256SUMS."""
+    from govssl.store import AuditStore, export_run
+
+    run = AuditStore(db_url, create=False).load_run(run_id)
+    names = export_run(run, out_file)
+    out.print(f"exported run {run.run_id} to {out_file}: {len(names)} file(s) including SHA256SUMS")
+
