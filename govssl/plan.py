@@ -185,7 +185,7 @@ class ModelCardSpec(_Strict):
     version: str = "0.1.0"
     overview: str = ""
     owners: list[OwnerSpec] = []
-    license: str = "apache-2.0"
+    license: str | None = None  # the model's licence; unset means "not stated", never a default
     intended_use: str = ""
     intended_users: list[str] = []
     out_of_scope_uses: list[str] = []

@@ -1,5 +1,5 @@
 """Shared pieces of the security and privacy checks: ART estimators, the attackable input space,
-penultimate activations, exact binomial intervals and a small SVG line chart.
+penultimate activations, exact binomial intervals and an SVG line chart (matplotlib).
 
 ART (Nicolae et al. 2018, "Adversarial Robustness Toolbox v1.0.0") does the attacks and
 defences; this module only shapes what govssl hands it.
@@ -8,7 +8,6 @@ defences; this module only shapes what govssl hands it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from html import escape
 
 import numpy as np
 
@@ -133,48 +132,47 @@ class seeded:
         return False
 
 
-_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+def line_chart_svg(title: str, x_label: str, y_label: str,
+                   panels: dict[str, dict[str, list[tuple[float, float]]]], overall: str = "all test rows") -> str:
+    """An SVG line chart drawn by matplotlib (Agg backend), one panel per key of ``panels``.
 
+    Each panel maps a series name to its (x, y) points, y in [0, 1] (accuracies, rates); the
+    series named ``overall`` is drawn thick and black, the others (per group) thin. The file is
+    reproducible: a fixed ``svg.hashsalt`` for element ids and no creation date in its metadata.
+    """
+    import io
 
-def line_chart_svg(title: str, x_label: str, y_label: str, series: dict[str, list[tuple[float, float]]],
-                   width: int = 560, height: int = 340) -> str:
-    """A self-contained SVG line chart, y in [0, 1] (accuracies, rates)."""
-    left, right, top, bottom = 60, 150, 36, 48
-    xs = [x for points in series.values() for x, _ in points] or [0.0, 1.0]
-    x_min, x_max = min(xs), max(xs)
-    if x_max == x_min:
-        x_max = x_min + 1.0
-    plot_w, plot_h = width - left - right, height - top - bottom
-    px = lambda x: left + (x - x_min) / (x_max - x_min) * plot_w  # noqa: E731
-    py = lambda y: top + (1 - min(max(y, 0.0), 1.0)) * plot_h  # noqa: E731
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
-        f"<title>{escape(title)}</title>",
-        f'<rect width="{width}" height="{height}" fill="white"/>',
-        f'<text x="{left}" y="20" font-size="13" font-weight="bold">{escape(title)}</text>',
-    ]
-    for tick in np.linspace(0, 1, 6):
-        y = py(tick)
-        parts.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#ddd"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:.1f}</text>')
-    for x in sorted(set(xs)):
-        parts.append(f'<text x="{px(x):.1f}" y="{top + plot_h + 16}" text-anchor="middle">{x:g}</text>')
-    parts.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="black"/>')
-    parts.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="black"/>')
-    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 10}" text-anchor="middle">{escape(x_label)}</text>')
-    parts.append(f'<text transform="translate(16 {top + plot_h / 2:.1f}) rotate(-90)" '
-                 f'text-anchor="middle">{escape(y_label)}</text>')
-    for i, (name, points) in enumerate(series.items()):
-        colour = _COLOURS[i % len(_COLOURS)]
-        pts = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in sorted(points) if np.isfinite(y))
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{pts}"/>')
-        for x, y in points:
-            if np.isfinite(y):
-                parts.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{colour}"/>')
-        ly = top + 14 * i + 6
-        parts.append(f'<line x1="{left + plot_w + 12}" y1="{ly}" x2="{left + plot_w + 30}" y2="{ly}" '
-                     f'stroke="{colour}" stroke-width="2"/>')
-        parts.append(f'<text x="{left + plot_w + 34}" y="{ly + 4}">{escape(name)}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts) + "\n"
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context({"svg.hashsalt": "govssl", "svg.fonttype": "path", "font.size": 9}):
+        n = max(len(panels), 1)
+        figure = Figure(figsize=(4.2 * n + 2.4, 3.8))
+        FigureCanvasAgg(figure)
+        axes = figure.subplots(1, n, sharey=True, squeeze=False)[0]
+        handles: dict[str, object] = {}
+        for ax, (name, series) in zip(axes, panels.items()):
+            for i, (label, points) in enumerate(series.items()):
+                points = sorted((float(x), float(y)) for x, y in points if np.isfinite(y))
+                if not points:
+                    continue
+                xs, ys = zip(*points)
+                if label == overall:
+                    (line,) = ax.plot(xs, ys, color="black", linewidth=2.4, marker="o", zorder=3)
+                else:
+                    (line,) = ax.plot(xs, ys, color=f"C{i % 10}", linewidth=1.2, marker=".", alpha=0.85)
+                handles.setdefault(label, line)
+            ax.set_title(name)
+            ax.set_xlabel(x_label)
+            ax.set_ylim(-0.02, 1.02)
+            ax.grid(True, color="#dddddd", linewidth=0.6)
+        axes[0].set_ylabel(y_label)
+        figure.suptitle(title)
+        if handles:
+            figure.legend(list(handles.values()), list(handles), loc="center left",
+                          bbox_to_anchor=(0.80, 0.5), frameon=False, fontsize=8)
+        figure.subplots_adjust(left=0.07, right=0.78, bottom=0.15, top=0.85, wspace=0.08)
+        out = io.StringIO()
+        figure.savefig(out, format="svg", metadata={"Date": None}, bbox_inches="tight")
+    return out.getvalue()

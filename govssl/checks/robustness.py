@@ -88,10 +88,10 @@ class RobustnessCheck(Check):
 
         correct = ctx.train.predict_proba(X).argmax(axis=1) == y
         out = [self._accuracy("clean_accuracy", "", correct, conf, common)]
-        curves: dict[str, list[tuple[float, float]]] = {}
+        curves: dict[str, dict[str, list[tuple[float, float]]]] = {}
         frozen = space.mask == 0
         for attack in p["attacks"]:
-            curves[attack.upper()] = [(0.0, float(correct.mean()))]
+            curves[attack.upper()] = self._curve_points({}, 0.0, correct, groups)
             for i, eps in enumerate(p["eps"]):
                 eps = float(eps)
                 details = {**common, "attack": attack, "eps": eps}
@@ -108,12 +108,25 @@ class RobustnessCheck(Check):
                                        n=len(rows), details=details))
                 adv_correct = ctx.train.predict_proba(X_adv).argmax(axis=1) == y
                 out.append(self._accuracy("robust_accuracy", subject, adv_correct, conf, details))
-                curves[attack.upper()].append((eps, float(adv_correct.mean())))
+                self._curve_points(curves[attack.upper()], eps, adv_correct, groups)
                 out += self._per_group(subject, groups, adv_correct, conf, details)
         if ctx.out_dir is not None:
-            svg = line_chart_svg("Accuracy under attack", "eps (L-inf, model input space)", "accuracy", curves)
+            svg = line_chart_svg("Accuracy under attack, all test rows and per group",
+                                 "eps (L-inf, model input space)", "accuracy", curves)
             (ctx.out_dir / "robustness.svg").write_text(svg, encoding="utf-8")
         return out
+
+    @staticmethod
+    def _curve_points(curves, eps, correct, groups) -> dict[str, list[tuple[float, float]]]:
+        """Add the chart's points at ``eps``: accuracy over all attacked rows and per group
+        (labelled with the group's size, since a small group's line is noisy)."""
+        curves.setdefault("all test rows", []).append((eps, float(correct.mean())))
+        for _, labels, values in groups:
+            for label in sorted(values):
+                member = labels == label
+                curves.setdefault(f"{label} (n={int(member.sum())})", []).append(
+                    (eps, float(correct[member].mean())))
+        return curves
 
     def _groups(self, ctx, rows) -> list[tuple[str, np.ndarray, dict]]:
         data = ctx.dataset

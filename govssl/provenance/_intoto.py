@@ -1,6 +1,7 @@
 """Signed evidence of an audit: an in-toto Statement v1 in a DSSE envelope.
 
-Subjects are the files the decision is about (model, data, documents) by sha256; the predicate
+Subjects are the files the decision is about by sha256: every file of the run folder (model,
+predictions, documents, charts) but the envelope, and the audited data files; the predicate
 carries the decision, the policy's hash, a summary of the measurements and the audit store's
 ledger head before the run was saved (``ledger_anchor``: store, seq, hash). Signed with a key
 kept outside the database, that anchor is what makes a consistent rewrite of the store's whole
@@ -28,17 +29,24 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 PREDICATE_TYPE = "urn:govssl:predicate:audit-decision:v1"
 ATTESTATION_FILE = "attestation.intoto.json"
-_SUBJECT_KINDS = ("model", "predictions", "model_card", "rmf_report", "datasheet", "evidence")
 
 
 def _subjects(run: AuditRun) -> list[dict]:
+    """Every file of the run folder (documents, model, predictions, charts: all but the envelope
+    itself), by path relative to the folder; a run artifact kept outside the folder by its name;
+    the audited data files as ``data/<name>``."""
     out_dir = Path(run.out_dir)
-    subjects = []
+    subjects, seen = [], set()
+    for path in sorted(p for p in out_dir.rglob("*") if p.is_file()):
+        name = path.relative_to(out_dir).as_posix()
+        if name == ATTESTATION_FILE or path.name.startswith("."):  # "." files: a write in progress
+            continue
+        subjects.append({"name": name, "digest": {"sha256": sha256_file(path)}})
+        seen.add(path.resolve())
     for artifact in run.artifacts:
-        if artifact.kind in _SUBJECT_KINDS:
-            path = Path(artifact.path)
-            name = path.relative_to(out_dir).as_posix() if path.is_relative_to(out_dir) else path.name
-            subjects.append({"name": name, "digest": {"sha256": artifact.sha256}})
+        path = Path(artifact.path)
+        if artifact.kind != "attestation" and path.resolve() not in seen and not path.is_relative_to(out_dir):
+            subjects.append({"name": path.name, "digest": {"sha256": artifact.sha256}})
     for f in run.dataset.files:
         subjects.append({"name": f"data/{Path(f['path']).name}", "digest": {"sha256": f["sha256"]}})
     return subjects

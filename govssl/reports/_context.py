@@ -7,11 +7,14 @@ travels as data and is never compiled as template code.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -19,7 +22,8 @@ from govssl.checks.base import CheckResult, Measurement
 from govssl.errors import ConfigError
 from govssl.plan import ModelCardSpec
 from govssl.records import AuditRun, TrainRecord
-from govssl.reports._format import Md
+from govssl.reports._format import Md, num
+from govssl.reports._meaning import BOUND_WORDS, metric_meaning
 from govssl.rmf import CHECK_RMF, FUNCTIONS, UNKNOWN_SUBCATEGORY, is_subcategory, load_catalog
 
 __all__ = [
@@ -37,6 +41,11 @@ __all__ = [
     "privacy_statement",
     "fairness_tables",
     "caveats",
+    "data_origin",
+    "policy_rationales",
+    "verdict_reasons",
+    "RMF_STATUSES",
+    "CHARTS",
 ]
 
 MODEL_CARDS_CITATION = (
@@ -132,6 +141,40 @@ def _card(run: AuditRun) -> dict:
     card.update((run.plan or {}).get("model_card") or {})
     card["name"] = card.get("name") or run.plan_name
     return card
+
+
+_UNDECLARED = {"", "not declared", "unknown", "none"}
+
+
+def _declared(value: Any) -> str:
+    """``value`` as text, or "" when it is blank or a placeholder such as "not declared"."""
+    text = "" if value is None else str(value).strip()
+    return "" if text.lower() in _UNDECLARED else text
+
+
+def data_origin(run: AuditRun) -> dict:
+    """Source, licence, creator and collection notes of the audited data.
+
+    The plan's (or the built-in dataset's) statement wins; what it leaves out comes from the data
+    manifest the audit verified (the provenance check's ``manifest_verified`` measurement), and
+    ``from_manifest`` names the fields that did. Unknown fields are "" (documents say "not declared").
+    """
+    verified = next(
+        (m for r in run.results if r.check == "provenance" and r.status == "measured"
+         for m in r.measurements if m.metric == "manifest_verified" and m.value is True),
+        None,
+    )
+    manifest = (verified.details.get("manifest") if verified is not None else None) or {}
+    ds = run.dataset
+    stated = {"source": ds.source, "license": ds.license, "creator": "", "collection_notes": ""}
+    origin: dict[str, Any] = {"from_manifest": [], "manifest": PurePath(manifest["path"]).name
+                              if manifest.get("path") else ""}
+    for key, value in stated.items():
+        mine, theirs = _declared(value), _declared(manifest.get(key))
+        origin[key] = mine or theirs
+        if not mine and theirs:
+            origin["from_manifest"].append(key)
+    return origin
 
 
 def _run_summary(run: AuditRun) -> dict:
@@ -317,6 +360,23 @@ def _split_group(subject: str, attributes: list[str]) -> tuple[str, str]:
     return key, value
 
 
+def _excluded_groups(table: Mapping, attributes: list[str]) -> tuple[list[dict], int | None]:
+    """The groups of one attribute left out of its gaps for having fewer than ``min_group_size``
+    test rows, each with its size (from the ``groups_insufficient_data`` measurement)."""
+    found = next((m for m in table["aggregates"] if m["metric"] == "groups_insufficient_data"), None)
+    if found is None:
+        return [], None
+    details = found.get("details") or {}
+    readable = {row["subject"]: row["group"] for row in table["groups"].values()}
+    groups = details.get("groups") or {}
+    excluded = [
+        {"subject": subject, "group": readable.get(subject) or _split_group(subject, attributes)[1],
+         "size": size}
+        for subject, size in sorted(groups.items(), key=lambda item: (item[1], item[0]))
+    ]
+    return excluded, details.get("min_group_size")
+
+
 def fairness_tables(result: CheckResult | None, sensitive: Iterable[str] = ()) -> list[dict]:
     """Per sensitive attribute: the aggregate disparities and a table of per-group metrics.
 
@@ -353,6 +413,7 @@ def fairness_tables(result: CheckResult | None, sensitive: Iterable[str] = ()) -
     out = []
     for attribute in sorted(tables, key=lambda a: order.get(a, len(order))):
         t = tables[attribute]
+        t["excluded"], t["min_group_size"] = _excluded_groups(t, attributes)
         ranked = [m for m in FAIRNESS_GROUP_METRICS if m in t["metrics"]]
         t["metrics"] = ranked + [m for m in t["metrics"] if m not in ranked]
         t["groups"] = list(t["groups"].values())
@@ -374,8 +435,10 @@ def front_matter(run: AuditRun, card: Mapping | None = None) -> dict:
         tags.append("differential-privacy")
     performance = _result(run, "performance")
     measured = performance.measurements if performance and performance.status == "measured" else ()
-    data: dict[str, Any] = {
-        "license": card["license"],
+    data: dict[str, Any] = {}
+    if card.get("license"):  # no licence is stated for the model unless the plan states one
+        data["license"] = card["license"]
+    data |= {
         "library_name": "pytorch",
         "tags": tags,
         "datasets": [run.dataset.name],
@@ -402,6 +465,44 @@ def front_matter(run: AuditRun, card: Mapping | None = None) -> dict:
     return data
 
 
+class _Quoted(str):
+    """A string value the front matter writes as a double-quoted YAML scalar."""
+
+
+class _FrontMatterDumper(yaml.SafeDumper):
+    pass
+
+
+_FrontMatterDumper.add_representer(
+    _Quoted, lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
+)
+
+
+def _quote_values(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _quote_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_quote_values(v) for v in value]
+    return _Quoted(value) if isinstance(value, str) else value
+
+
+# Inside a double-quoted YAML scalar these escapes read back as the characters themselves, while a
+# Markdown or HTML viewer that shows the front matter sees no tag, entity or autolink to act on.
+_YAML_ESCAPES = str.maketrans({"<": "\\x3c", ">": "\\x3e", "&": "\\x26"})
+
+
+def front_matter_yaml(data: Mapping) -> str:
+    """The front matter as YAML: every string value a double-quoted scalar written by PyYAML's
+    emitter, with ``<``, ``>`` and ``&`` as YAML escapes, so ``yaml.safe_load`` gives back the
+    exact text and no viewer of the raw front matter meets markup in it. Keys are govssl's own."""
+    text = yaml.dump(
+        _quote_values(data), Dumper=_FrontMatterDumper, sort_keys=False, allow_unicode=True,
+        default_flow_style=False, width=float("inf"),
+    )
+    # every "<", ">" or "&" is inside a double-quoted value: keys and numbers never hold one
+    return text.translate(_YAML_ESCAPES)
+
+
 def caveats(run: AuditRun, card: Mapping | None = None) -> list[str]:
     """Known limits of the evidence: the plan's limitations, then what the run could not show."""
     card = card or _card(run)
@@ -425,6 +526,146 @@ def caveats(run: AuditRun, card: Mapping | None = None) -> list[str]:
     return items
 
 
+def policy_rationales(run: AuditRun) -> tuple[dict[str, str], str]:
+    """Each rule's ``rationale`` from the policy file the run recorded, and why none could be read.
+
+    The store keeps the policy's path and sha256, not its text; the file is read again and quoted
+    only while its sha256 is still the one recorded. Returns ``({rule id: rationale}, "")`` or
+    ``({}, reason)``.
+    """
+    path = Path(run.policy_path) if run.policy_path else None
+    if path is None:
+        return {}, "the run records no policy file"
+    try:
+        content = path.read_bytes()
+    except OSError:
+        return {}, f"the policy file {path.name} is no longer where the audit read it"
+    if hashlib.sha256(content).hexdigest() != run.policy_sha256:
+        return {}, f"the policy file {path.name} has changed since the audit (its sha256 differs)"
+    try:
+        data = yaml.safe_load(content)
+    except yaml.YAMLError:
+        return {}, f"the policy file {path.name} does not read as YAML"
+    rules = data.get("rules") if isinstance(data, Mapping) else None
+    found = {
+        str(rule["id"]): " ".join(str(rule.get("rationale") or "").split())
+        for rule in rules or ()
+        if isinstance(rule, Mapping) and rule.get("id") is not None
+    }
+    return found, ""
+
+
+def _bound_of(threshold: str) -> str:
+    """The ``use:`` of a rule from its threshold text ("<= 0.1 (ci_high)" -> "ci_high")."""
+    for bound in ("ci_low", "ci_high"):
+        if threshold.endswith(f"({bound})"):
+            return bound
+    return "estimate"
+
+
+def _limit_words(threshold: str) -> str:
+    """"<= 0.1 (ci_high)" -> "the limit is at most 0.1"; "== True" -> "the rule requires true"."""
+    words = threshold.rsplit(" (", 1)[0] if _bound_of(threshold) != "estimate" else threshold
+    if words.startswith("== "):
+        value = words[3:]
+        return f"the rule requires {value.lower() if value in ('True', 'False') else value}"
+    for sign, text in ((">=", "at least"), ("<=", "at most")):
+        words = words.replace(sign, text)
+    return f"the limit is {words}"
+
+
+def _reason(run: AuditRun, outcome, rationales: dict[str, str], unavailable: str) -> dict:
+    """One blocking (or waived) rule in plain words: why the policy has it, what it measures,
+    what was found against the limit and how sure the figure is."""
+    found = next(
+        (m for r in run.results if r.check == outcome.check and r.status == "measured"
+         for m in r.measurements if m.metric == outcome.metric and m.subject == outcome.subject),
+        None,
+    )
+    bound = _bound_of(outcome.threshold)
+    rationale = rationales.get(outcome.rule_id, "")
+    if not rationale:
+        rationale_note = (f"The policy's rationale for this rule is not available: {unavailable}."
+                          if unavailable else "The policy gives no rationale for this rule.")
+    else:
+        rationale_note = ""
+    where = f" for {outcome.subject}" if outcome.subject else ""
+    limit = _limit_words(outcome.threshold)
+    if outcome.observed is None:
+        figure = f"No figure could be judged: {outcome.message}. A rule without its evidence fails."
+    else:
+        judged = "" if bound == "estimate" else f", {BOUND_WORDS[bound]}"
+        figure = f"{num(outcome.observed)}{where}{judged}; {limit}."
+    certainty = ""
+    if found is not None:
+        confidence = (found.details or {}).get("confidence")
+        level = f"{float(confidence):.0%} " if _is_number(confidence) else ""
+        parts = []
+        if bound != "estimate" and _is_number(found.value):
+            parts.append(f"the measured value is {num(found.value)}")
+        if found.ci_low is not None and found.ci_high is not None:
+            parts.append(f"the {level}confidence interval is {num(found.ci_low)} to {num(found.ci_high)}")
+        else:
+            parts.append("no confidence interval was computed")
+        if found.n is not None:
+            parts.append(f"it rests on n = {found.n} test rows"
+                         + (" (the smallest group included)" if outcome.check == "fairness" else ""))
+        text = "; ".join(parts)
+        certainty = text[0].upper() + text[1:] + "."
+    return {
+        "rule_id": outcome.rule_id,
+        "status": outcome.status,
+        "severity": outcome.severity,
+        "check": outcome.check,
+        "metric": outcome.metric,
+        "subject": outcome.subject,
+        "threshold": outcome.threshold,
+        "rationale": rationale,
+        "rationale_note": rationale_note,
+        "meaning": metric_meaning(outcome.check, outcome.metric),
+        "figure": figure,
+        "certainty": certainty,
+        "waiver_text": _waiver_text(outcome.waiver),
+    }
+
+
+def verdict_reasons(run: AuditRun) -> dict:
+    """The "Why this verdict" section: each blocking rule (and each waived one) in plain words."""
+    rationales, unavailable = policy_rationales(run)
+    decision = run.decision
+    blocking = [_reason(run, o, rationales, unavailable) for o in decision.blockers]
+    waived = [_reason(run, o, rationales, unavailable) for o in decision.outcomes if o.status == "waived"]
+    if not decision.outcomes:
+        summary = "The policy has no rules, so nothing was gated."
+    elif blocking:
+        summary = (f"The release is blocked because {len(blocking)} blocking rule(s) of the policy "
+                   f"{run.policy_name} failed or could not be evaluated:")
+    else:
+        summary = f"The release passes: every blocking rule of the policy {run.policy_name} held."
+    warnings = [o.rule_id for o in decision.warnings]
+    return {"summary": summary, "blocking": blocking, "waived": waived, "warnings": warnings,
+            "rationale_unavailable": unavailable}
+
+
+#: charts a check may leave in the run folder: (check, file, what it shows)
+CHARTS = (
+    ("robustness", "robustness.svg",
+     "Accuracy under attack against attack strength (eps), for all test rows and per group"),
+)
+
+
+def _charts(run: AuditRun, out_dir: str | Path | None) -> list[dict]:
+    """The charts of the run folder, linked relative to the folder the documents go to."""
+    measured = {r.check for r in run.results if r.status == "measured"}
+    found = []
+    for check, name, title in CHARTS:
+        path = Path(run.out_dir) / name
+        if check in measured and path.is_file():
+            link = os.path.relpath(path, Path(out_dir or run.out_dir)) if out_dir else name
+            found.append({"check": check, "file": quote(PurePath(link).as_posix()), "title": title})
+    return found
+
+
 def _other_measurements(run: AuditRun) -> list[dict]:
     return [
         {"check": r.check, "measurements": [m.to_dict() for m in r.measurements]}
@@ -433,13 +674,23 @@ def _other_measurements(run: AuditRun) -> list[dict]:
     ]
 
 
-def model_card_context(run: AuditRun) -> dict:
-    """Everything the model card shows, in the sections of Mitchell et al. (2019)."""
+def model_card_context(run: AuditRun, out_dir: str | Path | None = None) -> dict:
+    """Everything the model card shows, in the sections of Mitchell et al. (2019).
+
+    ``out_dir``: where the documents are written (default: the run folder), for the links to the
+    run folder's charts.
+    """
     card = _card(run)
     fm = front_matter(run, card)
     performance = _result(run, "performance")
     fairness = _result(run, "fairness")
     dataset = asdict(run.dataset)
+    origin = data_origin(run)
+    dataset.update(
+        (key, origin[key]) for key in ("source", "license", "creator", "collection_notes")
+    )
+    dataset["from_manifest"] = origin["from_manifest"]
+    dataset["manifest"] = origin["manifest"]
     dataset["n_features"] = len(run.dataset.numeric_features + run.dataset.categorical_features)
     dataset["missing"] = [{"column": k, "count": v} for k, v in run.dataset.missing.items() if v]
     tables = fairness_tables(fairness, run.dataset.sensitive)
@@ -453,9 +704,7 @@ def model_card_context(run: AuditRun) -> dict:
         "run": _run_summary(run),
         "front_matter": fm,
         # YAML for machines (exact, quoted by safe_dump), not Markdown text: printed as it is
-        "front_matter_yaml": Md(yaml.safe_dump(
-            fm, sort_keys=False, allow_unicode=True, default_flow_style=False
-        )),
+        "front_matter_yaml": Md(front_matter_yaml(fm)),
         "card": card,
         "training": _training(run.training),
         "dataset": dataset,
@@ -477,6 +726,8 @@ def model_card_context(run: AuditRun) -> dict:
         "fairness": tables,
         "other_measurements": _other_measurements(run),
         "decision": _decision(run),
+        "why": verdict_reasons(run),
+        "charts": _charts(run, out_dir),
         "privacy": privacy_statement(run.training),
         "ethical_considerations": list(card.get("ethical_considerations") or []),
         "caveats": caveats(run, card),
@@ -518,13 +769,38 @@ def _headline_measurements(result: CheckResult) -> list[Measurement]:
     return list(result.measurements)
 
 
+#: status of a subcategory in the RMF report -> how the documents name it
+RMF_STATUSES = {
+    "met": "evidenced, meets policy",
+    "failed": "evidenced, fails policy",
+    "ungated": "evidenced, not gated by the policy",
+    "attested": "attested",
+    "open": "open",
+}
+
+
+def _rmf_status(rules: list[dict], unevaluated: list[dict], checks: list[dict], attested: bool) -> str:
+    """Evidence first: a rule that was evaluated, or a check that measured. With evidence, any
+    rule naming the subcategory that failed, was waived or could not be evaluated (missing) fails
+    the policy there; all rules passing meets it; evidence that no rule gates is "ungated".
+    Missing, skipped or errored evidence alone is never evidence."""
+    if rules or checks:
+        if any(r["status"] in ("fail", "waived") for r in rules) or any(
+            r["status"] == "missing" for r in unevaluated
+        ):
+            return "failed"
+        return "met" if rules else "ungated"
+    return "attested" if attested else "open"
+
+
 def rmf_report_context(run: AuditRun, attestations: Iterable[Mapping] | None = None) -> dict:
-    """All 72 AI RMF subcategories, each evidenced by this run, attested by a person, or open.
+    """All 72 AI RMF subcategories, each evidenced by this run (meeting the policy, failing it,
+    or not gated by it), attested by a person, or open.
 
     Evidenced: a rule outcome that was evaluated (pass, fail or waived) names the subcategory in
     its ``rmf`` list, or a measured check maps to it through ``CHECK_RMF``. A rule that could
-    not be evaluated (missing) is shown but is no evidence. Attested: no evidence from the run,
-    but a person's attestation. Open: neither.
+    not be evaluated (missing) or was skipped is shown but is no evidence. Attested: no evidence
+    from the run, but a person's attestation. Open: neither. See ``_rmf_status`` for the rest.
     """
     attested = _attestations(attestations)
     outcomes = run.decision.outcomes
@@ -532,10 +808,11 @@ def rmf_report_context(run: AuditRun, attestations: Iterable[Mapping] | None = N
     unknown_ids = sorted({i for o in outcomes for i in o.rmf if i not in known})
 
     functions = {name: {"name": name, "categories": {}} for name in FUNCTIONS}
-    counts = {name: {"evidenced": 0, "attested": 0, "open": 0, "total": 0} for name in FUNCTIONS}
+    counts = {name: {**dict.fromkeys(RMF_STATUSES, 0), "total": 0} for name in FUNCTIONS}
+    evaluated = ("pass", "fail", "waived")
     for sub in load_catalog():
-        rules = [_outcome(o) for o in outcomes if sub.id in o.rmf and o.status != "missing"]
-        unevaluated = [_outcome(o) for o in outcomes if sub.id in o.rmf and o.status == "missing"]
+        rules = [_outcome(o) for o in outcomes if sub.id in o.rmf and o.status in evaluated]
+        unevaluated = [_outcome(o) for o in outcomes if sub.id in o.rmf and o.status not in evaluated]
         checks, gaps = [], []
         for r in run.results:
             if sub.id not in CHECK_RMF.get(r.check, ()):
@@ -552,12 +829,7 @@ def rmf_report_context(run: AuditRun, attestations: Iterable[Mapping] | None = N
                 )
             else:
                 gaps.append({"check": r.check, "status": r.status, "reason": r.reason})
-        if rules or checks:
-            status = "evidenced"
-        elif sub.id in attested:
-            status = "attested"
-        else:
-            status = "open"
+        status = _rmf_status(rules, unevaluated, checks, sub.id in attested)
         counts[sub.function][status] += 1
         counts[sub.function]["total"] += 1
         category = functions[sub.function]["categories"].setdefault(
@@ -568,6 +840,7 @@ def rmf_report_context(run: AuditRun, attestations: Iterable[Mapping] | None = N
                 "id": sub.id,
                 "text": sub.text,
                 "status": status,
+                "status_text": RMF_STATUSES[status],
                 "rules": rules,
                 "unevaluated_rules": unevaluated,
                 "checks": checks,
@@ -575,8 +848,7 @@ def rmf_report_context(run: AuditRun, attestations: Iterable[Mapping] | None = N
                 "attestations": attested.get(sub.id, []),
             }
         )
-    totals = {k: sum(c[k] for c in counts.values()) for k in ("evidenced", "attested", "open")}
-    totals["total"] = sum(c["total"] for c in counts.values())
+    totals = {k: sum(c[k] for c in counts.values()) for k in (*RMF_STATUSES, "total")}
     card = _card(run)
     return {
         "citation": RMF_CITATION,
@@ -593,6 +865,7 @@ def rmf_report_context(run: AuditRun, attestations: Iterable[Mapping] | None = N
         },
         "decision": _decision(run),
         "checks": _checks(run),
+        "statuses": [{"status": k, "text": v} for k, v in RMF_STATUSES.items()],
         "counts": [{"function": name, **counts[name]} for name in FUNCTIONS],
         "totals": totals,
         "functions": [

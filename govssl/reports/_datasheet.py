@@ -1,9 +1,11 @@
 """The datasheet of the audited data: the 57 questions of "Datasheets for Datasets" in their seven
 sections and order, asked in govssl's own words.
 
-Each question is answered from the data where the audit can derive it (counts, splits, groups,
-missingness, hashes, licence, source), else from the plan's answers file (``dataset.datasheet``,
-YAML mapping question id -> text), else marked unanswered.
+Each question is answered from the plan's answers file (``dataset.datasheet``, YAML mapping
+question id -> text) where it has an answer, which is never replaced: what the audit derives from
+the data (counts, splits, groups, missingness, hashes, licence, source) is shown beside it. Other
+questions are answered from the data where the audit can, else marked unanswered. Supplied
+answers are attributed to the plan's owners (``model_card.owners``), else to "the plan's authors".
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from govssl.errors import ConfigError
 from govssl.records import AuditRun
+from govssl.reports._context import data_origin
 
 __all__ = ["DATASHEETS_CITATION", "SECTIONS", "QUESTION_IDS", "load_datasheet_answers", "datasheet_context"]
 
@@ -183,22 +186,35 @@ def _derived(run: AuditRun) -> dict[str, str]:
              "The scan for direct identifiers (names, e-mail addresses, phone numbers, dates of birth, national ids) found none.")
             + " Re-identification by combining other columns was not assessed."
         )
+    personal = list((run.plan.get("dataset") or {}).get("personal_data") or [])
+    parts = []
     if ds.sensitive:
-        out["composition.15"] = f"The plan treats {', '.join(ds.sensitive)} as sensitive attributes."
-    prov = _measurements(run, "provenance", "manifest_verified")
-    manifest = (prov[0].details.get("manifest") if prov else None) or {}
-    if manifest.get("creator"):
-        out["motivation.02"] = manifest["creator"]
-    if manifest.get("collection_notes"):
-        out["collection.02"] = manifest["collection_notes"]
-    source = manifest.get("source") or ds.source
-    if source and source != "not declared":
+        parts.append(f"The plan treats {', '.join(ds.sensitive)} as sensitive attributes.")
+    if personal:
+        parts.append(f"It declares {', '.join(personal)} as columns holding personal data.")
+    if parts:
+        out["composition.15"] = " ".join(parts)
+    origin = data_origin(run)
+    where = f" (from the verified data manifest {origin['manifest']})" if origin["from_manifest"] else ""
+    if origin["creator"]:
+        out["motivation.02"] = origin["creator"] + (where if "creator" in origin["from_manifest"] else "") + "."
+    if origin["collection_notes"]:
+        out["collection.02"] = origin["collection_notes"]
+    if origin["source"]:
         hashes = "; ".join(f"{Path(f['path']).name} sha256 {f['sha256']}" for f in ds.files)
-        out["distribution.02"] = f"As audited, obtained from: {source}. Files: {hashes}."
-    licence = manifest.get("license") or ds.license
-    if licence and licence != "not declared":
-        out["distribution.04"] = f"Licence: {licence}."
+        out["distribution.02"] = (f"As audited, obtained from: {origin['source']}"
+                                  f"{where if 'source' in origin['from_manifest'] else ''}. Files: {hashes}.")
+    if origin["license"]:
+        out["distribution.04"] = (f"Licence: {origin['license']}"
+                                  f"{where if 'license' in origin['from_manifest'] else ''}.")
     return out
+
+
+def _supplied_by(run: AuditRun) -> str:
+    """Who supplied the answers file: the plan's owners (model_card.owners), else "the plan's authors"."""
+    owners = ((run.plan or {}).get("model_card") or {}).get("owners") or []
+    names = [str(o.get("name")) for o in owners if isinstance(o, dict) and o.get("name")]
+    return "; ".join(names) or "the plan's authors"
 
 
 def datasheet_context(run: AuditRun) -> dict:
@@ -214,21 +230,24 @@ def datasheet_context(run: AuditRun) -> dict:
         items = []
         for qid, text in questions:
             number += 1
-            if qid in derived:
-                origin, answer = "derived", derived[qid]
-                extra = supplied.get(qid, "")
-            elif qid in supplied:
-                origin, answer, extra = "supplied", supplied[qid], ""
+            if qid in supplied:  # a person's answer is never replaced; the audit's figure goes beside it
+                origin, answer, extra = "supplied", supplied[qid], derived.get(qid, "")
+            elif qid in derived:
+                origin, answer, extra = "derived", derived[qid], ""
             else:
                 origin, answer, extra = "unanswered", "", ""
             counts[origin] += 1
             items.append({"id": qid, "number": number, "question": text, "origin": origin,
-                          "answer": answer, "supplied_too": extra})
+                          "answer": answer, "derived_too": extra})
         sections.append({"title": title, "questions": items})
     ds = run.dataset
+    origin = data_origin(run)
     return {
         "citation": DATASHEETS_CITATION,
-        "dataset": {"name": ds.name, "source": ds.source, "license": ds.license, "citation": ds.citation,
+        "supplied_by": _supplied_by(run),
+        "dataset": {"name": ds.name, "source": origin["source"], "license": origin["license"],
+                    "creator": origin["creator"], "from_manifest": origin["from_manifest"],
+                    "manifest": origin["manifest"], "citation": ds.citation,
                     "files": [{"name": Path(f["path"]).name, "sha256": f["sha256"], "size": f["size"]} for f in ds.files]},
         "run": {"run_id": run.run_id, "created_at": run.created_at, "govssl_version": run.govssl_version},
         "answers_file": path.name if path is not None else "",

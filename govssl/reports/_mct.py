@@ -127,12 +127,13 @@ def _model_details(context: Mapping) -> dict:
         "documentation": _documentation(context),
         "owners": owners,
         "version": {"name": str(card["version"]), "date": run["created_at"][:10]},
-        "licenses": [_license(card["license"])],
         "references": [{"reference": r} for r in references if _is_uri(r)],
         # references that are not links (a paper, a report) are how to cite, not where to go
         "citations": [{"style": "text", "citation": citation}]
         + [{"style": "text", "citation": r} for r in references if not _is_uri(r)],
     }
+    if card.get("license"):  # an unstated licence is left out (the schema does not require one)
+        details["licenses"] = [_license(card["license"])]
     if training.get("model_file"):
         details["path"] = training["model_file"]
     return details
@@ -143,6 +144,9 @@ def _dataset(context: Mapping, split: str) -> dict:
     about = [
         f"Source: {dataset['source']}." if dataset.get("source") else "",
         f"License: {dataset['license']}." if dataset.get("license") else "",
+        f"Creator: {dataset['creator']}." if dataset.get("creator") else "",
+        (f"From the verified data manifest: {', '.join(dataset['from_manifest'])}."
+         if dataset.get("from_manifest") else ""),
         f"Citation: {dataset['citation']}" if dataset.get("citation") else "",
     ]
     if split == "training":

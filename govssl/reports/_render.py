@@ -91,7 +91,7 @@ def render(
     env = environment(template_dir)
     # both contexts always: an invalid attestation is bad input whichever formats are asked for
     contexts = {
-        "model_card": model_card_context(run),
+        "model_card": model_card_context(run, out_dir),
         "rmf_report": rmf_report_context(run, attestations),
         "datasheet": datasheet_context(run),
     }

@@ -3,6 +3,8 @@ seed, immutable features, per-group results and the chart."""
 
 from __future__ import annotations
 
+from xml.etree import ElementTree
+
 import numpy as np
 import pytest
 import torch
@@ -132,7 +134,11 @@ def test_robustness__measures_each_eps_group_and_draws_chart(adult_context):
             assert female.details["group"] == {"sex": "Female"} and female.details["attribute"] == "sex"
     assert by[("robust_accuracy", "pgd eps=0.5")].value <= by[("clean_accuracy", "")].value
     svg = (adult_context.out_dir / "robustness.svg").read_text()
-    assert svg.startswith("<svg") and "PGD" in svg and "FGSM" in svg
+    root = ElementTree.fromstring(svg.encode())
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    # matplotlib draws text as paths and keeps each text as a comment: panels, overall and group lines
+    for text in ("PGD", "FGSM", "all test rows", "sex=Female (n=", "sex=Male (n="):
+        assert f"<!-- {text}" in svg, text
 
 
 def test_robustness__unknown_attack_errors_with_its_name(adult_context):

@@ -103,9 +103,33 @@ def test_audit__datasheet_counts_derived_supplied_and_unanswered(audited):
     head = text.split("\n## ")[0]
     derived, supplied, unanswered = map(int, re.search(
         r"\*\*(\d+) derived\*\*.*\*\*(\d+) supplied\*\*.*\*\*(\d+) unanswered\*\*", head).groups())
-    assert derived + supplied + unanswered == 57 and supplied == 1 and derived >= 10
+    assert derived + supplied + unanswered == 57 and supplied == 2 and derived >= 10
     assert "A benchmark for income prediction." in text
-    assert "The dataset's authors add: Also stated by the authors." in text  # composition.02 is derived too
+    # a supplied answer is never replaced; what the audit derives for the question goes beside it
+    block = text.split("(`composition.02`, supplied)", 1)[1].split("**", 1)[0]
+    assert "Also stated by the authors." in block
+    assert "From the audited data: 7000 rows as audited: 4000 for training and 3000 for testing." in block
+    # the plan names no owners, so the answers are the plan's authors'
+    assert "supplied** by the plan's authors (`answers.yaml`)" in head and "dataset's authors" not in text
+
+
+def test_audit__source_licence_and_creator_come_from_the_verified_manifest(audited):
+    """The plan states no source, licence or creator; the signed manifest does."""
+    run_dir = audited["run_dir"]
+    card = (run_dir / "model_card.md").read_text()
+    evaluation = card.split("## Evaluation data", 1)[1].split("\n## ", 1)[0]
+    assert "- Source: UCI Adult, doi:10.24432/C5XW20\n" in evaluation
+    assert "- License: CC-BY-4.0\n" in evaluation and "- Creator: Becker and Kohavi\n" in evaluation
+    assert "From the verified data manifest `manifest.json`: source, license, creator" in evaluation
+    assert "not declared" not in evaluation
+    html = (run_dir / "model_card.html").read_text()
+    assert "<li>Source: UCI Adult, doi:10.24432/C5XW20</li>" in html and "<li>Creator: Becker and Kohavi</li>" in html
+    sheet = (run_dir / "datasheet.md").read_text()
+    assert "- Source: UCI Adult, doi:10.24432/C5XW20\n- Licence: CC-BY-4.0\n- Creator: Becker and Kohavi\n" in sheet
+    assert "Licence: CC-BY-4.0 (from the verified data manifest manifest.json)." in sheet
+    assert "Becker and Kohavi (from the verified data manifest manifest.json)." in sheet
+    description = json.loads((run_dir / "model_card.json").read_text())["model_parameters"]["data"][0]["description"]
+    assert "Source: UCI Adult, doi:10.24432/C5XW20." in description and "Creator: Becker and Kohavi." in description
 
 
 def test_audit__private_keys_stay_out_of_the_run_folder_and_the_store(audited):

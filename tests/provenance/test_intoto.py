@@ -129,3 +129,26 @@ def test_verify_envelope__a_signed_payload_that_is_not_a_statement_fails_as_inte
     path.write_text(json.dumps(envelope(payload, load_signing_key(private))))
     with pytest.raises(IntegrityError, match="not an in-toto Statement v1"):
         verify_envelope(path, load_public_key(public))
+
+
+def test_statement__every_file_of_the_run_folder_but_the_envelope_is_a_subject(tmp_path):
+    from govssl.reports import render
+    from govssl.records import sha256_file
+
+    run = make_run(tmp_path)
+    out = Path(run.out_dir)
+    for artifact in list(run.artifacts):  # a real run keeps its model and predictions in its folder
+        moved = out / Path(artifact.path).name
+        shutil.copy(artifact.path, moved)
+        run.artifacts[run.artifacts.index(artifact)] = Artifact.of(artifact.kind, moved)
+    (out / "robustness.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>\n")
+    run.artifacts.extend(render(run, out))
+    write_attestation(run, None)
+    stmt = statement(run)
+    subjects = {s["name"]: s["digest"]["sha256"] for s in stmt["subject"]}
+    files = {p.name for p in out.iterdir() if p.name != "attestation.intoto.json"}
+    assert {"model_card.json", "model_card.html", "rmf_report.html", "datasheet.html", "robustness.svg"} <= files
+    assert {name for name in subjects if not name.startswith("data/")} == files
+    for name in files:
+        assert subjects[name] == sha256_file(out / name), name
+    assert "attestation.intoto.json" not in subjects

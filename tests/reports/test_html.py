@@ -12,6 +12,7 @@ import pytest
 from govssl.checks.base import CheckResult
 from govssl.policy.model import Decision, RuleOutcome
 from govssl.rmf import load_catalog
+from govssl.reports._context import RMF_STATUSES
 from tests.reports.test_render import (
     HEAD_DP,
     adult_summary,
@@ -117,7 +118,7 @@ def test_model_card_html__has_the_sections_of_the_markdown(tmp_path):
     assert headings(docs["model_card.html"], "h2") == markdown_sections
     assert headings(docs["model_card.html"], "h1") == ["Model card: adult-income-scarf"]
     assert headings(docs["model_card.html"], "h3") == [
-        "Performance", "Fairness"
+        "fairness-equalized-odds fail (block)", "robustness-pgd missing (block)", "Performance", "Fairness"
     ]
     assert headings(docs["model_card.html"], "h4") == ["sex", "race", "sex*race"]
 
@@ -165,9 +166,11 @@ def test_rmf_report_html__lists_the_72_subcategories_with_the_markdown_statuses(
     attestations = [attestation("GOVERN 1.1", "Legal", "Laws reviewed.")]
     docs = rendered(make_run(tmp_path), attestations=attestations)
     text = docs["rmf_report.html"]
-    entry = r'<h4>([A-Z]+ \d+\.\d+) <span class="badge badge-(\w+)">\2</span>'
-    entries = re.findall(entry, text)
+    entry = r'<h4>([A-Z]+ \d+\.\d+) <span class="badge badge-rmf-(\w+)">([\w ,]+)</span>'
+    found = re.findall(entry, text)
+    entries = [(sid, label) for sid, _, label in found]
     assert entries == rmf_entries(docs["rmf_report.md"])
+    assert {(key, label) for _, key, label in found} <= set(RMF_STATUSES.items())
     assert [sid for sid, _ in entries] == [s.id for s in load_catalog()]
     assert ("GOVERN 1.1", "attested") in entries and ("MEASURE 2.7", "open") in entries
     assert headings(text, "h2")[2:] == ["GOVERN", "MAP", "MEASURE", "MANAGE"]

@@ -78,6 +78,16 @@ RUNS = {
         results=[CheckResult("performance", "errored", (), "ValueError: empty")],
         outcome=Decision(()),
     ),
+    # no model licence stated: left out, never defaulted; data origin from a verified manifest
+    "no-licence-manifest-origin": lambda tmp: make_run(
+        tmp,
+        card={"license": None},
+        dataset=replace(adult_summary(), source="not declared", license="not declared"),
+        results=[performance_result(), CheckResult("provenance", "measured", (Measurement(
+            "provenance", "manifest_verified", True, n=1, details={"manifest": {
+                "path": "m.json", "source": "https://example.org/data", "license": "CC-BY-4.0",
+                "creator": "Supplier <X>"}}),))],
+    ),
 }
 
 

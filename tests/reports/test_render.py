@@ -52,7 +52,9 @@ FILES = (
 KINDS = (
     "model_card", "rmf_report", "datasheet", "model_card_html", "rmf_report_html", "datasheet_html", "model_card_json", "evidence",
 )
-SUBCATEGORY_HEADING = re.compile(r"^#### ((?:GOVERN|MAP|MEASURE|MANAGE) \d+\.\d+): (\w+)$", re.M)
+SUBCATEGORY_HEADING = re.compile(r"^#### ((?:GOVERN|MAP|MEASURE|MANAGE) \d+\.\d+): ([\w ,]+)$", re.M)
+MET, FAILED, UNGATED = "evidenced, meets policy", "evidenced, fails policy", "evidenced, not gated by the policy"
+RMF_ORDER = (MET, FAILED, UNGATED, "attested", "open")
 
 
 # ---------------------------------------------------------------- a realistic run, by hand
@@ -370,6 +372,7 @@ def test_model_card__has_the_sections_of_mitchell_et_al(tmp_path):
     text = rendered(make_run(tmp_path))["model_card.md"]
     headings = re.findall(r"^## (.+)$", text, re.M)
     assert headings == [
+        "Why this verdict",
         "Model details",
         "Intended use",
         "Factors",
@@ -566,8 +569,9 @@ def rmf_entries(text: str) -> list[tuple[str, str]]:
     return SUBCATEGORY_HEADING.findall(text)
 
 
-def rmf_counts(text: str) -> dict[str, tuple[int, int, int, int]]:
-    rows = re.findall(r"^\| (GOVERN|MAP|MEASURE|MANAGE|all)((?: \| \d+){4}) \|$", text, re.M)
+def rmf_counts(text: str) -> dict[str, tuple[int, ...]]:
+    """Per function: (meets policy, fails policy, not gated, attested, open, total)."""
+    rows = re.findall(r"^\| (GOVERN|MAP|MEASURE|MANAGE|all)((?: \| \d+){6}) \|$", text, re.M)
     return {name: tuple(int(x) for x in numbers.split(" | ")[1:]) for name, numbers in rows}
 
 
@@ -592,12 +596,12 @@ def test_rmf_report__counts_agree_with_the_entries(tmp_path):
     counts = rmf_counts(text)
     for function in FUNCTIONS:
         statuses = [status for sid, status in entries if function_of[sid] == function]
-        expected = tuple(statuses.count(s) for s in ("evidenced", "attested", "open"))
+        expected = tuple(statuses.count(s) for s in RMF_ORDER)
         assert counts[function] == (*expected, len(statuses))
     statuses = [status for _, status in entries]
-    expected = tuple(statuses.count(s) for s in ("evidenced", "attested", "open"))
+    expected = tuple(statuses.count(s) for s in RMF_ORDER)
     assert counts["all"] == (*expected, 72)
-    assert counts["GOVERN"] == (0, 1, 18, 19)
+    assert counts["GOVERN"] == (0, 0, 0, 1, 18, 19)
 
 
 def test_rmf_report__fairness_rule_evidences_measure_2_11(tmp_path):
@@ -607,23 +611,28 @@ def test_rmf_report__fairness_rule_evidences_measure_2_11(tmp_path):
         s for f in context["functions"] for c in f["categories"] for s in c["subcategories"]
         if s["id"] == "MEASURE 2.11"
     )
-    assert sub["status"] == "evidenced"
+    assert sub["status"] == "failed"  # the rule is evidence, and it failed
     assert [r["rule_id"] for r in sub["rules"]] == ["fairness-equalized-odds"]
     assert sub["checks"] == []
     text = rendered(run)["rmf_report.md"]
-    assert ("MEASURE 2.11", "evidenced") in rmf_entries(text)
-    block = text.split("#### MEASURE 2.11: evidenced", 1)[1].split("####", 1)[0]
+    assert ("MEASURE 2.11", FAILED) in rmf_entries(text)
+    block = text.split(f"#### MEASURE 2.11: {FAILED}", 1)[1].split("####", 1)[0]
     assert "`fairness-equalized-odds`: fail (block); observed 0.1342 for `sex*race`" in block
     assert "threshold <= 0.1 (ci_high)" in block
 
 
 def test_rmf_report__evidence_from_rules_and_mapped_checks(tmp_path):
     entries = dict(rmf_entries(rendered(make_run(tmp_path))["rmf_report.md"]))
-    evidenced = {sid for sid, status in entries.items() if status == "evidenced"}
+    evidenced = {sid for sid, status in entries.items() if status.startswith("evidenced")}
     # the rules name these four; the measured performance and fairness checks map via CHECK_RMF
     expected = {"MEASURE 2.5", "MANAGE 1.1", "MEASURE 2.11", "MAP 2.3"}
     expected |= set(CHECK_RMF["performance"]) | set(CHECK_RMF["fairness"])
     assert evidenced == expected
+    # a passing rule meets the policy; a failing one (block or warn) fails it; a measured check
+    # that no rule names is evidence the policy does not gate
+    assert entries["MEASURE 2.5"] == entries["MANAGE 1.1"] == MET
+    assert entries["MEASURE 2.11"] == entries["MAP 2.3"] == FAILED
+    assert entries["MEASURE 2.3"] == entries["MEASURE 2.1"] == UNGATED
 
 
 def test_rmf_report__errored_check_and_missing_rule_are_no_evidence(tmp_path):
@@ -636,11 +645,11 @@ def test_rmf_report__errored_check_and_missing_rule_are_no_evidence(tmp_path):
 
 def test_rmf_report__mapped_check_shows_aggregate_measurements(tmp_path):
     text = rendered(make_run(tmp_path))["rmf_report.md"]
-    block = text.split("#### MEASURE 2.11: evidenced", 1)[1].split("####", 1)[0]
+    block = text.split(f"#### MEASURE 2.11: {FAILED}", 1)[1].split("####", 1)[0]
     assert "fairness (" in block
     assert "`equalized_odds_difference` for `sex` = 0.0921 [0.0712, 0.1342] (n = 16281)" in block
     assert "sex=Female" not in block
-    perf = text.split("#### MEASURE 2.3: evidenced", 1)[1].split("####", 1)[0]
+    perf = text.split(f"#### MEASURE 2.3: {UNGATED}", 1)[1].split("####", 1)[0]
     assert "`accuracy` = 0.8473 [0.8417, 0.8528] (n = 16281)" in perf
 
 
@@ -669,7 +678,7 @@ def test_rmf_report__unknown_rule_ids_are_named_not_counted(tmp_path):
     )
     text = rendered(make_run(tmp_path, outcome=Decision((outcome,))))["rmf_report.md"]
     assert "`MEASURE 9.9`" in text
-    assert rmf_counts(text)["all"][3] == 72
+    assert rmf_counts(text)["all"][5] == 72
 
 
 # ---------------------------------------------------------------- templates
