@@ -305,3 +305,29 @@ def test_export__existing_out_needs_force(capsys, backend, gated, tmp_path):
     assert target.read_bytes() == b"someone's file"
     code, out, _ = run_cli(capsys, "export", PASSED, "--out", str(target), "--force", "--db", backend.url)
     assert code == 0 and target.read_bytes()[:2] == b"PK"
+
+
+def test_old_schema__read_only_commands_ask_for_the_upgrade_and_change_nothing(capsys, backend, tmp_path):
+    from sqlalchemy import create_engine
+
+    from govssl.store import _codec, _ledger, _migrate
+
+    old = dataclasses.replace(make_run(tmp_path, PASSED, non_finite=False), attestations=[])
+    rows = _codec.run_to_rows(old)
+    del rows["attestations"]  # the first revision had no attestations table
+    engine = create_engine(backend.url)
+    with engine.begin() as conn:
+        _migrate.upgrade(conn, _migrate.FIRST_REVISION)
+        _ledger.ensure_head(conn)
+        _ledger.append(conn, rows)
+    engine.dispose()
+    for argv in (["verify"], ["show", PASSED], ["runs"]):
+        code, _, err = run_cli(capsys, *argv, "--db", backend.url)
+        assert code == 2 and "has schema revision 0001" in one_line(err) and "upgrades it first" in one_line(err)
+    assert backend.query("SELECT version_num FROM alembic_version") == [("0001",)]
+    code, _, _ = run_cli(capsys, "attest-rmf", "--run", PASSED, "--subcategory", "GOVERN 1.1", "--by", "Dana",
+                         "--statement", "reviewed", "--db", backend.url)
+    assert code == 0
+    assert backend.query("SELECT version_num FROM alembic_version") == [(_migrate.head_revision(),)]
+    code, out, _ = run_cli(capsys, "verify", "--db", backend.url)
+    assert code == 0 and f"ok: {RECORDS_PER_RUN - 2 + 1} ledger entries verified" in one_line(out)
