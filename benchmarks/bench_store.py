@@ -2,6 +2,9 @@
 SQLite and on PostgreSQL (a throw-away server on 127.0.0.1, as the tests start it, with its
 default durability settings; or ``--pg URL``).
 
+Also times what a command that relies on one run pays for reading it verified (the whole chain
+walked in the read snapshot) and what verify's database integrity check adds.
+
 Prints each figure against the issue's targets (write < 1 s, verify < 5 s) and, because the
 machine's speed varies, against references measured in the same run: for the write, inserting
 the same rows with the plain driver (sqlite3 executemany) and no ledger; for the verify, the
@@ -121,6 +124,24 @@ def time_verify(url: str, repeat: int) -> tuple[float, int]:
     return statistics.median(seconds), report.entries
 
 
+def time_read(url: str, repeat: int) -> tuple[float, float]:
+    """What a command that relies on one run pays: the run and the waivers read and the whole
+    chain walked in one read-only snapshot (AuditStore.read_runs); and verify without the
+    database's own integrity check, to show what that check adds."""
+    store = AuditStore(url, read_only=True)
+    reads, walks = [], []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        (run,), _ = store.read_runs(["write-0"], strict=False)
+        reads.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        assert store.verify(check_database=False).ok
+        walks.append(time.perf_counter() - started)
+    store.close()
+    assert len(run.measurements) == MEASUREMENTS
+    return statistics.median(reads), statistics.median(walks)
+
+
 def reference_verify(folder: Path, entries: int) -> float:
     """Hash the same number of entries from rows already in memory: the floor of any verify."""
     rows_by_table = _codec.run_to_rows(big_run(folder, "hash-reference"))
@@ -137,6 +158,7 @@ def bench(name: str, url: str, folder: Path, entries: int, repeat: int, write_re
     write = time_write(url, folder, repeat)
     filled = fill(url, folder, entries)
     verify, verified = time_verify(url, repeat)
+    read, walk = time_read(url, repeat)
     print(f"\n{name}")
     print(f"  write a run of {MEASUREMENTS} measurements: {write:7.3f} s  (target < {WRITE_TARGET_S:g} s: "
           f"{'holds' if write < WRITE_TARGET_S else 'MISSED'}, {write / WRITE_TARGET_S:.2f} of it; "
@@ -144,6 +166,9 @@ def bench(name: str, url: str, folder: Path, entries: int, repeat: int, write_re
     print(f"  verify {verified:,} ledger entries:     {verify:7.3f} s  (target < {VERIFY_TARGET_S:g} s: "
           f"{'holds' if verify < VERIFY_TARGET_S else 'MISSED'}, {verify / VERIFY_TARGET_S:.2f} of it; "
           f"{verify / verify_ref:.1f}x the bare hashing; {verified / verify:,.0f} entries/s)")
+    print(f"  of which the database's integrity check: {verify - walk:7.3f} s  (verify without it {walk:.3f} s)")
+    print(f"  read one run verified (whole chain walked in the read snapshot, as gate/show/report/export do): "
+          f"{read:7.3f} s")
     del filled
 
 

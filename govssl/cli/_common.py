@@ -146,11 +146,14 @@ def _store_label(db_url: str | None) -> str:
 
 
 
-def _effective(store, run):
-    """The run with the waivers in force now applied to its stored decision."""
+def _effective(run, waivers):
+    """The run with the waivers in force now applied to its stored decision: ``waivers`` are
+    the verified waivers read with the run (AuditStore.read_runs); only those for this run or
+    its model count, so the decision follows from the verified rule outcomes and waivers alone."""
     from govssl.policy import apply_waivers
 
-    waivers = store.waivers(run_id=run.run_id) + store.waivers(model_sha256=run.training.model_sha256)
-    run.decision = apply_waivers(run.decision, waivers, run_id=run.run_id, model_sha256=run.training.model_sha256)
+    model = run.training.model_sha256
+    mine = [w for w in waivers if w.run_id == run.run_id or (w.model_sha256 is not None and w.model_sha256 == model)]
+    run.decision = apply_waivers(run.decision, mine, run_id=run.run_id, model_sha256=model)
     return run
 

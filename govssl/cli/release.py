@@ -34,7 +34,7 @@ def waive(run_id: str, rule_id: str, approver: str, reason: str, expires, for_mo
     from govssl.store import AuditStore
 
     store = AuditStore(db_url, create=False)
-    run = store.load_run(run_id)
+    (run,), waivers = store.read_runs([run_id])
     outcome = next((o for o in run.decision.outcomes if o.rule_id == rule_id), None)
     if outcome is None:
         rules = ", ".join(o.rule_id for o in run.decision.outcomes)
@@ -55,7 +55,7 @@ def waive(run_id: str, rule_id: str, approver: str, reason: str, expires, for_mo
         model_sha256=run.training.model_sha256 if for_model else None,
     )
     store.add_waiver(waiver)
-    run = _effective(store, run)
+    run = _effective(run, [*waivers, waiver])
     scope = f"model {run.training.model_sha256[:16]}…" if for_model else f"run {run.run_id}"
     out.print(f"waiver {waiver.waiver_id}: rule {rule_id} waived for {scope} until {waiver.expires} "
               f"(approver {waiver.approver})", markup=False)
@@ -86,24 +86,25 @@ def gate(model_file: Path, policy_path: Path | None, max_age: int | None, db_url
         raise DataError(f"{model_file}: model file not found")
     pol = load_policy(policy_path or builtin_policy_path("default"))
     model_sha = sha256_file(model_file)
-    store = AuditStore(db_url, create=False)
+    # every run of this model and every waiver, verified against the ledger in one snapshot;
+    # the decision is made from their rule outcomes and waivers, never from a stored verdict
+    model_runs, waivers = AuditStore(db_url, read_only=True).runs_of_model(model_sha)
     since = _dt.now(_tz.utc) - timedelta(days=max_age) if max_age is not None else None
-    candidates = store.find_runs(model_sha256=model_sha, policy_sha256=pol.sha256, since=since)
+    under_policy = [r for r in model_runs if r.policy_sha256 == pol.sha256]
+    candidates = [r for r in under_policy if since is None or _created(r) >= since]
     verdict = {"model": str(model_file), "model_sha256": model_sha, "policy": pol.name,
                "policy_sha256": pol.sha256, "max_age_days": max_age, "passed": False, "run_id": None}
     reason = ""
     if not candidates:
-        older = store.find_runs(model_sha256=model_sha, policy_sha256=pol.sha256) if since else []
-        any_policy = store.find_runs(model_sha256=model_sha)
-        if older:
-            reason = f"the newest audit of this model under this policy ({older[0]['run_id']}) is older than {max_age} day(s)"
-        elif any_policy:
-            reason = (f"this model was audited ({any_policy[0]['run_id']}) but never under policy "
+        if under_policy:
+            reason = f"the newest audit of this model under this policy ({under_policy[0].run_id}) is older than {max_age} day(s)"
+        elif model_runs:
+            reason = (f"this model was audited ({model_runs[0].run_id}) but never under policy "
                       f"'{pol.name}' with sha256 {pol.sha256[:16]}…")
         else:
             reason = f"no audit of a model with sha256 {model_sha[:16]}… in the store"
-    for row in candidates:  # newest first: the newest passing audit releases the model
-        run = _effective(store, store.load_run(row["run_id"]))
+    for run in candidates:  # newest first: the newest passing audit releases the model
+        run = _effective(run, waivers)
         if run.decision.passed:
             waived = [o.rule_id for o in run.decision.outcomes if o.status == "waived"]
             verdict.update(passed=True, run_id=run.run_id, waived_rules=waived)
@@ -122,6 +123,14 @@ def gate(model_file: Path, policy_path: Path | None, max_age: int | None, db_url
         out.print(f"gate: BLOCKED  {model_file} (sha256 {model_sha[:16]}…): {reason}", markup=False)
     sys.exit(EXIT_OK if verdict["passed"] else EXIT_BLOCKED)
 
+
+
+def _created(run):
+    """When the run was made, as an aware UTC datetime."""
+    from datetime import datetime as _dt, timezone as _tz
+
+    created = _dt.fromisoformat(run.created_at)
+    return created.replace(tzinfo=_tz.utc) if created.tzinfo is None else created
 
 
 @cli.command("attest-rmf")
@@ -147,7 +156,7 @@ def attest_rmf(run_id: str, subcategory: str, by: str, statement: str, on, db_ur
         if not value.strip():
             raise ConfigError(f"{name}: must not be empty")
     store = AuditStore(db_url, create=False)
-    run = store.load_run(run_id)
+    (run,), _ = store.read_runs([run_id])
     day = (on.date() if on else _dt.now(_tz.utc).date()).isoformat()
     store.add_attestations(run.run_id, [Attestation(subcategory, by.strip(), day, statement.strip())])
     out.print(f"attested {subcategory} for run {run.run_id} by {by.strip()} on {day}; "

@@ -30,7 +30,7 @@ def runs(db_url: str | None, as_json: bool, limit: int | None, model_sha256: str
     """List the audit runs in the store, newest first (filters combine)."""
     from govssl.store import AuditStore
 
-    rows = AuditStore(db_url, create=False).find_runs(model_sha256=model_sha256, verdict=verdict, since=since,
+    rows = AuditStore(db_url, read_only=True).find_runs(model_sha256=model_sha256, verdict=verdict, since=since,
                                         plan_name=plan_name, limit=limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
@@ -56,8 +56,8 @@ def show(run_id: str, db_url: str | None, as_json: bool) -> None:
     """Print one stored run (RUN_ID or a unique prefix of it)."""
     from govssl.store import AuditStore
 
-    store = AuditStore(db_url, create=False)
-    run = _effective(store, store.load_run(run_id))
+    (run,), waivers = AuditStore(db_url, read_only=True).read_runs([run_id])
+    run = _effective(run, waivers)
     if as_json:
         click.echo(json.dumps(run.to_dict(), indent=2, default=str))
     else:
@@ -80,9 +80,9 @@ def report(run_id: str, formats: tuple[str, ...], out_dir: Path | None, db_url: 
     from govssl import reports
     from govssl.store import AuditStore
 
-    store = AuditStore(db_url, create=False)
-    run = _effective(store, store.load_run(run_id))
-    target = out_dir or Path(run.out_dir)
+    (run,), waivers = AuditStore(db_url, read_only=True).read_runs([run_id])
+    run = _effective(run, waivers)
+    target = out_dir or Path(run.out_dir)  # the run's folder: its form was checked on reading
     target.mkdir(parents=True, exist_ok=True)
     written = reports.render(run, target, attestations=[asdict(a) for a in run.attestations],
                              formats=formats or ("md", "html", "json"))
@@ -115,14 +115,16 @@ class LedgerHeadParam(click.ParamType):
               help="A head recorded earlier (SEQ:HASH from an earlier verify): that entry must still be in the "
                    "chain with that hash, or exit 3. Repeatable.")
 def verify(db_url: str | None, as_json: bool, expected: tuple[tuple[int, str], ...]) -> None:
-    """Walk the store's hash chain and hash the artifact files: exit 0 if everything holds,
-    3 naming the first entry that was changed, removed, inserted or reordered, or an expected
-    head that is not in the chain. Prints the verified head (SEQ:HASH) to keep outside the store."""
+    """Check the database file (SQLite's integrity check), walk the store's hash chain and hash
+    the artifact files: exit 0 if everything holds, 3 naming the damaged index or page, the first
+    entry that was changed, removed, inserted or reordered, or an expected head that is not in the
+    chain; 3 too for a file that is not a govssl store (never changed). Prints the verified head
+    (SEQ:HASH) to keep outside the store."""
     from dataclasses import asdict
 
     from govssl.store import AuditStore
 
-    report = AuditStore(db_url, create=False).verify(check_files=True, expected=list(expected))
+    report = AuditStore(db_url, read_only=True).verify(check_files=True, expected=list(expected))
     head = f"{report.head_seq}:{report.head_hash}" if report.ok else None
     if as_json:
         click.echo(json.dumps(asdict(report) | {"head": head, "store": _store_label(db_url)}, indent=2))
@@ -146,8 +148,8 @@ def diff(run_a: str, run_b: str, db_url: str | None, as_json: bool) -> None:
     """Compare two stored runs: measurements side by side with deltas, rule outcomes that changed."""
     from govssl.store import AuditStore, diff_runs
 
-    store = AuditStore(db_url, create=False)
-    result = diff_runs(store.load_run(run_a), store.load_run(run_b))
+    (a, b), _ = AuditStore(db_url, read_only=True).read_runs([run_a, run_b])
+    result = diff_runs(a, b)
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return
@@ -177,13 +179,17 @@ def diff(run_a: str, run_b: str, db_url: str | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("run_id")
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The zip file to write.")
+              help="The zip file to write (an existing file only with --force).")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @db_option
-def export(run_id: str, out_file: Path, db_url: str | None) -> None:
+def export(run_id: str, out_file: Path, force: bool, db_url: str | None) -> None:
     """Write one stored run as a zip: record, documents, evidence, attestations, SHA256SUMS."""
+    from govssl.errors import ConfigError
     from govssl.store import AuditStore, export_run
 
-    run = AuditStore(db_url, create=False).load_run(run_id)
-    names = export_run(run, out_file)
+    if out_file.exists() and not force:
+        raise ConfigError(f"--out: {out_file} already exists; pass --force to replace it")
+    (run,), _ = AuditStore(db_url, read_only=True).read_runs([run_id])
+    names = export_run(run, out_file, overwrite=force)
     out.print(f"exported run {run.run_id} to {out_file}: {len(names)} file(s) including SHA256SUMS")
 

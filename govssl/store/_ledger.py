@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from sqlalchemy import Connection, exists, func, insert, select, update
 
@@ -27,7 +27,7 @@ from govssl.store._tables import CHAIN_HEAD, LEDGER, RECORD_TABLES, primary_key_
 
 __all__ = [
     "GENESIS_HASH", "LedgerHead", "VerifyReport", "canonical_json", "entry_hash", "lock_head",
-    "read_head", "append", "verify",
+    "read_head", "append", "verify", "integrity_problem", "Visitor",
 ]
 
 GENESIS_HASH = "0" * 64
@@ -61,6 +61,10 @@ FILE_CHANGED = (
     "its sha256 is {actual}, the store records {expected}"
 )
 FILE_UNREADABLE = "ledger entry {seq} (artifacts '{record_id}'): cannot read {path}: {error}"
+DAMAGED_FILE = (
+    "the database file is damaged: SQLite's integrity check reports: {found} "
+    "(an index or page no longer matches its table)"
+)
 EXPECTED_OTHER = (
     "ledger entry {seq} has hash {actual}, but {expected} was expected: the chain was rewritten "
     "at or before entry {seq}, or this is another store"
@@ -211,21 +215,22 @@ _KEY_AT = {
 }
 
 
-def _check_entry(entry: tuple) -> str:
-    """'' when the entry's hash matches its row as stored now, else the problem."""
+def _check_entry(entry: tuple) -> tuple[str, dict[str, Any] | None]:
+    """('', the row as read) when the entry's hash matches its row as stored now, else
+    (the problem, None)."""
     seq, prev_hash, stored_hash, table, record_id, created_at = entry[:_N_LEDGER]
     if table not in _COLUMNS:
-        return UNKNOWN_TABLE.format(seq=seq, table=table)
+        return UNKNOWN_TABLE.format(seq=seq, table=table), None
     if entry[_KEY_AT[table]] is None:
-        return REMOVED.format(seq=seq, table=table, record_id=record_id)
+        return REMOVED.format(seq=seq, table=table, record_id=record_id), None
     row = dict(zip(_COLUMNS[table], entry[_N_LEDGER:]))
     try:
         actual = entry_hash(prev_hash, _record(seq, table, created_at, row))
     except (TypeError, ValueError) as exc:
-        return UNREADABLE.format(seq=seq, table=table, record_id=record_id, error=exc)
+        return UNREADABLE.format(seq=seq, table=table, record_id=record_id, error=exc), None
     if actual != stored_hash:
-        return CHANGED.format(seq=seq, table=table, record_id=record_id)
-    return ""
+        return CHANGED.format(seq=seq, table=table, record_id=record_id), None
+    return "", row
 
 
 def _link_problem(conn: Connection, seq: int, prev_hash: str, previous: int) -> str:
@@ -235,8 +240,13 @@ def _link_problem(conn: Connection, seq: int, prev_hash: str, previous: int) -> 
     return BROKEN_LINK.format(seq=seq, previous=previous)
 
 
-def _walk(conn: Connection) -> tuple[str, int, str]:
-    """Walk the chain: (first problem or '', last good seq, its hash)."""
+#: called with (seq, table, row) for each entry whose hash matches the row it was read with
+Visitor = Callable[[int, str, dict[str, Any]], None]
+
+
+def _walk(conn: Connection, visit: Visitor | None = None) -> tuple[str, int, str]:
+    """Walk the chain: (first problem or '', last good seq, its hash). ``visit`` sees every
+    verified row exactly as it was read and hashed, in seq order."""
     last_seq, last_hash = 0, GENESIS_HASH
     problem, broken_link = "", None
     entries, results = _entries(conn)
@@ -248,7 +258,9 @@ def _walk(conn: Connection) -> tuple[str, int, str]:
         elif prev_hash != last_hash:
             broken_link = (seq, prev_hash, last_seq)
         else:
-            problem = _check_entry(entry)
+            problem, row = _check_entry(entry)
+            if not problem and visit is not None:
+                visit(seq, entry[3], row)
         if problem or broken_link:
             break
         last_seq, last_hash = seq, stored_hash
@@ -335,8 +347,28 @@ def _expected_problem(conn: Connection, expected: list[tuple[int, str]], last_se
     return ""
 
 
+def integrity_problem(conn: Connection) -> str:
+    """'' when the database engine finds its own file sound, else what it reports.
+
+    On SQLite, ``PRAGMA integrity_check``: a page or an index that disagrees with its table
+    (an index rewritten to point a value at another row) is reported here, not by the chain,
+    which reads rows by primary key. Other databases: '' (no portable equivalent).
+    """
+    if conn.dialect.name != "sqlite":
+        return ""
+    found = [row[0] for row in conn.exec_driver_sql("PRAGMA integrity_check(20)")]
+    if found == ["ok"]:
+        return ""
+    shown = "; ".join(found[:5]) + (f"; ... ({len(found) - 5} more)" if len(found) > 5 else "")
+    return DAMAGED_FILE.format(found=shown)
+
+
 def verify(
-    conn: Connection, check_files: bool = False, expected: list[tuple[int, str]] | None = None
+    conn: Connection,
+    check_files: bool = False,
+    expected: list[tuple[int, str]] | None = None,
+    visit: Visitor | None = None,
+    check_database: bool = False,
 ) -> VerifyReport:
     """Walk the ledger in seq order against the tables as they are now; report the first problem.
 
@@ -345,10 +377,14 @@ def verify(
     no entry records (inserted), and then that each ``expected`` ``(seq, hash)``, a head
     recorded outside the database, is an entry of the chain with that hash: a writer who
     rewrote the chain consistently (every hash from a changed entry on, and the head) passes
-    the walk but not this.
+    the walk but not this. With ``check_database``, the database's own consistency check
+    (:func:`integrity_problem`) runs first. ``visit`` is called for each verified row.
     """
     expected = list(expected or [])
-    problem, last_seq, last_hash = _walk(conn)
+    problem = integrity_problem(conn) if check_database else ""
+    if problem:
+        return VerifyReport(ok=False, entries=0, first_problem=problem)
+    problem, last_seq, last_hash = _walk(conn, visit)
     problem = problem or _head_problem(conn, last_seq, last_hash) or _inserted_problem(conn)
     problem = problem or _expected_problem(conn, expected, last_seq)
     checked = missing = 0

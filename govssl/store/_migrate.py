@@ -16,7 +16,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
-__all__ = ["MIGRATIONS", "FIRST_REVISION", "head_revision", "current_revision", "upgrade"]
+__all__ = [
+    "MIGRATIONS", "FIRST_REVISION", "head_revision", "known_revisions", "current_revision", "upgrade",
+]
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 FIRST_REVISION = "0001"
@@ -56,3 +58,10 @@ def upgrade(conn: Connection, revision: str = "head") -> None:
     if current is None and inspect(conn).has_table("runs"):
         command.stamp(config, FIRST_REVISION)
     command.upgrade(config, revision)
+
+
+@cache
+def known_revisions() -> tuple[str, ...]:
+    """Every revision this govssl knows, oldest first (the head last)."""
+    script = ScriptDirectory.from_config(_config())
+    return tuple(reversed([rev.revision for rev in script.walk_revisions()]))

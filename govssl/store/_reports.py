@@ -7,7 +7,7 @@ import json
 import os
 import zipfile
 from dataclasses import asdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from govssl.errors import DataError, IntegrityError
 from govssl.records import AuditRun
@@ -18,6 +18,11 @@ __all__ = ["diff_runs", "export_run", "EXPORTED_KINDS_SKIPPED"]
 EXPORTED_KINDS_SKIPPED = ("model", "predictions", "data")
 
 FILE_MISSING = "cannot export run '{run_id}': its {kind} file {path} is not on this machine"
+UNSAFE_NAME = (
+    "cannot export run {run_id!r}: the zip entry {entry!r} would leave the run's folder; "
+    "the store holds a name govssl does not make"
+)
+EXISTS = "{out}: the export file already exists; pass --force to replace it"
 FILE_CHANGED = (
     "cannot export run '{run_id}': its {kind} file {path} changed on disk "
     "(sha256 {actual}, the store records {expected})"
@@ -68,10 +73,28 @@ def diff_runs(a: AuditRun, b: AuditRun) -> dict:
     }
 
 
-def export_run(run: AuditRun, out: str | Path) -> list[str]:
+def _member(run_id: str, name: str) -> str:
+    """The zip entry ``<run_id>/<name>``; IntegrityError unless it stays inside its folder
+    (relative, no '..', no backslash or drive, no empty part)."""
+    entry = f"{run_id}/{name}"
+    parts = PurePosixPath(entry).parts
+    unsafe = (
+        entry.startswith("/") or "\\" in entry or "\0" in entry
+        or any(part in ("", ".", "..") for part in entry.split("/"))
+        or parts[0] != run_id or len(parts) < 2
+    )
+    if unsafe:
+        raise IntegrityError(UNSAFE_NAME.format(run_id=run_id, entry=entry))
+    return entry
+
+
+def export_run(run: AuditRun, out: str | Path, overwrite: bool = False) -> list[str]:
     """Write ``out`` (a zip): the run's record (``run.json``), its documents and evidence, its
     attestations, and ``SHA256SUMS`` over all of them (``sha256sum -c`` format). Every file is
-    checked against the sha256 the store recorded first; returns the names in the zip."""
+    checked against the sha256 the store recorded first; returns the names in the zip.
+
+    Every entry lies in the folder ``<run_id>/`` (IntegrityError otherwise). An existing
+    ``out`` is replaced only with ``overwrite`` (DataError naming it otherwise)."""
     members: dict[str, bytes] = {}
     members["run.json"] = json.dumps(run.to_dict(), indent=2, default=str).encode("utf-8")
     if run.attestations:
@@ -94,13 +117,23 @@ def export_run(run: AuditRun, out: str | Path) -> list[str]:
         members[name] = data
     sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in members.items())
     members["SHA256SUMS"] = sums.encode("ascii")
+    entries = {_member(run.run_id, name): data for name, data in members.items()}
     out = Path(out)
+    if out.exists() and not overwrite:
+        raise DataError(EXISTS.format(out=out))
     partial = out.with_name(out.name + ".partial")
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for name, data in members.items():
-                archive.writestr(f"{run.run_id}/{name}", data)
-        os.replace(partial, out)
+            for entry, data in entries.items():
+                archive.writestr(entry, data)
+        if overwrite:
+            os.replace(partial, out)
+        else:
+            os.link(partial, out)  # fails if out appeared meanwhile: never replaces it
+            partial.unlink()
+    except FileExistsError:
+        partial.unlink(missing_ok=True)
+        raise DataError(EXISTS.format(out=out)) from None
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise DataError(f"{out}: cannot write the export: {exc}") from None

@@ -8,23 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sqlite3
 import time
 import uuid
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from operator import itemgetter
+from pathlib import PurePath
+from typing import Callable, Iterator
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, or_, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, or_, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
-from govssl.errors import StoreError
+from govssl.errors import IntegrityError, StoreError
 from govssl.records import Attestation, AuditRun, Waiver
 from govssl.store import _codec, _ledger, _migrate
 from govssl.store._ledger import LedgerHead, VerifyReport
-from govssl.store._tables import LEDGER, RECORD_TABLES
+from govssl.store._tables import ALL_TABLES, CHAIN_HEAD, LEDGER, RECORD_TABLES
 
 __all__ = ["AuditStore", "default_url", "DEFAULT_URL", "ENV_VAR"]
 
@@ -52,6 +55,35 @@ BAD_EXPECTED = (
     "expected head {pair!r} is not a (seq, hash) pair: seq an integer >= 0, hash 64 lowercase "
     "hex digits"
 )
+
+NOT_A_STORE = "{url} is not a govssl audit store: {reason}"
+DAMAGED = "the audit store {url} is damaged: {reason}"
+NOT_VERIFIED = (
+    "the audit store {url} does not verify, so nothing in it is trusted: {problem}; "
+    "`govssl verify` reports the same"
+)
+OLD_SCHEMA = (
+    "the audit store {url} has schema revision {found}, and this govssl reads revision {head}: "
+    "a command that writes to it (govssl audit, waive or attest-rmf) upgrades it first"
+)
+NEWER_SCHEMA = (
+    "the audit store {url} has schema revision {found}, which this govssl does not know "
+    "(its newest is {head}): it was written by a newer govssl"
+)
+INDEX_LIED = (
+    "the index {index} of the audit store {url} is damaged: {detail}; the rows themselves "
+    "verify (`govssl verify` runs SQLite's integrity check, which names the index)"
+)
+BAD_RUN_ID = (
+    "run id {run_id!r} read from {url} is not a run id govssl makes (YYYYMMDDTHHMMSSZ-xxxxxx): "
+    "the store was changed outside govssl"
+)
+BAD_OUT_DIR = (
+    "run '{run_id}' in {url}: its folder {out_dir!r} is not a folder named after the run "
+    "(without '..'): the store was changed outside govssl"
+)
+RUN_ID_PATTERN = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}")
+_GOVSSL_TABLES = frozenset(table.name for table in ALL_TABLES)
 
 # Connection option that makes the SQLite begin hook take the write lock up front.
 _WRITE = "govssl_write"
@@ -143,35 +175,169 @@ def _create_engines(url: URL) -> tuple[Engine, Engine, Engine]:
     return engine, engine, engine.execution_options(**{_WRITE: True})
 
 
+def _read_only_engine(url: URL, sqlite_file: Path | None) -> Engine:
+    """An engine that cannot write: SQLite opened with ``mode=ro`` (no journal-mode switch, no
+    file created), PostgreSQL in read-only REPEATABLE READ transactions."""
+    if sqlite_file is not None:
+        uri = sqlite_file.as_uri() + "?mode=ro"
+
+        def connect():
+            return sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+        engine = create_engine("sqlite://", creator=connect)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection, _record):
+            dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA query_only = ON")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            conn.exec_driver_sql("BEGIN")
+
+        return engine
+    engine = create_engine(url)
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    return engine
+
+
+def _is_damage(exc: SQLAlchemyError) -> bool:
+    """True when SQLite says the file itself is not a sound database (not a lock or a path)."""
+    orig = getattr(exc, "orig", None)
+    return isinstance(orig, sqlite3.DatabaseError) and not isinstance(orig, sqlite3.OperationalError)
+
+
+def _schema_state(conn: Connection) -> tuple[str, str | None]:
+    """What the database holds: "empty" (no tables), "foreign" (tables, none of govssl's),
+    "current" (a govssl store at this govssl's schema) or "old" (an older govssl schema),
+    with the schema revision (None where there is none).
+
+    Raises IntegrityError for a govssl store with tables or its chain head gone, StoreError
+    for a schema newer than this govssl.
+    """
+    names = set(inspect(conn).get_table_names())
+    ours = names & _GOVSSL_TABLES
+    if not ours:
+        return ("foreign" if names else "empty"), None
+    revision = _migrate.current_revision(conn)
+    known = _migrate.known_revisions()
+    if revision is not None and revision not in known:
+        raise StoreError(NEWER_SCHEMA.format(url="{url}", found=revision, head=known[-1]))
+    if revision is None and not {"runs", "ledger", "chain_head"} <= names:
+        missing = ", ".join(sorted({"runs", "ledger", "chain_head"} - names))
+        raise IntegrityError(DAMAGED.format(url="{url}", reason=f"table(s) {missing} are gone"))
+    if revision is None or revision != known[-1]:
+        return "old", revision or _migrate.FIRST_REVISION
+    missing = sorted(_GOVSSL_TABLES - names)
+    if missing:
+        raise IntegrityError(DAMAGED.format(url="{url}", reason=f"table(s) {', '.join(missing)} are gone"))
+    if conn.execute(select(CHAIN_HEAD.c.id)).first() is None:
+        raise IntegrityError(DAMAGED.format(
+            url="{url}", reason="its chain head (table chain_head) is empty: the ledger was emptied"
+        ))
+    return "current", revision
+
+
+@dataclasses.dataclass
+class _Snapshot:
+    """What one verified walk of the chain collected: every run row's headline fields with its
+    seq, the full records of the runs asked for, and every waiver."""
+
+    heads: list[tuple[int, dict]] = dataclasses.field(default_factory=list)
+    records: dict[str, dict[str, list[dict]]] = dataclasses.field(default_factory=dict)
+    waivers: list[dict] = dataclasses.field(default_factory=list)
+
+
+_HEADLINE = ("run_id", "created_at", "model_sha256", "policy_sha256")
+
+
+def _among(run_ids: list[str], prefix: str) -> str | None:
+    """The run id that ``prefix`` resolves to among ``run_ids`` (None: none or several)."""
+    if prefix in run_ids:
+        return prefix
+    matches = {run_id for run_id in run_ids if prefix and run_id.startswith(prefix)}
+    return matches.pop() if len(matches) == 1 else None
+
+
 class AuditStore:
     """The tamper-evident audit database: runs written whole or not at all, each record chained.
 
     ``url`` is any SQLAlchemy URL (None: :func:`default_url`). Opening creates the tables (and
-    the SQLite file's folder) or upgrades them to this govssl's schema; with ``create=False``
-    a SQLite file that does not exist is an error instead (commands that only read). Every
-    failure is a :class:`StoreError` naming the URL.
+    the SQLite file's folder) in a database that has none, or upgrades an older govssl store to
+    this govssl's schema. With ``create=False`` the database must already be a govssl store
+    (commands that add to one); with ``read_only=True`` it must be one at this govssl's schema,
+    and nothing is ever written: SQLite is opened ``mode=ro``, PostgreSQL in read-only
+    transactions. A SQLite file that holds other tables is never changed: IntegrityError
+    "not a govssl audit store" (exit 3), as is a damaged or emptied store; other failures are
+    a :class:`StoreError` naming the URL.
     """
 
-    def __init__(self, url: str | None = None, *, create: bool = True):
+    def __init__(self, url: str | None = None, *, create: bool = True, read_only: bool = False):
         self.url = url if url is not None else default_url()
         parsed = _parse(self.url)
         self._shown_url = parsed.render_as_string(hide_password=True)
         sqlite_file = _sqlite_file(parsed)
-        if not create and sqlite_file is not None and not sqlite_file.is_file():
+        self.read_only = read_only
+        if (read_only or not create) and sqlite_file is not None and not sqlite_file.is_file():
             raise StoreError(NO_STORE.format(url=self._shown_url))
         try:
+            if read_only:
+                self._engine = self._reader = _read_only_engine(parsed, sqlite_file)
+                self._writer = None
+                with self._reader.connect() as conn:
+                    self._require_store(*_schema_state(conn), create=False, old_ok=False)
+                return
+            if sqlite_file is not None and sqlite_file.is_file():
+                # look before the first write (even the switch to WAL is one)
+                probe = _read_only_engine(parsed, sqlite_file)
+                try:
+                    with probe.connect() as conn:
+                        state, revision = _schema_state(conn)
+                finally:
+                    probe.dispose()
+                self._require_store(state, revision, create=create, old_ok=True)
             if sqlite_file is not None:
                 sqlite_file.parent.mkdir(parents=True, exist_ok=True)
             self._engine, self._reader, self._writer = _create_engines(parsed)
             with self._writer.begin() as conn:
-                _migrate.upgrade(conn)
-                _ledger.ensure_head(conn)
+                state, revision = _schema_state(conn)
+                # PostgreSQL schemas are shared with other applications: create beside them
+                shared = conn.dialect.name != "sqlite" and create and state == "foreign"
+                if not shared:
+                    self._require_store(state, revision, create=create, old_ok=True)
+                if state != "current":
+                    _migrate.upgrade(conn)
+                    _ledger.ensure_head(conn)
         except (NoSuchModuleError, ImportError) as exc:
             raise StoreError(
                 CANNOT_OPEN.format(url=self._shown_url, reason=f"no driver for it ({_reason(exc)})")
             ) from None
-        except (SQLAlchemyError, OSError) as exc:
+        except SQLAlchemyError as exc:
+            if _is_damage(exc):
+                raise IntegrityError(DAMAGED.format(url=self._shown_url, reason=_reason(exc))) from None
             raise StoreError(CANNOT_OPEN.format(url=self._shown_url, reason=_reason(exc))) from None
+        except OSError as exc:
+            raise StoreError(CANNOT_OPEN.format(url=self._shown_url, reason=_reason(exc))) from None
+        except (IntegrityError, StoreError) as exc:
+            # messages made before the URL was known carry a {url} placeholder
+            raise type(exc)(str(exc).replace("{url}", self._shown_url)) from None
+
+    def _require_store(self, state: str, revision: str | None, *, create: bool, old_ok: bool) -> None:
+        """Raise unless a store in ``state`` may be used (see the class docstring)."""
+        if state == "empty" and not create:
+            raise IntegrityError(NOT_A_STORE.format(
+                url="{url}", reason="it holds no tables (an empty or 0-byte database)"
+            ))
+        if state == "foreign":
+            raise IntegrityError(NOT_A_STORE.format(
+                url="{url}", reason="it holds other tables and none of govssl's; nothing was changed"
+            ))
+        if state == "old" and not old_ok:
+            raise StoreError(OLD_SCHEMA.format(url="{url}", found=revision, head=_migrate.head_revision()))
 
     def __repr__(self) -> str:
         return f"AuditStore({self._shown_url!r})"
@@ -182,11 +348,71 @@ class AuditStore:
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
+        """One read transaction: every query in it sees the same snapshot."""
         try:
             with self._reader.connect() as conn:
                 yield conn
         except SQLAlchemyError as exc:
+            if _is_damage(exc):
+                raise IntegrityError(DAMAGED.format(url=self._shown_url, reason=_reason(exc))) from None
             raise StoreError(CANNOT_READ.format(url=self._shown_url, reason=_reason(exc))) from None
+
+    def _writing(self) -> Engine:
+        if self._writer is None:
+            raise StoreError(f"the audit store {self._shown_url} was opened read-only")
+        return self._writer
+
+    def _read_verified(
+        self, conn: Connection, wanted: set[str], match: Callable[[dict], bool] | None = None
+    ) -> _Snapshot:
+        """Walk the whole chain in ``conn``'s snapshot and keep, from the rows exactly as they
+        were read and hashed, the records of the runs in ``wanted`` (and of the runs whose row
+        ``match`` accepts), every run's headline fields and every waiver. Raises
+        IntegrityError when the chain does not verify."""
+        snapshot = _Snapshot()
+        wanted = set(wanted)
+
+        def visit(seq: int, table: str, row: dict) -> None:
+            if table == "runs":
+                snapshot.heads.append((seq, {key: row[key] for key in _HEADLINE}))
+                if row["run_id"] in wanted or (match is not None and match(row)):
+                    snapshot.records[row["run_id"]] = {"runs": [row]}
+            elif table == "waivers":
+                snapshot.waivers.append(row)
+            elif row.get("run_id") in snapshot.records:
+                snapshot.records[row["run_id"]].setdefault(table, []).append(row)
+
+        report = _ledger.verify(conn, visit=visit)
+        if not report.ok:
+            raise IntegrityError(NOT_VERIFIED.format(url=self._shown_url, problem=report.first_problem))
+        return snapshot
+
+    def _to_run(self, records: dict[str, list[dict]], strict: bool) -> AuditRun:
+        def rows(table: str, *keys: str) -> list[dict]:
+            return sorted(records.get(table, []), key=itemgetter(*keys))
+
+        run = _codec.rows_to_run(
+            records["runs"][0],
+            rows("check_results", "position"),
+            rows("measurements", "check_position", "position"),
+            rows("rule_outcomes", "position"),
+            rows("artifacts", "position"),
+            rows("attestations", "position"),
+        )
+        if strict:
+            self._check_names(run)
+        return run
+
+    def _check_names(self, run: AuditRun) -> None:
+        """Raise IntegrityError unless the run id and its folder have the form govssl gives
+        them, so that neither can lead a path out of the folder it is joined to."""
+        if not isinstance(run.run_id, str) or not RUN_ID_PATTERN.fullmatch(run.run_id):
+            raise IntegrityError(BAD_RUN_ID.format(run_id=run.run_id, url=self._shown_url))
+        folder = PurePath(run.out_dir) if isinstance(run.out_dir, str) and run.out_dir else None
+        if folder is None or folder.name != run.run_id or ".." in folder.parts or "\0" in run.out_dir:
+            raise IntegrityError(
+                BAD_OUT_DIR.format(run_id=run.run_id, out_dir=run.out_dir, url=self._shown_url)
+            )
 
     def save(self, run: AuditRun) -> str:
         """Write the run and append a ledger entry for each of its records, in one transaction.
@@ -202,7 +428,7 @@ class AuditStore:
             ) from None
         runs = RECORD_TABLES["runs"]
         try:
-            with self._writer.begin() as conn:
+            with self._writing().begin() as conn:
                 _ledger.lock_head(conn)
                 exists = conn.execute(
                     select(runs.c.run_id).where(runs.c.run_id == run.run_id)
@@ -297,28 +523,69 @@ class AuditStore:
         return matches[0]
 
     def load_run(self, run_id_or_unique_prefix: str) -> AuditRun:
-        """The full AuditRun of a run id, or of the one run whose id starts with the prefix."""
-        tables = RECORD_TABLES
+        """The full AuditRun of a run id, or of the one run whose id starts with the prefix,
+        verified like :meth:`read_runs` (without its checks of the run id's form)."""
+        return self.read_runs([run_id_or_unique_prefix], strict=False)[0][0]
+
+    def read_runs(self, run_ids: list[str], strict: bool = True) -> tuple[list[AuditRun], list[Waiver]]:
+        """The runs (ids or unique prefixes) and every waiver in the store, as trusted input.
+
+        In one read snapshot: the ids are resolved, then the whole chain is walked and the
+        runs are rebuilt from the rows exactly as that walk read and hashed them (never from
+        a second query), so a record changed, removed or inserted outside govssl raises
+        IntegrityError naming its ledger entry. A run id that the primary key index resolves
+        otherwise than the verified rows do raises IntegrityError naming the index. With
+        ``strict``, a run id or run folder not of the form govssl gives them raises too.
+        """
+        run_ids = list(run_ids)
         with self._reading() as conn:
-            run_id = self._resolve(conn, run_id_or_unique_prefix)
+            resolved = [self._resolve(conn, prefix) for prefix in run_ids]
+            snapshot = self._read_verified(conn, set(resolved))
+        verified = [head["run_id"] for _, head in snapshot.heads]
+        for prefix, run_id in zip(run_ids, resolved):
+            truth = _among(verified, prefix)
+            if truth != run_id or run_id not in snapshot.records:
+                detail = (f"run id '{prefix}' leads it to run '{run_id}', but the verified rows "
+                          f"resolve it to {repr(truth) if truth else 'no single run'}")
+                raise IntegrityError(INDEX_LIED.format(
+                    index="on runs.run_id (its primary key)", url=self._shown_url, detail=detail
+                ))
+        runs = [self._to_run(snapshot.records[run_id], strict) for run_id in resolved]
+        return runs, [_codec.row_to_waiver(row) for row in snapshot.waivers]
 
-            def rows(name: str, *order) -> list[dict]:
-                table = tables[name]
-                stmt = select(table).where(table.c.run_id == run_id).order_by(*order)
-                return [dict(row._mapping) for row in conn.execute(stmt)]
-
-            m = tables["measurements"].c
-            return _codec.rows_to_run(
-                rows("runs")[0],
-                rows("check_results", tables["check_results"].c.position),
-                rows("measurements", m.check_position, m.position),
-                rows("rule_outcomes", tables["rule_outcomes"].c.position),
-                rows("artifacts", tables["artifacts"].c.position),
-                rows("attestations", tables["attestations"].c.position),
+    def runs_of_model(self, model_sha256: str) -> tuple[list[AuditRun], list[Waiver]]:
+        """Every run of the model with this sha256, newest first, and every waiver: verified as
+        :meth:`read_runs` does (``strict``). The runs come from the verified rows; the index on
+        ``runs.model_sha256`` is asked too, and a run it lists or leaves out otherwise than the
+        rows say raises IntegrityError naming the index."""
+        runs = RECORD_TABLES["runs"]
+        with self._reading() as conn:
+            listed = set(
+                conn.execute(select(runs.c.run_id).where(runs.c.model_sha256 == model_sha256)).scalars()
             )
+            snapshot = self._read_verified(
+                conn, set(), match=lambda row: row["model_sha256"] == model_sha256
+            )
+        heads = dict((head["run_id"], head) for _, head in snapshot.heads)
+        index = "ix_runs_model_sha256 (on runs.model_sha256)"
+        for run_id in sorted(listed - set(snapshot.records)):
+            row_says = heads[run_id]["model_sha256"] if run_id in heads else "no verified row"
+            detail = (f"it lists run '{run_id}' for model sha256 {model_sha256}, but the run's "
+                      f"row records {row_says}")
+            raise IntegrityError(INDEX_LIED.format(index=index, url=self._shown_url, detail=detail))
+        for run_id in sorted(set(snapshot.records) - listed):
+            detail = f"it leaves out run '{run_id}', whose row records model sha256 {model_sha256}"
+            raise IntegrityError(INDEX_LIED.format(index=index, url=self._shown_url, detail=detail))
+        order = {head["run_id"]: (head["created_at"], seq) for seq, head in snapshot.heads}
+        newest_first = sorted(snapshot.records, key=order.__getitem__, reverse=True)
+        found = [self._to_run(snapshot.records[run_id], strict=True) for run_id in newest_first]
+        return found, [_codec.row_to_waiver(row) for row in snapshot.waivers]
 
     def verify(
-        self, check_files: bool = False, expected: list[tuple[int, str]] | None = None
+        self,
+        check_files: bool = False,
+        expected: list[tuple[int, str]] | None = None,
+        check_database: bool = True,
     ) -> VerifyReport:
         """Walk the hash chain against the tables as they are now (see :mod:`._ledger`).
 
@@ -326,7 +593,9 @@ class AuditStore:
         its recorded sha256 (files written on another machine are counted as not found).
         Each ``expected`` ``(seq, hash)`` (a head recorded outside the database: a CI log, a
         signed statement) must then be an entry of the chain with exactly that hash; seq 0 is
-        the empty chain, whose hash is 64 zeros. The report's ``head_seq`` / ``head_hash`` are
+        the empty chain, whose hash is 64 zeros. With ``check_database`` (the default), the
+        database's own consistency check runs first (SQLite: ``PRAGMA integrity_check``, which
+        finds an index that disagrees with its table). The report's ``head_seq`` / ``head_hash`` are
         the head that was verified.
         """
         expected = list(expected or [])
@@ -334,7 +603,9 @@ class AuditStore:
             if not _is_head(pair):
                 raise StoreError(BAD_EXPECTED.format(pair=pair))
         with self._reading() as conn:
-            return _ledger.verify(conn, check_files=check_files, expected=expected)
+            return _ledger.verify(
+                conn, check_files=check_files, expected=expected, check_database=check_database
+            )
 
     def head(self) -> LedgerHead:
         """The chain head now: the newest entry's seq and hash (0 and 64 zeros while the store
@@ -349,7 +620,7 @@ class AuditStore:
     def _write(self, what: str, write) -> None:
         """Run ``write(conn)`` in one write transaction holding the chain head."""
         try:
-            with self._writer.begin() as conn:
+            with self._writing().begin() as conn:
                 _ledger.lock_head(conn)
                 write(conn)
         except SQLAlchemyError as exc:
@@ -419,23 +690,21 @@ class AuditStore:
         """Waivers in the order they were stored, filtered.
 
         Given both ``run_id`` and ``model_sha256``, the waivers that apply to that run: those
-        for the run or for its model. ``active_at`` keeps those not expired then.
+        for the run or for its model. ``active_at`` keeps those not expired then. Read from
+        the rows a walk of the whole chain verified (IntegrityError when it does not verify).
         """
-        table = RECORD_TABLES["waivers"]
-        recorded = (LEDGER.c.record_table == "waivers") & (LEDGER.c.record_id == table.c.waiver_id)
-        stmt = select(table).select_from(table.outerjoin(LEDGER, recorded))
-        if rule_id is not None:
-            stmt = stmt.where(table.c.rule_id == rule_id)
-        applies = []
-        if run_id is not None:
-            applies.append(table.c.run_id == run_id)
-        if model_sha256 is not None:
-            applies.append(table.c.model_sha256 == model_sha256)
-        if applies:
-            stmt = stmt.where(or_(*applies))
-        stmt = stmt.order_by(LEDGER.c.seq, table.c.waiver_id)
         with self._reading() as conn:
-            found = [_codec.row_to_waiver(dict(row._mapping)) for row in conn.execute(stmt)]
+            snapshot = self._read_verified(conn, set())
+        found = []
+        for waiver in map(_codec.row_to_waiver, snapshot.waivers):  # in ledger order
+            if rule_id is not None and waiver.rule_id != rule_id:
+                continue
+            applies = [(run_id, waiver.run_id), (model_sha256, waiver.model_sha256)]
+            if any(asked is not None for asked, _ in applies) and not any(
+                asked is not None and asked == value for asked, value in applies
+            ):
+                continue
+            found.append(waiver)
         if active_at is not None:
             found = [w for w in found if w.active(active_at)]
         return found

@@ -14,7 +14,7 @@ import struct
 import pytest
 
 from govssl.checks.base import CheckResult, Measurement
-from govssl.errors import StoreError
+from govssl.errors import IntegrityError, StoreError
 from govssl.policy.model import Decision, RuleOutcome
 from govssl.records import Artifact, Attestation, AuditRun, DatasetSummary, TrainRecord
 from govssl.store import AuditStore, VerifyReport, default_url
@@ -97,7 +97,7 @@ def make_run(tmp_path, run_id="20240501T120000-a1b2c3", created_at="2024-05-01T1
         policy_name="default", policy_version=1, policy_path="/policies/default.yaml",
         policy_sha256="12" * 32, dataset=dataset, training=training,
         results=[performance, fairness, robustness], decision=Decision(outcomes),
-        out_dir=str(tmp_path / "out"),
+        out_dir=str(tmp_path / "out" / run_id),
         artifacts=[Artifact.of("model", model), Artifact.of("model_card", card)],
         attestations=[
             Attestation("GOVERN 1.1", "Dana Reviewer", "2024-05-01", "Legal review done; ticket 42."),
@@ -422,12 +422,21 @@ def test_audit_store__bad_url_raises_store_error_naming_it(url):
 def test_audit_store__unopenable_sqlite_file_raises_store_error(tmp_path):
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("x")
-    garbage = tmp_path / "garbage.db"
-    garbage.write_bytes(b"this is not a database" * 100)
-    urls = [f"sqlite:///{not_a_folder}/audit.db", f"sqlite:///{garbage}", f"sqlite:///{tmp_path}"]
+    urls = [f"sqlite:///{not_a_folder}/audit.db", f"sqlite:///{tmp_path}"]
     for url in urls:
         with pytest.raises(StoreError, match=re.escape(f"cannot open the audit store {url}: ")):
             AuditStore(url)
+
+
+def test_audit_store__a_file_that_is_not_a_database_is_an_integrity_failure(tmp_path):
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    before = garbage.read_bytes()
+    url = f"sqlite:///{garbage}"
+    for opened in (dict(), dict(create=False), dict(read_only=True)):
+        with pytest.raises(IntegrityError, match=re.escape(f"the audit store {url} is damaged: file is not a database")):
+            AuditStore(url, **opened)
+    assert garbage.read_bytes() == before
 
 
 def test_audit_store__error_message_hides_the_password():

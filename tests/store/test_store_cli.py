@@ -17,13 +17,15 @@ from tests.conftest import run_cli
 
 from .test_store import RECORDS_PER_RUN, make_run
 
+R1, R2 = "20240501T090000Z-0000a1", "20240503T090000Z-0000b2"  # run ids as govssl makes them
+
 
 
 @pytest.fixture
 def saved(backend, tmp_path):
     """Two runs of different models in the backend's store; returns (r1, r2)."""
-    r1 = make_run(tmp_path, "r1", "2024-05-01T09:00:00+00:00", non_finite=False)
-    r2 = make_run(tmp_path, "r2", "2024-05-03T09:00:00+00:00", non_finite=False)
+    r1 = make_run(tmp_path, R1, "2024-05-01T09:00:00+00:00", non_finite=False)
+    r2 = make_run(tmp_path, R2, "2024-05-03T09:00:00+00:00", non_finite=False)
     r2.training = dataclasses.replace(r2.training, model_sha256="aa" * 32)
     better = dataclasses.replace(r2.results[1].measurements[0], value=0.05)
     r2.results[1] = dataclasses.replace(r2.results[1], measurements=(better, *r2.results[1].measurements[1:]))
@@ -49,17 +51,17 @@ def test_verify__ok_exits_0_with_the_count(capsys, backend, saved):
 
 TAMPERING = {
     "measurement value updated": (
-        ["UPDATE measurements SET value_json = '0.01' WHERE id = 'r2/m8'"],
-        f"ledger entry {RECORDS_PER_RUN + 13} (measurements 'r2/m8'): the row was changed after it was recorded",
+        [f"UPDATE measurements SET value_json = '0.01' WHERE id = '{R2}/m8'"],
+        f"ledger entry {RECORDS_PER_RUN + 13} (measurements '{R2}/m8'): the row was changed after it was recorded",
     ),
     "rule outcome deleted": (
-        ["DELETE FROM rule_outcomes WHERE id = 'r1/o1'"],
-        "ledger entry 18 (rule_outcomes 'r1/o1'): the row was removed",
+        [f"DELETE FROM rule_outcomes WHERE id = '{R1}/o1'"],
+        f"ledger entry 18 (rule_outcomes '{R1}/o1'): the row was removed",
     ),
     "fake run inserted": (
         ["INSERT INTO runs SELECT 'fake', created_at, govssl_version, plan_name, plan_path, plan_sha256,"
          " plan_json, policy_name, policy_version, policy_path, policy_sha256, dataset_name, dataset_json,"
-         " model_sha256, training_json, 'pass', n_measurements, 0, out_dir, seconds FROM runs WHERE run_id = 'r1'"],
+         f" model_sha256, training_json, 'pass', n_measurements, 0, out_dir, seconds FROM runs WHERE run_id = '{R1}'"],
         "runs 'fake' has no ledger entry: the row was inserted outside govssl",
     ),
     "two entries swapped": (
@@ -90,7 +92,7 @@ def test_verify__artifact_file_changed_on_disk_exits_3(capsys, backend, saved):
     code, out, _ = run_cli(capsys, "verify", "--db", backend.url, "--json")
     assert code == 3
     assert json.loads(out)["first_problem"] == (
-        f"ledger entry 21 (artifacts 'r1/a1'): the file {card.path} changed on disk: "
+        f"ledger entry 21 (artifacts '{R1}/a1'): the file {card.path} changed on disk: "
         f"its sha256 is {actual}, the store records {card.sha256}"
     )
 
@@ -101,18 +103,18 @@ def test_runs__filters(capsys, backend, saved):
         assert code == 0
         return [r["run_id"] for r in json.loads(out)]
 
-    assert listed() == ["r2", "r1"]
-    assert listed("--model", "aa" * 32) == ["r2"]
-    assert listed("--decision", "blocked") == ["r1"] and listed("--decision", "pass") == ["r2"]
-    assert listed("--since", "2024-05-02") == ["r2"]
-    assert listed("--plan", "adult-income", "--since", "2024-04-30") == ["r2", "r1"]
+    assert listed() == [R2, R1]
+    assert listed("--model", "aa" * 32) == [R2]
+    assert listed("--decision", "blocked") == [R1] and listed("--decision", "pass") == [R2]
+    assert listed("--since", "2024-05-02") == [R2]
+    assert listed("--plan", "adult-income", "--since", "2024-04-30") == [R2, R1]
     assert listed("--plan", "nothing") == []
     code, _, err = run_cli(capsys, "runs", "--db", backend.url, "--since", "yesterday")
     assert code == 2 and "--since" in err
 
 
 def test_diff__measurement_deltas_and_changed_rules(capsys, backend, saved):
-    code, out, _ = run_cli(capsys, "diff", "r1", "r2", "--db", backend.url, "--json")
+    code, out, _ = run_cli(capsys, "diff", R1, R2, "--db", backend.url, "--json")
     assert code == 0
     result = json.loads(out)
     assert result["model_changed"] and not result["policy_changed"]
@@ -128,30 +130,30 @@ def test_diff__measurement_deltas_and_changed_rules(capsys, backend, saved):
         "rule_id": "fairness-equalized-odds", "subject": "sex", "status_a": "fail", "status_b": "pass",
         "observed_a": 0.112, "observed_b": 0.08,
     }]
-    code, table, _ = run_cli(capsys, "diff", "r1", "r2", "--db", backend.url)
+    code, table, _ = run_cli(capsys, "diff", R1, R2, "--db", backend.url)
     assert code == 0 and "-0.0234" in table and "fairness-equalized-odds" in table
 
 
 def test_export__zip_with_checksums_that_hold(capsys, backend, saved, tmp_path):
     store = AuditStore(backend.url)
-    store.add_attestations("r1", [saved[0].attestations[0]])
+    store.add_attestations(R1, [saved[0].attestations[0]])
     store.close()
     target = tmp_path / "r1.zip"
-    code, out, _ = run_cli(capsys, "export", "r1", "--out", str(target), "--db", backend.url)
-    assert code == 0 and "exported run r1" in out
+    code, out, _ = run_cli(capsys, "export", R1, "--out", str(target), "--db", backend.url)
+    assert code == 0 and f"exported run {R1}" in out
     with zipfile.ZipFile(target) as archive:
         names = archive.namelist()
         assert sorted(names) == sorted([
-            "r1/run.json", "r1/attestations.json", "r1/documents/r1-model_card.md", "r1/SHA256SUMS",
+            f"{R1}/run.json", f"{R1}/attestations.json", f"{R1}/documents/{R1}-model_card.md", f"{R1}/SHA256SUMS",
         ])
-        sums = archive.read("r1/SHA256SUMS").decode().splitlines()
+        sums = archive.read(f"{R1}/SHA256SUMS").decode().splitlines()
         assert len(sums) == 3
         for line in sums:
             digest, name = line.split("  ")
-            assert hashlib.sha256(archive.read(f"r1/{name}")).hexdigest() == digest
-        record = json.loads(archive.read("r1/run.json"))
+            assert hashlib.sha256(archive.read(f"{R1}/{name}")).hexdigest() == digest
+        record = json.loads(archive.read(f"{R1}/run.json"))
         assert len(record["attestations"]) == 3
-        card = archive.read("r1/documents/r1-model_card.md")
+        card = archive.read(f"{R1}/documents/{R1}-model_card.md")
     assert hashlib.sha256(card).hexdigest() == saved[0].artifacts[1].sha256
 
 
@@ -159,7 +161,7 @@ def test_export__changed_file_exits_3_and_writes_nothing(capsys, backend, saved,
     with open(saved[0].artifacts[1].path, "a", encoding="utf-8") as fh:
         fh.write("edited\n")
     target = tmp_path / "r1.zip"
-    code, _, err = run_cli(capsys, "export", "r1", "--out", str(target), "--db", backend.url)
+    code, _, err = run_cli(capsys, "export", R1, "--out", str(target), "--db", backend.url)
     err = " ".join(err.split())
     assert code == 3 and "model_card file" in err and "changed on disk" in err
     assert not target.exists()
