@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from govssl._yaml import pydantic_problems, read_yaml_mapping
+from govssl._yaml import pydantic_problems, read_yaml, read_yaml_mapping
 from govssl.errors import ConfigError
 
 __all__ = [
@@ -347,17 +347,12 @@ class _AttestationSpec(_Strict):
 
 def load_attestations(path: Path) -> list:
     """An attestations file: a YAML list of {subcategory, by, date, statement} records."""
-    import yaml
-
     from govssl.records import Attestation
     from govssl.rmf import is_subcategory
 
     if not path.is_file():
         raise ConfigError(f"{path}: attestations file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the attestations file: {exc}") from None
+    data = read_yaml(path, ConfigError, "attestations")
     if not isinstance(data, list):
         raise ConfigError(f"{path}: an attestations file is a YAML list of {{subcategory, by, date, statement}}")
     problems, out = [], []
