@@ -216,5 +216,5 @@ def pydantic_problems(path: Path, exc: Any, names: dict | None = None) -> list[s
         got = ""
         if err["type"] not in ("missing", "extra_forbidden") and "input" in err:
             got = f"; got {short_repr(err['input'])}"
-        problems.append(f"{path}: {loc}: {msg[:2 * MAX_QUOTE]}{got}")
+        problems.append(f"{path}: {loc}: {msg}{got}")
     return problems
