@@ -390,7 +390,7 @@ def test_audit_with_a_column_of_1e308__measures_performance(capsys, workdir, adu
     code, out, err = run_cli(capsys, "audit", str(write_plan(data)), "--quiet", "--json")
     run = json.loads(out)
     assert code == run["decision"]["exit_code"], err
-    performance = next(r for r in run["results"] if r["check"] == "performance")
+    performance = next(r for r in run["checks"] if r["check"] == "performance")
     assert performance["status"] == "measured", performance
 
 
