@@ -75,13 +75,10 @@ def run_audit(
     and data are validated first, then the store is opened, so that neither bad input nor an
     unusable database gets as far as training.
     """
-    from govssl import data as data_module
-    from govssl import provenance, reports, train
-    from govssl.checks.base import CheckContext, create_check
-    from govssl.store import AuditStore
-
     started = time.perf_counter()
     progress = progress or NullProgress()
+    # the plan and policy first, before the heavy imports below: a bad file is refused in well
+    # under a second and without loading torch
     if not isinstance(plan, AuditPlan):
         plan = load_plan(plan)
     if policy is None:
@@ -89,6 +86,12 @@ def run_audit(
     elif not isinstance(policy, Policy):
         policy = load_policy(policy)
     attestations = load_attestations(plan.resolve(plan.attestations)) if plan.attestations else []
+
+    from govssl import data as data_module
+    from govssl import provenance, reports, train
+    from govssl.checks.base import CheckContext, create_check
+    from govssl.store import AuditStore
+
     manifest = provenance.verify_plan_manifest(plan)  # exit 3 before anything is trained or stored
     signing_key = _signing_key(plan)
     reports.load_datasheet_answers(plan)  # a bad answers file is an input error, found before training

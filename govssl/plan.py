@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from govssl._yaml import pydantic_problems, read_yaml_mapping
+from govssl._yaml import pydantic_problems, read_yaml, read_yaml_mapping
 from govssl.errors import ConfigError
 
 __all__ = [
@@ -28,9 +28,16 @@ __all__ = [
 
 BUILTIN_DATASETS = ("adult", "digits")
 
+MAX_SEED = 2**32 - 1  # numpy's legacy and pandas' RandomState seeds stop here; torch and default_rng go further
+MAX_WIDTH = 65_536  # one hidden layer, or a projection (the model's total size is bounded once the data is known)
+MAX_CHANNELS = 4_096
+MAX_LAYERS = 32
+MAX_EPSILON = 100.0
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # infinity and NaN are no setting of anything in a plan (an infinite epsilon, learning rate, ...)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DatasetSpec(_Strict):
@@ -80,17 +87,27 @@ class DatasetSpec(_Strict):
 
 class EncoderSpec(_Strict):
     """An MLP for tables; for images a small CNN (``channels``, 3x3 convolutions, the second
-    and later with stride 2) followed by the ``hidden_dims`` fully connected layers."""
+    and later with stride 2) followed by the ``hidden_dims`` fully connected layers.
 
-    hidden_dims: list[int] = Field(default_factory=lambda: [256, 256], min_length=1)
+    Each width is bounded here; the model's total parameter count, which also depends on the
+    data's width, is bounded once the data is loaded (``govssl.train.models.MAX_PARAMETERS``)."""
+
+    hidden_dims: list[int] = Field(default_factory=lambda: [256, 256], min_length=1, max_length=MAX_LAYERS)
     dropout: float = Field(0.0, ge=0, lt=1)
-    channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    channels: list[int] = Field(default_factory=lambda: [32, 64], min_length=1, max_length=MAX_LAYERS)
 
     @field_validator("hidden_dims")
     @classmethod
     def _positive(cls, v):
-        if any(d <= 0 for d in v):
-            raise ValueError("every hidden dimension must be a positive integer")
+        if any(d <= 0 or d > MAX_WIDTH for d in v):
+            raise ValueError(f"every hidden dimension must be an integer from 1 to {MAX_WIDTH:,}")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _channels(cls, v):
+        if any(c <= 0 or c > MAX_CHANNELS for c in v):
+            raise ValueError(f"every channel count must be an integer from 1 to {MAX_CHANNELS:,}")
         return v
 
 
@@ -117,7 +134,7 @@ class PretrainSpec(_Strict):
     lr: float = Field(1e-3, gt=0)
     corruption_rate: float = Field(0.6, gt=0, lt=1)
     temperature: float = Field(1.0, gt=0)
-    projection_dim: int = Field(128, ge=1)
+    projection_dim: int = Field(128, ge=1, le=MAX_WIDTH)
     mask_rate: float = Field(0.3, gt=0, lt=1)  # vime
     alpha: float = Field(2.0, ge=0)  # vime: weight of feature reconstruction against mask estimation
     # Data of the same kind (CSV with the same columns, NPZ / image folder) that is public: pretraining
@@ -136,10 +153,16 @@ class FinetuneSpec(_Strict):
 
 class DPSpec(_Strict):
     """DP-SGD settings. The noise is calibrated to ``target_epsilon`` unless ``noise_multiplier``
-    is given, in which case epsilon is what the accountant reports for it."""
+    is given, in which case epsilon is what the accountant reports for it.
+
+    ``target_epsilon`` is at most 100 (``MAX_EPSILON``). Epsilon bounds by e^epsilon how much more
+    likely any output becomes because one person's row was used; at 100 that factor is about
+    10^43, which promises nothing, while deployed DP models use single digits to a few tens. A
+    larger target would still tag the model card "differential privacy" without any guarantee
+    behind it, so it is refused rather than reported. Every number here must be finite."""
 
     enabled: bool = False
-    target_epsilon: float = Field(3.0, gt=0)
+    target_epsilon: float = Field(3.0, gt=0, le=MAX_EPSILON)
     noise_multiplier: float | None = Field(None, ge=0)
     delta: float = Field(1e-5, gt=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
@@ -209,7 +232,7 @@ class OutputSpec(_Strict):
 class AuditPlan(_Strict):
     name: str = Field(min_length=1)
     description: str = ""
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     dataset: DatasetSpec
     training: TrainingSpec = TrainingSpec()
     checks: dict[str, dict[str, Any]] = Field(
@@ -234,11 +257,15 @@ class AuditPlan(_Strict):
         return v
 
     def resolve(self, p: Path | str) -> Path:
-        """A path from the plan, relative to the plan file's folder."""
+        """A path from the plan, relative to the plan file's folder. A path that cannot be resolved
+        (a symlink loop) comes back absolute but unresolved; opening it then names the problem."""
         p = Path(p)
         if p.is_absolute() or self.source_path is None:
             return p
-        return (self.source_path.parent / p).resolve()
+        try:
+            return (self.source_path.parent / p).resolve()
+        except (RuntimeError, OSError):  # RuntimeError: pathlib's "Symlink loop from ..."
+            return self.source_path.parent / p
 
     def policy_path(self) -> Path:
         from govssl.policy import builtin_policy_path
@@ -280,7 +307,12 @@ def _file_problems(path: Path, plan: AuditPlan) -> list[str]:
     for key in ("path", "test_path"):
         value = getattr(ds, key)
         if value is not None and not plan.resolve(value).exists():
-            problems.append(f"{path}: dataset.{key}: file not found: {plan.resolve(value)}")
+            try:
+                plan.resolve(value).lstat()
+                why = "cannot open (a symbolic link to nothing, or a loop of links)"
+            except OSError:
+                why = "file not found"
+            problems.append(f"{path}: dataset.{key}: {why}: {plan.resolve(value)}")
     for key in ("manifest", "datasheet"):
         value = getattr(ds, key, None)
         if value is not None and not plan.resolve(value).is_file():
@@ -347,17 +379,12 @@ class _AttestationSpec(_Strict):
 
 def load_attestations(path: Path) -> list:
     """An attestations file: a YAML list of {subcategory, by, date, statement} records."""
-    import yaml
-
     from govssl.records import Attestation
     from govssl.rmf import is_subcategory
 
     if not path.is_file():
         raise ConfigError(f"{path}: attestations file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the attestations file: {exc}") from None
+    data = read_yaml(path, ConfigError, "attestations")
     if not isinstance(data, list):
         raise ConfigError(f"{path}: an attestations file is a YAML list of {{subcategory, by, date, statement}}")
     problems, out = [], []

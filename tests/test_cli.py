@@ -26,17 +26,30 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
+MARKUP_NAME = "a[/]b[bold]x"  # rich markup in names from user files must print literally
+
+
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory, adult_csvs):
-    """One fast audit through the CLI, shared by the tests that read its outputs."""
+    """One fast audit through the CLI, shared by the tests that read its outputs. Its plan and
+    its policy (the default pack, renamed) are both named MARKUP_NAME."""
+    import contextlib
+    import io
+
     folder = tmp_path_factory.mktemp("audited")
+    policy = yaml.safe_load((REPO / "policies" / "default.yaml").read_text())
+    policy["policy"] = MARKUP_NAME
+    (folder / "policy.yaml").write_text(yaml.safe_dump(policy, sort_keys=False), encoding="utf-8")
     plan = folder / "plan.yaml"
-    plan.write_text(yaml.safe_dump(fast_plan_data(*adult_csvs)), encoding="utf-8")
+    data = fast_plan_data(*adult_csvs, name=MARKUP_NAME, policy=str(folder / "policy.yaml"))
+    plan.write_text(yaml.safe_dump(data), encoding="utf-8")
     db = f"sqlite:///{folder / 'audit.db'}"
-    with pytest.raises(SystemExit) as exit_info:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with pytest.raises(SystemExit) as exit_info, contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         main(["audit", str(plan), "--db", db, "--out", str(folder / "out"), "--quiet"])
     run_dir = next((folder / "out").iterdir())
-    return {"code": exit_info.value.code, "db": db, "run_dir": run_dir, "plan": plan}
+    return {"code": exit_info.value.code, "db": db, "run_dir": run_dir, "plan": plan,
+            "out": stdout.getvalue(), "err": stderr.getvalue()}
 
 
 def test_audit__writes_documents_and_exits_with_the_decision(audited):
@@ -48,6 +61,13 @@ def test_audit__writes_documents_and_exits_with_the_decision(audited):
         assert (audited["run_dir"] / name).is_file(), name
     statuses = {c["check"]: c["status"] for c in evidence["checks"]}
     assert statuses == {"performance": "measured", "fairness": "measured"}
+
+
+def test_audit__plan_and_policy_names_with_markup_print_literally(audited):
+    evidence = json.loads((audited["run_dir"] / "evidence.json").read_text())
+    assert audited["code"] == evidence["decision"]["exit_code"] in (0, 1), audited["err"]
+    assert f"plan {MARKUP_NAME}   policy {MARKUP_NAME} v1" in audited["out"], audited["out"]
+    assert "internal error" not in audited["err"]
 
 
 def test_audit__fairness_figures_equal_fairlearn_from_saved_predictions(audited):

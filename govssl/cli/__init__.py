@@ -32,26 +32,59 @@ def _log_internal_error(exc: BaseException) -> Path | None:
         return None
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: maps every failure to its exit code and a one-screen message."""
+MAX_MESSAGE_LINE = 1_000  # a message line longer than this is cut (an input quoted back at length)
+
+
+def _short(text: str) -> str:
+    return "\n".join(line if len(line) <= MAX_MESSAGE_LINE else line[:MAX_MESSAGE_LINE] + " …(cut)"
+                     for line in text.splitlines())
+
+
+def _say(text: str) -> None:
+    """Print a message without markup; if even that fails (a broken pipe, no memory), give up quietly."""
+    try:
+        err.print(_short(text), markup=False)
+    except Exception:  # noqa: BLE001  the exit code still says what happened
+        try:
+            sys.stderr.write(text[:MAX_MESSAGE_LINE] + "\n")
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _internal(exc: BaseException) -> int:
+    log = _log_internal_error(exc)
+    where = f"; details in {log}" if log else ""
+    _say(f"internal error: {type(exc).__name__}: {exc}{where}")
+    _say("this is a bug in govssl; please report it with the log")
+    return EXIT_INTERNAL
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="govssl", standalone_mode=False)
-    except click.exceptions.Abort:
-        err.print("aborted")
-        sys.exit(130)
+    except click.exceptions.Abort as exc:
+        # click turns both KeyboardInterrupt and EOFError into Abort; only the first is Ctrl-C.
+        # An EOFError that reaches this far escaped a reader that should have named its file: a bug.
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and not isinstance(cause, KeyboardInterrupt):
+            return _internal(cause)
+        _say("interrupted")
+        return 130
     except click.ClickException as exc:
         exc.show()
-        sys.exit(EXIT_INPUT)
+        return EXIT_INPUT
     except GovsslError as exc:
-        err.print("error: " + str(exc), markup=False)
-        sys.exit(exc.exit_code)
+        _say("error: " + str(exc))
+        return exc.exit_code
     except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
-    except Exception as exc:  # a bug: short message, traceback to a log file
-        log = _log_internal_error(exc)
-        where = f"; details in {log}" if log else ""
-        err.print(f"internal error: {type(exc).__name__}: {exc}{where}", markup=False)
-        err.print("this is a bug in govssl; please report it with the log", markup=False)
-        sys.exit(EXIT_INTERNAL)
-    sys.exit(EXIT_OK)
+        _say("interrupted")
+        return 130
+    except Exception as exc:  # a bug: short message, traceback to a log file. A MemoryError too:
+        # input is bounded before it is loaded, so running out of memory anyway is ours to fix
+        return _internal(exc)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: maps every failure to its exit code and a one-screen message."""
+    sys.exit(_run(argv))

@@ -76,7 +76,8 @@ def _fmt(value) -> str:
 
 
 def _print_run(run, console: Console) -> None:
-    console.print(f"[bold]run[/] {esc(run.run_id)}   plan {esc(run.plan_name)}   policy {esc(run.policy_name)} v{run.policy_version}")
+    console.print(f"[bold]run[/] {esc(run.run_id)}   plan {esc(run.plan_name)}   policy {esc(run.policy_name)} "
+                  f"v{esc(str(run.policy_version))}")
     t = run.training
     dp = t.dp
     private = (
@@ -112,15 +113,16 @@ def _print_run(run, console: Console) -> None:
         if o.status == "waived" and o.waiver:
             w = o.waiver
             why = f"waived by {w['approver']} until {w['expires']}: {w['reason']} (was: {o.message})"
-        rules.add_row(esc(o.rule_id), o.severity, f"[{colour}]{status}[/]", esc(_fmt(o.observed)), esc(o.threshold), esc(why))
+        rules.add_row(esc(o.rule_id), esc(o.severity), f"[{colour}]{esc(status)}[/]", esc(_fmt(o.observed)), esc(o.threshold),
+                      esc(why))
     console.print(rules)
     docs = [a for a in run.artifacts if a.kind not in ("model", "predictions")]
     if docs:
-        console.print("documents: " + ", ".join(str(Path(a.path)) for a in docs))
+        console.print("documents: " + ", ".join(str(Path(a.path)) for a in docs), markup=False)
     verdict = run.decision.verdict
     colour = "green" if run.decision.passed else "red"
     blockers = run.decision.blockers
-    tail = f" ({len(blockers)} blocking rule(s): {', '.join(o.rule_id for o in blockers)})" if blockers else ""
+    tail = f" ({len(blockers)} blocking rule(s): {esc(', '.join(o.rule_id for o in blockers))})" if blockers else ""
     warns = run.decision.warnings
     tail += f"; {len(warns)} warning(s)" if warns else ""
     console.print(f"[bold {colour}]decision: {verdict.upper()}[/]{tail}  exit {run.decision.exit_code}")

@@ -10,7 +10,7 @@ import click
 
 from govssl import __version__
 from govssl.cli._common import (
-    _print_run, _store_label, cli, db_option, err, json_option, out,
+    _print_run, _store_label, cli, db_option, err, esc, json_option, out,
     RichProgress,
 )
 
@@ -30,11 +30,11 @@ def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: s
 
     progress = RichProgress(err, enabled=not quiet and not as_json and err.is_terminal)
     if not as_json:
-        err.print(f"govssl {__version__}: auditing {plan}")
+        err.print(f"govssl {__version__}: auditing {plan}", markup=False)
     run = run_audit(plan, policy_path, db_url=db_url, out_root=out_root, progress=progress)
     if as_json:
         click.echo(json.dumps(run.to_dict(), indent=2, default=str))
     else:
         _print_run(run, out)
-        out.print(f"stored as run {run.run_id} in {_store_label(db_url)}  ({run.seconds:.1f} s)")
+        out.print(f"stored as run {esc(run.run_id)} in {esc(_store_label(db_url))}  ({run.seconds:.1f} s)")
     sys.exit(run.decision.exit_code)

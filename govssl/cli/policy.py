@@ -26,7 +26,8 @@ def policy_validate(file: Path) -> None:
     from govssl.policy import load_policy
 
     pol = load_policy(file)
-    out.print(f"{file}: policy '{pol.name}' v{pol.version}, {len(pol.rules)} rule(s), valid  sha256 {pol.sha256}")
+    out.print(f"{file}: policy '{pol.name}' v{pol.version}, {len(pol.rules)} rule(s), valid  sha256 {pol.sha256}",
+              markup=False)
 
 
 @policy.command("explain")
@@ -43,7 +44,7 @@ def policy_explain(file: Path, as_json: bool) -> None:
         click.echo(json.dumps({"policy": pol.name, "version": pol.version, "sha256": pol.sha256,
                                "rules": [asdict(r) for r in pol.rules]}, indent=2))
         return
-    out.print(f"policy [bold]{pol.name}[/] v{pol.version}  sha256 {pol.sha256}")
+    out.print(f"policy [bold]{esc(pol.name)}[/] v{esc(str(pol.version))}  sha256 {pol.sha256}")
     if pol.description:
         out.print(pol.description, markup=False)
     table = Table(show_lines=True)
@@ -52,7 +53,7 @@ def policy_explain(file: Path, as_json: bool) -> None:
     for r in pol.rules:
         subject = f" [{r.subject}]" if r.subject else " (worst subject)"
         small = f"; n >= {r.min_n}" if r.min_n else ""
-        table.add_row(esc(r.id), esc(f"{r.check}.{r.metric}{subject}"), esc(r.threshold_text() + small), r.severity,
-                      r.on_missing, ", ".join(r.rmf), esc(r.rationale))
+        table.add_row(esc(r.id), esc(f"{r.check}.{r.metric}{subject}"), esc(r.threshold_text() + small), esc(r.severity),
+                      esc(r.on_missing), esc(", ".join(r.rmf)), esc(r.rationale))
     out.print(table)
 

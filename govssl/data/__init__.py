@@ -84,20 +84,50 @@ class Dataset:
         )
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """A CSV or Parquet file as a frame; unreadable or empty files raise DataError naming the file."""
-    if not path.is_file():
-        raise DataError(f"{path}: data file not found")
-    suffix = "".join(path.suffixes[-2:]).lower()
+def unusable_path(path: Path, what: str = "data file") -> str | None:
+    """Why ``path`` is no readable file (``None`` if it is one): not found, a symlink loop, a
+    folder, or the operating system's reason."""
+    import os
+
     try:
-        if suffix.endswith(".parquet") or suffix.endswith(".pq"):
+        st = path.stat()
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            return f"{what} not found"
+        return f"cannot open the {what}: {exc.strerror or exc}"
+    except RuntimeError:  # pathlib's own symlink-loop error
+        return f"cannot open the {what}: too many levels of symbolic links"
+    import stat as stat_module
+
+    if stat_module.S_ISDIR(st.st_mode):
+        return f"is a folder, expected a {what}"
+    if not os.access(path, os.R_OK):
+        return f"cannot open the {what}: permission denied"
+    return None
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A CSV or Parquet file as a frame (compressed CSV too, by suffix); unreadable, corrupt or
+    empty files raise DataError naming the file."""
+    problem = unusable_path(path)
+    if problem:
+        raise DataError(f"{path}: {problem}")
+    suffix = "".join(path.suffixes[-2:]).lower()
+    kind = "Parquet" if suffix.endswith((".parquet", ".pq")) else "CSV"
+    try:
+        if kind == "Parquet":
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (no header, no rows)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read as {'Parquet' if 'parquet' in suffix else 'CSV'}: {exc}") from None
+    except MemoryError:
+        raise DataError(f"{path}: too large to load into memory as {kind}") from None
+    except Exception as exc:  # noqa: BLE001  any parser or decompressor failure is this file's fault
+        # (pandas raises ParserError/ValueError, gzip/bz2 EOFError, zipfile BadZipFile, zlib.error,
+        # lzma LZMAError, pyarrow ArrowInvalid, an ImportError for a codec that is not installed)
+        text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise DataError(f"{path}: cannot read as {kind}{_compression(suffix)}: {text}") from None
     if frame.empty:
         raise DataError(f"{path}: the file has a header but no data rows")
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -105,6 +135,14 @@ def read_table(path: Path) -> pd.DataFrame:
     if dupes:
         raise DataError(f"{path}: duplicate column name(s): {', '.join(dupes)}")
     return frame
+
+
+def _compression(suffix: str) -> str:
+    for ending, name in ((".gz", "gzip"), (".bz2", "bzip2"), (".zip", "zip"), (".xz", "xz"), (".zst", "zstd"),
+                         (".tar", "tar")):
+        if suffix.endswith(ending):
+            return f" ({name}-compressed; the file may be truncated or corrupt)"
+    return ""
 
 
 def _positive_label(where: str, target: str, values: list, given) -> str:
@@ -176,6 +214,19 @@ def _check_values(where: str, frame: pd.DataFrame, target: str, numeric: list[st
     return problems
 
 
+def _require_finite(where: str, encoder: TableEncoder, X: np.ndarray, rows: str) -> None:
+    """Standardisation does not overflow on the training rows (see TableEncoder), but a value far
+    enough outside their range leaves float32; a model input must be a finite number."""
+    bad = encoder.nonfinite(X)
+    if bad:
+        raise DataError(
+            f"{where}: numeric column(s) {', '.join(repr(c) for c in bad[:10])} of {rows} do not standardise "
+            "to finite numbers: their values lie too far outside the training rows' range (beyond "
+            "float32 once divided by the training standard deviation); rescale the column or list "
+            "it under dataset.drop"
+        )
+
+
 def _check_groups(where: str, frame: pd.DataFrame, sensitive: list[str]) -> list[str]:
     problems = []
     for col in sensitive:
@@ -199,6 +250,27 @@ def _split(frame: pd.DataFrame, y: np.ndarray, fraction: float, seed: int) -> tu
     test = np.sort(np.concatenate(test_idx))
     train = np.setdiff1d(np.arange(len(frame)), test)
     return train, test
+
+
+def _checked(plan, data: Dataset) -> Dataset:
+    """``data``, once the model the plan asks for on it is known to fit the parameter limit: the
+    input width is known only now, and nothing has been allocated for the model yet."""
+    from govssl.errors import ConfigError
+    from govssl.train.models import check_parameter_count
+
+    spec = plan.training.encoder
+    n_classes = max(2, len(data.classes))
+    if data.is_images:
+        arch = {"kind": "cnn", "in_shape": list(data.X_train.shape[1:]), "channels": list(spec.channels),
+                "hidden_dims": list(spec.hidden_dims), "n_classes": n_classes}
+    else:
+        arch = {"in_dim": int(data.X_train.shape[1]), "hidden_dims": list(spec.hidden_dims), "n_classes": n_classes}
+    try:
+        check_parameter_count(arch)
+    except ConfigError as exc:
+        where = plan.source_path or "the plan"
+        raise ConfigError(f"{where}: {exc}") from None
+    return data
 
 
 def _load_images(plan) -> Dataset:
@@ -231,7 +303,7 @@ def _load_images(plan) -> Dataset:
         raise DataError(f"{where}: after the split by dataset.test_fraction ({spec.test_fraction:g}) the training "
                         f"images hold fewer than 2 classes; add images or lower test_fraction")
     file = {**file, "split": f"stratified, {spec.test_fraction:g} of each class to test, seed {plan.seed}"}
-    return Dataset(
+    return _checked(plan, Dataset(
         name=spec.name or meta["name"], source=spec.source or meta["source"],
         license=spec.license or meta["license"], citation=spec.citation or meta["citation"],
         target="label", positive_label="", sensitive=(), numeric=(), categorical=(),
@@ -239,7 +311,7 @@ def _load_images(plan) -> Dataset:
         y_train=y[train_rows], y_test=y[test_rows], encoder=None,
         X_train=x[train_rows], X_test=x[test_rows], files=[file],
         classes=tuple(classes), task="image-classification",
-    )
+    ))
 
 
 def load(plan) -> Dataset:
@@ -312,14 +384,17 @@ def load(plan) -> Dataset:
         raise DataError(f"{where}: the training rows hold only one class of '{target}'")
 
     encoder = TableEncoder(numeric, categorical).fit(train)
-    return Dataset(
+    X_train, X_test = encoder.transform(train), encoder.transform(test)
+    _require_finite(where, encoder, X_train, "the training rows")
+    _require_finite(test_where or where, encoder, X_test, "the test rows")
+    return _checked(plan, Dataset(
         name=name, source=origin, license=licence, citation=citation,
         target=target, positive_label=positive, sensitive=tuple(sensitive),
         numeric=tuple(numeric), categorical=tuple(categorical),
         train=train, test=test, y_train=y_train, y_test=y_test, encoder=encoder,
-        X_train=encoder.transform(train), X_test=encoder.transform(test), files=files,
+        X_train=X_train, X_test=X_test, files=files,
         classes=tuple(c for c in map(str, classes) if c != positive) + (positive,),
-    )
+    ))
 
 
 def load_public(plan, data: Dataset) -> np.ndarray | None:
@@ -349,4 +424,6 @@ def load_public(plan, data: Dataset) -> np.ndarray | None:
     problems = _check_values(str(path), frame.assign(**{data.target: 0}), data.target, list(data.numeric))
     if problems:
         raise DataError(f"{path}: {len(problems)} problem(s) with the public data", problems)
-    return data.encoder.transform(frame)
+    X = data.encoder.transform(frame)
+    _require_finite(str(path), data.encoder, X, "the public rows (training.pretrain.public_data)")
+    return X

@@ -2,20 +2,26 @@
 PNG/JPEG images with one sub-folder per class.
 
 Images become float32 arrays of shape (N, C, H, W) scaled to [0, 1]. Nothing is unpickled: NPZ
-files are read with ``allow_pickle=False``.
+files are read with ``allow_pickle=False``. Before an NPZ array is loaded, the shape and dtype its
+.npy header declares are checked against the member's size in the archive and against
+``MAX_NPZ_VALUES``, so a small file cannot make govssl allocate what its header claims.
 """
 
 from __future__ import annotations
 
 import hashlib
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from govssl.errors import DataError
 
-__all__ = ["load_digits_arrays", "load_npz", "load_image_folder", "IMAGE_SUFFIXES", "DIGITS_SOURCE"]
+__all__ = ["load_digits_arrays", "load_npz", "load_image_folder", "IMAGE_SUFFIXES", "DIGITS_SOURCE",
+           "MAX_NPZ_VALUES"]
+
+MAX_NPZ_VALUES = 250_000_000  # values in one array: 1 GB once converted to float32
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -52,6 +58,7 @@ def load_npz(path: Path, require_labels: bool = True) -> tuple[np.ndarray, np.nd
         raise DataError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if magic != b"PK\x03\x04":  # an NPZ file is a zip archive of .npy arrays
         raise DataError(f"{path}: not an NPZ file (a zip archive of .npy arrays 'x' and 'y', as numpy.savez writes)")
+    _check_npz_headers(path)
     arrays = {}
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -63,7 +70,7 @@ def load_npz(path: Path, require_labels: bool = True) -> tuple[np.ndarray, np.nd
                         raise DataError(f"{path}: array '{key}' holds Python objects, which govssl never "
                                         "unpickles; save numeric arrays") from None
                     raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError) as exc:
         raise DataError(f"{path}: cannot read as NPZ (arrays 'x' and 'y'): {exc}") from None
     if not require_labels and "y" not in arrays and "x" in arrays:
         arrays["y"] = np.zeros(len(arrays["x"]), dtype=np.int64)
@@ -94,6 +101,47 @@ def load_npz(path: Path, require_labels: bool = True) -> tuple[np.ndarray, np.nd
     return x, y, [str(c) for c in classes], {"path": str(path), "sha256": _file_sha256(path), "size": path.stat().st_size}
 
 
+def _check_npz_headers(path: Path) -> None:
+    """Read each .npy member's header (shape, dtype) without loading its data; refuse a member
+    whose declared size is not what the archive holds, that holds Python objects, or that is
+    larger than MAX_NPZ_VALUES."""
+    from numpy.lib import format as npy
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                key = info.filename[: -len(".npy")]
+                with archive.open(info) as member:
+                    version = npy.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = npy.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, _, dtype = npy.read_array_header_2_0(member)
+                    else:
+                        raise DataError(f"{path}: array '{key}' uses .npy format version {version[0]}.{version[1]}; "
+                                        "save it with numpy.savez (format 1.0 or 2.0)")
+                    header = member.tell()
+                if dtype.hasobject:
+                    raise DataError(f"{path}: array '{key}' holds Python objects, which govssl never "
+                                    "unpickles; save numeric arrays")
+                values = int(np.prod(shape, dtype=object)) if shape else 1
+                declared = values * dtype.itemsize
+                if header + declared != info.file_size:
+                    raise DataError(
+                        f"{path}: array '{key}' declares shape {shape} of {dtype} ({declared:,} bytes) but the "
+                        f"archive holds {max(info.file_size - header, 0):,} bytes for it; the file is corrupt"
+                    )
+                if values > MAX_NPZ_VALUES:
+                    raise DataError(f"{path}: array '{key}' has {values:,} values (shape {shape}); at most "
+                                    f"{MAX_NPZ_VALUES:,} are loaded")
+    except DataError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError) as exc:
+        raise DataError(f"{path}: cannot read as NPZ (arrays 'x' and 'y'): {exc}") from None
+
+
 def _file_sha256(path: Path) -> str:
     from govssl.records import sha256_file
 
@@ -102,6 +150,14 @@ def _file_sha256(path: Path) -> str:
 
 def load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
     """``path/<class>/*.png|jpg``: grayscale if every image is, all images of one size."""
+    try:
+        return _load_image_folder(path)
+    except OSError as exc:  # a folder that cannot be listed; an image that cannot be read says which
+        where = exc.filename or path
+        raise DataError(f"{where}: cannot read: {exc.strerror or exc}") from None
+
+
+def _load_image_folder(path: Path) -> tuple[np.ndarray, np.ndarray, list[str], dict]:
     from PIL import Image, UnidentifiedImageError
 
     classes = sorted(p.name for p in path.iterdir() if p.is_dir())

@@ -1,6 +1,11 @@
 """Feature typing and the numeric encoding of a table for the model.
 
-Numeric columns are standardised (heavy-tailed non-negative ones through log1p first);
+Numeric columns are standardised (heavy-tailed non-negative ones through log1p first) without
+overflowing: the mean and standard deviation are computed on the column scaled by a power of two
+(exact, so ordinary columns give the same bits as the direct formula), and a column of values
+near the float64 limit (say +-1e308) standardises to finite numbers. A value far enough outside
+the training rows' range can still leave float32 after standardisation; :meth:`TableEncoder.nonfinite`
+finds such columns so that the loader can name them.
 categorical columns are one-hot encoded with a "missing" level. Each original column keeps its
 block of encoded columns (``groups``), which SCARF needs to corrupt a whole feature at once.
 """
@@ -41,6 +46,21 @@ def as_category_strings(series: pd.Series) -> pd.Series:
     return out.replace("", MISSING).astype(object)
 
 
+def _power_of_two_scale(x: np.ndarray) -> float:
+    """A power of two at least half the largest magnitude in ``x`` (1.0 for zeros): dividing by
+    it is exact and brings every value into [-2, 2]."""
+    top = float(np.max(np.abs(x))) if x.size else 0.0
+    if not top or not np.isfinite(top):
+        return 1.0
+    return float(np.ldexp(1.0, int(np.frexp(top)[1]) - 1))
+
+
+def _standardise(z: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """``(z - mean) / std`` with halved operands: exact for ordinary numbers, and the difference
+    of two values near the float64 limit does not overflow."""
+    return (0.5 * z - 0.5 * mean) / (0.5 * std)
+
+
 class TableEncoder:
     """Fitted on the training rows only; applied unchanged to the test rows."""
 
@@ -57,10 +77,11 @@ class TableEncoder:
         start = 0
         for name in self.numeric_names:
             x = frame[name].to_numpy(dtype=np.float64)
-            log = bool(x.min() >= 0 and pd.Series(x).skew() > 3)
+            log = bool(x.min() >= 0 and pd.Series(x / _power_of_two_scale(x)).skew() > 3)
             z = np.log1p(x) if log else x
-            mean, std = float(z.mean()), float(z.std()) or 1.0
-            enc = (z - mean) / std
+            scale = _power_of_two_scale(z)
+            mean, std = float((z / scale).mean()) * scale, float((z / scale).std()) * scale or 1.0
+            enc = _standardise(z, mean, std)
             self.numeric.append(NumericColumn(name, log, mean, std, float(enc.min()), float(enc.max())))
             self.groups.append((name, slice(start, start + 1)))
             self.feature_names.append(name)
@@ -88,7 +109,8 @@ class TableEncoder:
         for spec in self.numeric:
             x = frame[spec.name].to_numpy(dtype=np.float64)
             z = np.log1p(np.clip(x, 0, None)) if spec.log else x
-            out[:, col] = (z - spec.mean) / spec.std
+            with np.errstate(over="ignore"):  # float32 overflow is found by nonfinite()
+                out[:, col] = _standardise(z, spec.mean, spec.std)
             col += 1
         for spec in self.categorical:
             values = as_category_strings(frame[spec.name])
@@ -99,6 +121,12 @@ class TableEncoder:
             out[rows, col + codes[rows]] = 1.0
             col += len(spec.levels)
         return out
+
+    def nonfinite(self, X: np.ndarray) -> list[str]:
+        """The columns whose block of encoded values ``X`` (from :meth:`transform`) holds a value
+        that is not finite."""
+        bad = ~np.isfinite(X).all(axis=0)
+        return [name for name, block in self.groups if bad[block].any()]
 
     def numeric_ranges(self) -> dict[str, tuple[float, float]]:
         """Per numeric feature, the encoded range seen in training (attacks clip to it)."""

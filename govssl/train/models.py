@@ -12,7 +12,13 @@ import json
 import torch
 from torch import nn
 
-__all__ = ["build_encoder", "build_cnn_encoder", "build_classifier", "Architecture", "split_classifier"]
+__all__ = ["build_encoder", "build_cnn_encoder", "build_classifier", "Architecture", "split_classifier",
+           "parameter_count", "check_parameter_count", "MAX_PARAMETERS"]
+
+# Weights, gradients and Adam's two moments are four copies of the parameters (160 MB at this
+# limit), and the private path forms per-example gradients on top; the default tabular MLP has
+# about 0.1 million parameters and the default CNN on digits about 0.3 million.
+MAX_PARAMETERS = 10_000_000
 
 
 class Architecture(dict):
@@ -57,7 +63,43 @@ def build_cnn_encoder(in_shape: list[int], channels: list[int], hidden_dims: lis
     return nn.Sequential(*layers, *build_encoder(c * h * w, hidden_dims, dropout))
 
 
+def parameter_count(arch: Architecture | dict) -> int:
+    """The number of parameters :func:`build_classifier` would create, computed without building it."""
+    dims = [int(d) for d in arch["hidden_dims"]]
+    count = 0
+    if arch.get("kind") == "cnn":
+        c, h, w = (int(d) for d in arch["in_shape"])
+        for i, out in enumerate(int(o) for o in arch["channels"]):
+            stride = 1 if i == 0 else 2
+            count += out * c * 9 + out
+            c, h, w = out, (h - 1) // stride + 1, (w - 1) // stride + 1
+        prev = c * h * w
+    else:
+        prev = int(arch["in_dim"])
+    for width in [*dims, int(arch["n_classes"])]:
+        count += prev * width + width
+        prev = width
+    return count
+
+
+def check_parameter_count(arch: Architecture | dict) -> int:
+    """The parameter count of ``arch``; ConfigError naming ``training.encoder`` if over MAX_PARAMETERS."""
+    from govssl.errors import ConfigError
+
+    count = parameter_count(arch)
+    if count > MAX_PARAMETERS:
+        shape = (f"{'x'.join(str(d) for d in arch['in_shape'])} images, channels {list(arch['channels'])}, "
+                 if arch.get("kind") == "cnn" else f"{arch['in_dim']} input features, ")
+        raise ConfigError(
+            f"training.encoder.hidden_dims: the model would have {count:,} parameters ({shape}hidden_dims "
+            f"{list(arch['hidden_dims'])}); the limit is {MAX_PARAMETERS:,}: use narrower or fewer layers"
+            + (" or fewer channels" if arch.get("kind") == "cnn" else "")
+        )
+    return count
+
+
 def build_classifier(arch: Architecture) -> nn.Sequential:
+    check_parameter_count(arch)
     if arch.get("kind") == "cnn":
         encoder = build_cnn_encoder(arch["in_shape"], arch["channels"], arch["hidden_dims"], arch["dropout"])
         return nn.Sequential(*encoder, nn.Linear(arch["hidden_dims"][-1], arch["n_classes"]))
