@@ -208,7 +208,9 @@ def _read_only_engine(url: URL, sqlite_file: Path | None) -> Engine:
 def _is_damage(exc: SQLAlchemyError) -> bool:
     """True when SQLite says the file itself is not a sound database (not a lock or a path)."""
     orig = getattr(exc, "orig", None)
-    return isinstance(orig, sqlite3.DatabaseError) and not isinstance(orig, sqlite3.OperationalError)
+    if isinstance(orig, sqlite3.OperationalError):  # a text value whose bytes were damaged
+        return str(orig).startswith("Could not decode to UTF-8")
+    return isinstance(orig, sqlite3.DatabaseError)
 
 
 def _schema_state(conn: Connection) -> tuple[str, str | None]:
