@@ -120,6 +120,7 @@ def run_audit(
                     result = create_check(name, **params).run(ctx)
                     results.append(result)
                     task.advance(1, check=name)
+            artifacts.extend(Artifact.of("chart", p) for p in sorted(out_dir.glob("*.svg")))  # charts the checks drew
         decision = apply_waivers(  # a waiver for this model (same sha256) covers new audits of it
             decide(policy, results), store.waivers(model_sha256=trained.record.model_sha256),
             run_id=run_id, model_sha256=trained.record.model_sha256,

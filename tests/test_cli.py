@@ -267,6 +267,20 @@ def test_policy_validate__default_passes_and_bad_exits_2(capsys, tmp_path):
     assert "p.yaml: rules[0].max" in err and "'10%'" in err
 
 
+def test_policy__builtin_pack_name_is_accepted_like_in_plans(capsys, tmp_path, monkeypatch):
+    code, by_name, _ = run_cli(capsys, "policy", "validate", "default")
+    code_file, by_file, _ = run_cli(capsys, "policy", "validate", str(REPO / "policies" / "default.yaml"))
+    assert code == code_file == 0 and "policy 'default'" in by_name
+    assert by_name.split("sha256")[-1] == by_file.split("sha256")[-1]
+    code, out, _ = run_cli(capsys, "policy", "explain", "default", "--json")
+    assert code == 0 and json.loads(out)["policy"] == "default" and json.loads(out)["rules"]
+    code, _, err = run_cli(capsys, "policy", "explain", "nope")
+    assert code == 2 and "no built-in policy 'nope'" in err
+    monkeypatch.chdir(tmp_path)  # a value with .yaml is a file, even with a pack's name
+    code, _, err = run_cli(capsys, "policy", "validate", "default.yaml")
+    assert code == 2 and "default.yaml" in err
+
+
 def test_audit__model_card_json_validates_against_the_model_card_toolkit_schema(audited):
     schema_file = REPO.parent / "shared" / "reference" / "mct_model_card.schema.json"
     if not schema_file.is_file():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -173,3 +174,52 @@ def test_documents__user_text_stays_literal(audited):
         text = (run_dir / name).read_text()
         if "gate tests" in text:
             assert "{{ 7*7 }}" in text and "gate tests 49" not in text
+
+
+def test_gate__builtin_policy_name_is_the_builtin_pack_file(capsys, audited, tmp_path):
+    from govssl.policy import builtin_policy_path
+
+    by_name = cli(capsys, "gate", "--model", str(audited["model"]), "--policy", "default", "--db", audited["db"], "--json")
+    by_file = cli(capsys, "gate", "--model", str(audited["model"]), "--policy", str(builtin_policy_path("default")),
+                  "--db", audited["db"], "--json")
+    assert by_name[0] == by_file[0] == 1  # neither audit ran under the default pack
+    assert json.loads(by_name[1]) == json.loads(by_file[1])
+    assert json.loads(by_name[1])["policy"] == "default"
+    code, _, err = cli(capsys, "gate", "--model", str(audited["model"]), "--policy", "no-such-pack", "--db", audited["db"])
+    assert code == 2 and "--policy" in err and "no built-in policy 'no-such-pack'" in err and "default" in err
+    code, _, err = cli(capsys, "gate", "--model", str(audited["model"]), "--policy", str(tmp_path / "missing.yaml"),
+                       "--db", audited["db"])
+    assert code == 2 and "missing.yaml" in err
+
+
+def test_report__after_a_waiver_on_a_real_audit_keeps_verify_at_0(capsys, tmp_path, audited):
+    import hashlib
+    import shutil
+    import zipfile
+    from pathlib import Path
+
+    db = copy_store(audited, tmp_path)
+    run_dir = next(p for p in (audited["folder"] / "out").iterdir() if p.name == audited["blocked"])
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run_dir.iterdir() if p.is_file()}
+    cli(capsys, "waive", "--run", audited["blocked"], "--rule", "near-perfect", "--approver", "Dana Reviewer",
+        "--reason", "accuracy target is aspirational", "--expires", "2999-01-01", "--db", db)
+    try:
+        code, out, err = cli(capsys, "report", audited["blocked"], "--db", db)
+        assert code == 0, (out, err)
+        (new,) = (run_dir / "reports").iterdir()
+        assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in run_dir.iterdir() if p.is_file()} == before
+        assert "accuracy target is aspirational" in (new / "model_card.md").read_text()
+        assert "accuracy target is aspirational" not in (run_dir / "model_card.md").read_text()
+        code, out, err = cli(capsys, "verify", "--db", db)
+        assert code == 0, (out, err)
+        code, out, _ = cli(capsys, "show", audited["blocked"], "--db", db, "--json")
+        paths = {a["path"] for a in json.loads(out)["artifacts"]}
+        assert str(new / "model_card.md") in paths and str(run_dir / "model_card.md") in paths
+        code, _, _ = cli(capsys, "export", audited["blocked"], "--out", str(tmp_path / "x.zip"), "--db", db)
+        with zipfile.ZipFile(tmp_path / "x.zip") as archive:
+            names = archive.namelist()
+        run = audited["blocked"]
+        assert code == 0 and f"{run}/documents/reports/{new.name}/model_card.md" in names
+        assert f"{run}/documents/predictions.csv" in names and f"{run}/documents/model.safetensors" not in names
+    finally:
+        shutil.rmtree(run_dir / "reports", ignore_errors=True)  # the run folder is shared by this module's tests

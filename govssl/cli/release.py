@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from govssl.cli.policy import resolve_policy
 from govssl.cli._common import (
     EXIT_BLOCKED, EXIT_OK, _effective, cli, db_option, json_option, out,
 )
@@ -66,13 +67,14 @@ def waive(run_id: str, rule_id: str, approver: str, reason: str, expires, for_mo
 @cli.command()
 @click.option("--model", "model_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The model file about to be released.")
-@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="The policy it must have passed (default: the built-in default pack).")
+@click.option("--policy", "policy_path", metavar="FILE_OR_NAME", default=None,
+              help="The policy it must have passed: a file, or a built-in pack's name as in plans "
+                   "(default: the built-in default pack).")
 @click.option("--max-age", type=click.IntRange(min=0), default=None, metavar="DAYS",
               help="Only audits at most this many days old count.")
 @db_option
 @json_option
-def gate(model_file: Path, policy_path: Path | None, max_age: int | None, db_url: str | None, as_json: bool) -> None:
+def gate(model_file: Path, policy_path: str | None, max_age: int | None, db_url: str | None, as_json: bool) -> None:
     """Exit 0 only if the store holds a passing (or fully waived) audit of exactly this model
     file under exactly this policy file; otherwise exit 1 with the reason. For CI release jobs."""
     from datetime import datetime as _dt, timedelta, timezone as _tz
@@ -84,7 +86,7 @@ def gate(model_file: Path, policy_path: Path | None, max_age: int | None, db_url
 
     if not model_file.is_file():
         raise DataError(f"{model_file}: model file not found")
-    pol = load_policy(policy_path or builtin_policy_path("default"))
+    pol = load_policy(resolve_policy(policy_path, "--policy") if policy_path else builtin_policy_path("default"))
     model_sha = sha256_file(model_file)
     # every run of this model and every waiver, verified against the ledger in one snapshot;
     # the decision is made from their rule outcomes and waivers, never from a stored verdict

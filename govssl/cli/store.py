@@ -30,13 +30,19 @@ def runs(db_url: str | None, as_json: bool, limit: int | None, model_sha256: str
     """List the audit runs in the store, newest first (filters combine)."""
     from govssl.store import AuditStore
 
-    rows = AuditStore(db_url, read_only=True).find_runs(model_sha256=model_sha256, verdict=verdict, since=since,
+    store = AuditStore(db_url, read_only=True)
+    rows = store.find_runs(model_sha256=model_sha256, verdict=verdict, since=since,
                                         plan_name=plan_name, limit=limit)
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
     if not rows:
-        out.print(f"no runs in {_store_label(db_url)}")
+        filtered = any(v is not None for v in (model_sha256, verdict, since, plan_name))
+        if filtered:
+            total = len(store.find_runs())
+            out.print(f"no run matches the filters; {_store_label(db_url)} holds {total} run(s)", markup=False)
+        else:
+            out.print(f"no runs in {_store_label(db_url)}", markup=False)
         return
     table = Table(title=f"{len(rows)} run(s) in {_store_label(db_url)}", title_justify="left")
     for col in ("run", "created (UTC)", "plan", "policy", "model sha256", "decision", "blocking"):
@@ -70,26 +76,68 @@ def show(run_id: str, db_url: str | None, as_json: bool) -> None:
 @click.option("--format", "formats", type=click.Choice(["md", "html", "json"]), multiple=True,
               help="Which documents to write (repeatable; default all).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder to write into (default: the run's own folder).")
+              help="Folder to write into (default: a new folder reports/<UTC time>/ in the run's folder); "
+                   "a file there that is a stored artifact is never replaced.")
 @db_option
 def report(run_id: str, formats: tuple[str, ...], out_dir: Path | None, db_url: str | None) -> None:
     """Re-render a stored run's documents from the store alone (current waivers and
-    attestations), without retraining."""
+    attestations), without retraining. The stored documents are never overwritten: the new
+    ones go to a new folder and are recorded in the store as artifacts of the run, with the
+    waivers and attestations they reflect."""
+    import shutil
     from dataclasses import asdict
+    from datetime import timezone
 
     from govssl import reports
+    from govssl.errors import ConfigError
     from govssl.store import AuditStore
 
-    (run,), waivers = AuditStore(db_url, read_only=True).read_runs([run_id])
+    store = AuditStore(db_url, create=False)
+    (run,), waivers = store.read_runs([run_id])
     run = _effective(run, waivers)
-    target = out_dir or Path(run.out_dir)  # the run's folder: its form was checked on reading
-    target.mkdir(parents=True, exist_ok=True)
-    written = reports.render(run, target, attestations=[asdict(a) for a in run.attestations],
-                             formats=formats or ("md", "html", "json"))
+    formats = formats or reports.FORMATS
+    names = [name for _, fmt, _, _, name in reports.DOCUMENTS if fmt in formats]
+    names += [name for _, name in reports.JSON_DOCUMENTS] if "json" in formats else []
+    if out_dir is None:  # the run's folder: its form was checked on reading
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = (Path(run.out_dir) / "reports" / stamp).resolve()
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.mkdir()
+        except FileExistsError:
+            raise ConfigError(f"{target}: this report folder already exists; run `govssl report` again "
+                              f"in a second (reports are never written over)") from None
+        except OSError as exc:
+            raise ConfigError(f"{target}: cannot create the report folder: {exc}") from None
+    else:
+        target = out_dir.resolve()
+        stored = store.stored_artifact_paths([str(target / name) for name in names])
+        if stored:
+            raise ConfigError(f"--out: {', '.join(stored)} already stored as artifact(s) of an audit run and "
+                              f"never replaced; choose another folder")
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"--out: cannot create {target}: {exc}") from None
+    written = []
+    try:
+        written = reports.render(run, target, attestations=[asdict(a) for a in run.attestations], formats=formats)
+        waived = [o.waiver["waiver_id"] for o in run.decision.outcomes if o.status == "waived" and o.waiver]
+        store.add_rendering(run.run_id, written, str(target), waived, list(range(len(run.attestations))))
+    except BaseException:
+        if out_dir is None:
+            shutil.rmtree(target, ignore_errors=True)  # nothing half-written on disk
+        else:
+            for artifact in written:
+                Path(artifact.path).unlink(missing_ok=True)
+        raise
     for artifact in written:
         out.print(str(artifact.path), markup=False)
+    if waived:
+        out.print(f"reflecting waiver(s) {', '.join(waived)}", markup=False)
+    out.print(f"recorded {len(written)} document(s) as new artifacts of run {run.run_id} "
+              f"(stored documents unchanged)", markup=False)
     out.print(f"decision of run {run.run_id}: {run.decision.verdict.upper()}", markup=False)
-
 
 
 class LedgerHeadParam(click.ParamType):
@@ -145,7 +193,9 @@ def verify(db_url: str | None, as_json: bool, expected: tuple[tuple[int, str], .
 @db_option
 @json_option
 def diff(run_a: str, run_b: str, db_url: str | None, as_json: bool) -> None:
-    """Compare two stored runs: measurements side by side with deltas, rule outcomes that changed."""
+    """Compare two stored runs: measurements side by side with deltas, rule outcomes whose status
+    changed (one row per rule), and apart from them rules with the same status whose observed
+    value or worst subject moved."""
     from govssl.store import AuditStore, diff_runs
 
     (a, b), _ = AuditStore(db_url, read_only=True).read_runs([run_a, run_b])
@@ -164,16 +214,20 @@ def diff(run_a: str, run_b: str, db_url: str | None, as_json: bool) -> None:
         delta = "" if m["delta"] is None else f"{m['delta']:+.4g}"
         table.add_row(esc(m["check"]), esc(m["metric"]), esc(m["subject"] or "(model)"), esc(_fmt(m["a"])), esc(_fmt(m["b"])), delta)
     out.print(table)
-    if not result["rules_changed"]:
-        out.print("no rule outcome changed")
-        return
-    rules = Table(title="rule outcomes that changed", title_justify="left")
-    for col in ("rule", "subject", "A", "B", "observed A", "observed B"):
-        rules.add_column(col)
-    for r in result["rules_changed"]:
-        rules.add_row(esc(r["rule_id"]), esc(r["subject"]), str(r["status_a"]), str(r["status_b"]),
-                      _fmt(r["observed_a"]), _fmt(r["observed_b"]))
-    out.print(rules)
+    for key, title, empty in (("rules_changed", "rule outcomes that changed", "no rule outcome changed"),
+                              ("rules_moved", "same status, value moved", "")):
+        if not result[key]:
+            if empty:
+                out.print(empty)
+            continue
+        rules = Table(title=title, title_justify="left")
+        for col in ("rule", "A", "B", "subject A", "subject B", "observed A", "observed B"):
+            rules.add_column(col)
+        for r in result[key]:
+            rules.add_row(esc(r["rule_id"]), str(r["status_a"] or "(absent)"), str(r["status_b"] or "(absent)"),
+                          esc(r["subject_a"] or ""), esc(r["subject_b"] or ""),
+                          esc(_fmt(r["observed_a"])), esc(_fmt(r["observed_b"])))
+        out.print(rules)
 
 
 @cli.command()

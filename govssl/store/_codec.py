@@ -229,6 +229,47 @@ def attestation_rows(
     return rows
 
 
+def artifact_rows(run_id: str, first_position: int, artifacts: list[Artifact]) -> list[dict[str, Any]]:
+    """Rows of the artifacts table for files added to a run after it was saved."""
+    rows = []
+    for offset, a in enumerate(artifacts):
+        position = first_position + offset
+        if not isinstance(a, Artifact):
+            raise ValueError(f"artifact {position} is a {type(a).__name__}, not an Artifact")
+        row = {"id": f"{run_id}/a{position}", "run_id": run_id, "position": position, "kind": a.kind,
+               "path": a.path, "sha256": a.sha256, "size": a.size}
+        rows.append(_typed_row(RECORD_TABLES["artifacts"], row))
+    return rows
+
+
+def rendering_row(
+    run_id: str, position: int, rendered_at: str, folder: str, artifact_positions: list[int],
+    waiver_ids: list[str], attestation_positions: list[int],
+) -> dict[str, Any]:
+    """The renderings row of documents re-rendered after the run."""
+    row = {
+        "id": f"{run_id}/r{position}",
+        "run_id": run_id,
+        "position": position,
+        "rendered_at": rendered_at,
+        "folder": folder,
+        "artifact_positions_json": _encode("rendering: artifact positions", list(artifact_positions)),
+        "waiver_ids_json": _encode("rendering: waiver ids", list(waiver_ids)),
+        "attestation_positions_json": _encode("rendering: attestation positions", list(attestation_positions)),
+    }
+    return _typed_row(RECORD_TABLES["renderings"], row)
+
+
+def row_to_rendering(row: dict[str, Any]) -> dict[str, Any]:
+    """A renderings row as plain data (the JSON columns decoded)."""
+    return {
+        "position": row["position"], "rendered_at": row["rendered_at"], "folder": row["folder"],
+        "artifact_positions": loads(row["artifact_positions_json"]),
+        "waiver_ids": loads(row["waiver_ids_json"]),
+        "attestation_positions": loads(row["attestation_positions_json"]),
+    }
+
+
 def waiver_row(waiver: Waiver) -> dict[str, Any]:
     return _typed_row(RECORD_TABLES["waivers"], asdict(waiver))
 

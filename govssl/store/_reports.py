@@ -14,8 +14,8 @@ from govssl.records import AuditRun
 
 __all__ = ["diff_runs", "export_run", "EXPORTED_KINDS_SKIPPED"]
 
-#: large files that the manifest lists by sha256 but the zip leaves out
-EXPORTED_KINDS_SKIPPED = ("model", "predictions", "data")
+#: large files that run.json lists by sha256 but the zip leaves out: the model and the input data
+EXPORTED_KINDS_SKIPPED = ("model", "data")
 
 FILE_MISSING = "cannot export run '{run_id}': its {kind} file {path} is not on this machine"
 UNSAFE_NAME = (
@@ -37,7 +37,9 @@ def _number(value) -> float | None:
 
 def diff_runs(a: AuditRun, b: AuditRun) -> dict:
     """Measurements of both runs side by side (``delta`` = b - a where both are numbers) and
-    the rule outcomes whose status or observed value changed."""
+    the rule outcomes, one per rule id: ``rules_changed`` those whose status changed (or that
+    only one run has), ``rules_moved`` those with the same status whose observed value or worst
+    subject moved."""
     def by_key(run):
         return {(m.check, m.metric, m.subject): m for m in run.measurements}
 
@@ -53,16 +55,21 @@ def diff_runs(a: AuditRun, b: AuditRun) -> dict:
             "delta": nb - na if na is not None and nb is not None else None,
             "only_in": "a" if key not in mb else "b" if key not in ma else "",
         })
-    oa = {(o.rule_id, o.subject): o for o in a.decision.outcomes}
-    ob = {(o.rule_id, o.subject): o for o in b.decision.outcomes}
-    rules = []
-    for key in [*oa, *(k for k in ob if k not in oa)]:
-        ra, rb = oa.get(key), ob.get(key)
-        status_a, status_b = (ra.status if ra else None), (rb.status if rb else None)
-        observed_a, observed_b = (ra.observed if ra else None), (rb.observed if rb else None)
-        if status_a != status_b or observed_a != observed_b:
-            rules.append({"rule_id": key[0], "subject": key[1], "status_a": status_a,
-                          "status_b": status_b, "observed_a": observed_a, "observed_b": observed_b})
+    oa = {o.rule_id: o for o in a.decision.outcomes}
+    ob = {o.rule_id: o for o in b.decision.outcomes}
+    rules, moved = [], []
+    for rule_id in [*oa, *(k for k in ob if k not in oa)]:
+        ra, rb = oa.get(rule_id), ob.get(rule_id)
+        row = {
+            "rule_id": rule_id,
+            "status_a": ra.status if ra else None, "status_b": rb.status if rb else None,
+            "subject_a": ra.subject if ra else None, "subject_b": rb.subject if rb else None,
+            "observed_a": ra.observed if ra else None, "observed_b": rb.observed if rb else None,
+        }
+        if row["status_a"] != row["status_b"]:
+            rules.append(row)
+        elif row["observed_a"] != row["observed_b"] or row["subject_a"] != row["subject_b"]:
+            moved.append(row)
     return {
         "run_a": a.run_id, "run_b": b.run_id,
         "verdict_a": a.decision.verdict, "verdict_b": b.decision.verdict,
@@ -70,6 +77,7 @@ def diff_runs(a: AuditRun, b: AuditRun) -> dict:
         "policy_changed": a.policy_sha256 != b.policy_sha256,
         "measurements": measurements,
         "rules_changed": rules,
+        "rules_moved": moved,
     }
 
 
@@ -89,9 +97,11 @@ def _member(run_id: str, name: str) -> str:
 
 
 def export_run(run: AuditRun, out: str | Path, overwrite: bool = False) -> list[str]:
-    """Write ``out`` (a zip): the run's record (``run.json``), its documents and evidence, its
-    attestations, and ``SHA256SUMS`` over all of them (``sha256sum -c`` format). Every file is
-    checked against the sha256 the store recorded first; returns the names in the zip.
+    """Write ``out`` (a zip): the run's record (``run.json``), every artifact file of the run but
+    the model and the input data (documents and evidence, re-rendered ones included, charts,
+    predictions) under ``documents/`` by their path in the run's folder, its attestations, and
+    ``SHA256SUMS`` over all of them (``sha256sum -c`` format). Every file is checked against the
+    sha256 the store recorded first; returns the names in the zip.
 
     Every entry lies in the folder ``<run_id>/`` (IntegrityError otherwise). An existing
     ``out`` is replaced only with ``overwrite`` (DataError naming it otherwise)."""
@@ -111,7 +121,8 @@ def export_run(run: AuditRun, out: str | Path, overwrite: bool = False) -> list[
         actual = hashlib.sha256(data).hexdigest()
         if actual != artifact.sha256:
             raise IntegrityError(FILE_CHANGED.format(**where, actual=actual, expected=artifact.sha256))
-        name = f"documents/{path.name}"
+        inside = path.is_relative_to(run.out_dir) and path != Path(run.out_dir)
+        name = f"documents/{path.relative_to(run.out_dir).as_posix() if inside else path.name}"
         if name in members:
             name = f"documents/{position}-{path.name}"
         members[name] = data

@@ -64,7 +64,7 @@ NOT_VERIFIED = (
 )
 OLD_SCHEMA = (
     "the audit store {url} has schema revision {found}, and this govssl reads revision {head}: "
-    "a command that writes to it (govssl audit, waive or attest-rmf) upgrades it first"
+    "a command that writes to it (govssl audit, report, waive or attest-rmf) upgrades it first"
 )
 NEWER_SCHEMA = (
     "the audit store {url} has schema revision {found}, which this govssl does not know "
@@ -208,7 +208,9 @@ def _read_only_engine(url: URL, sqlite_file: Path | None) -> Engine:
 def _is_damage(exc: SQLAlchemyError) -> bool:
     """True when SQLite says the file itself is not a sound database (not a lock or a path)."""
     orig = getattr(exc, "orig", None)
-    return isinstance(orig, sqlite3.DatabaseError) and not isinstance(orig, sqlite3.OperationalError)
+    if isinstance(orig, sqlite3.OperationalError):  # a text value whose bytes were damaged
+        return str(orig).startswith("Could not decode to UTF-8")
+    return isinstance(orig, sqlite3.DatabaseError)
 
 
 def _schema_state(conn: Connection) -> tuple[str, str | None]:
@@ -651,6 +653,71 @@ class AuditStore:
             _ledger.append(conn, {"attestations": rows})
 
         self._write(f"attestations of run '{run_id}'", write)
+
+    def stored_artifact_paths(self, paths: list[str]) -> list[str]:
+        """Those of ``paths`` (absolute, resolved) that are the path of an artifact of any run."""
+        artifacts = RECORD_TABLES["artifacts"]
+        paths = sorted(set(paths))
+        if not paths:
+            return []
+        with self._reading() as conn:
+            stmt = select(artifacts.c.path).where(artifacts.c.path.in_(paths)).distinct()
+            return sorted(conn.execute(stmt).scalars())
+
+    def add_rendering(
+        self, run_id: str, artifacts: list, folder: str, waiver_ids: list[str],
+        attestation_positions: list[int],
+    ) -> int:
+        """Documents re-rendered after the run (exact run id): their files appended to the run's
+        artifacts with their sha256, and a renderings record naming them, their folder and the
+        waivers and attestations they reflect; all ledgered in one transaction. Refuses (StoreError)
+        a file whose path is already a stored artifact. Returns the rendering's position."""
+        artifacts = list(artifacts)
+        table, runs = RECORD_TABLES["artifacts"], RECORD_TABLES["runs"]
+        renderings = RECORD_TABLES["renderings"]
+        position: list[int] = []
+
+        def write(conn: Connection) -> None:
+            if conn.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first() is None:
+                raise StoreError(NO_RUN.format(run_id=run_id, url=self._shown_url))
+            taken = conn.execute(
+                select(table.c.path).where(table.c.path.in_([a.path for a in artifacts]))
+            ).scalars().first()
+            if taken is not None:
+                raise StoreError(CANNOT_WRITE.format(
+                    what="the re-rendered documents", url=self._shown_url,
+                    reason=f"{taken} is already a stored artifact and is never replaced",
+                ))
+            last = conn.execute(select(func.max(table.c.position)).where(table.c.run_id == run_id)).scalar()
+            first = 0 if last is None else last + 1
+            last_r = conn.execute(
+                select(func.max(renderings.c.position)).where(renderings.c.run_id == run_id)
+            ).scalar()
+            position.append(0 if last_r is None else last_r + 1)
+            rendered_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            try:
+                rows = {
+                    "artifacts": _codec.artifact_rows(run_id, first, artifacts),
+                    "renderings": [_codec.rendering_row(
+                        run_id, position[0], rendered_at, folder,
+                        list(range(first, first + len(artifacts))), waiver_ids, attestation_positions,
+                    )],
+                }
+            except (TypeError, ValueError) as exc:
+                raise StoreError(
+                    CANNOT_WRITE.format(what="the re-rendered documents", url=self._shown_url, reason=exc)
+                ) from None
+            _ledger.append(conn, rows)
+
+        self._write(f"re-rendered documents of run '{run_id}'", write)
+        return position[0]
+
+    def renderings(self, run_id: str) -> list[dict]:
+        """The run's re-renderings (exact run id) in order, read from rows the chain walk verified."""
+        with self._reading() as conn:
+            snapshot = self._read_verified(conn, {run_id})
+        rows = snapshot.records.get(run_id, {}).get("renderings", [])
+        return [_codec.row_to_rendering(row) for row in sorted(rows, key=itemgetter("position"))]
 
     def add_waiver(self, waiver: Waiver) -> str:
         """Store a waiver (ledgered); returns its id, made up when ``waiver.waiver_id`` is ''.

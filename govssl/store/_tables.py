@@ -19,6 +19,7 @@ __all__ = [
     "ArtifactRow",
     "AttestationRow",
     "WaiverRow",
+    "RenderingRow",
     "LedgerRow",
     "ChainHeadRow",
     "RECORD_TABLES",
@@ -162,6 +163,23 @@ class WaiverRow(SQLModel, table=True):
     model_sha256: str | None = Field(default=None, index=True)
 
 
+class RenderingRow(SQLModel, table=True):
+    """Documents re-rendered after the run (`govssl report`): which artifacts of the run they
+    are (``artifact_positions_json``), the folder they went to, and the waivers and
+    attestations in force that they reflect (waiver ids, attestation positions)."""
+
+    __tablename__ = "renderings"
+
+    id: str = Field(primary_key=True)  # "<run_id>/r<position>"
+    run_id: str = Field(foreign_key="runs.run_id", index=True)
+    position: int
+    rendered_at: str
+    folder: str = _text()
+    artifact_positions_json: str = _text()
+    waiver_ids_json: str = _text()
+    attestation_positions_json: str = _text()
+
+
 class LedgerRow(SQLModel, table=True):
     """The hash chain: one entry per record, ``entry_hash = sha256(prev_hash || record)``."""
 
@@ -195,7 +213,7 @@ RECORD_TABLES: dict[str, Table] = {
     _table(m).name: _table(m)
     for m in (
         RunRow, CheckResultRow, MeasurementRow, RuleOutcomeRow, ArtifactRow, AttestationRow,
-        WaiverRow,
+        WaiverRow, RenderingRow,
     )
 }
 #: the record tables a run is made of (``save`` writes these, in this order)

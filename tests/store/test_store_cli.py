@@ -127,8 +127,8 @@ def test_diff__measurement_deltas_and_changed_rules(capsys, backend, saved):
     text_value = next(m for m in result["measurements"] if m["metric"] == "threshold_source")
     assert text_value["delta"] is None
     assert result["rules_changed"] == [{
-        "rule_id": "fairness-equalized-odds", "subject": "sex", "status_a": "fail", "status_b": "pass",
-        "observed_a": 0.112, "observed_b": 0.08,
+        "rule_id": "fairness-equalized-odds", "status_a": "fail", "status_b": "pass",
+        "subject_a": "sex", "subject_b": "sex", "observed_a": 0.112, "observed_b": 0.08,
     }]
     code, table, _ = run_cli(capsys, "diff", R1, R2, "--db", backend.url)
     assert code == 0 and "-0.0234" in table and "fairness-equalized-odds" in table
