@@ -51,7 +51,7 @@ def read_header(path: Path) -> list[str]:
             raise ConfigError(f"{path}: cannot read as Parquet: {exc}") from None
     else:
         try:
-            with open(path, newline="", encoding="utf-8") as fh:
+            with open(path, newline="", encoding="utf-8-sig") as fh:  # as pandas reads it: a BOM is not a column name
                 names = next(csv.reader(fh, skipinitialspace=True), None)
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise ConfigError(f"{path}: cannot read as CSV: {exc}") from None

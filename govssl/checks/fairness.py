@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from govssl.checks._binomial import clopper_pearson_interval
 from govssl.checks._bootstrap import bootstrap_sums, debiased_percentile_interval
@@ -129,7 +130,7 @@ class FairnessCheck(Check):
     class Params(CheckParams):
         n_boot: PositiveInt = 1000  # bootstrap resamples of the gaps between groups
         confidence: Confidence = 0.95
-        min_group_size: PositiveInt = 30  # smaller groups are left out of the gaps (and counted)
+        min_group_size: int = Field(30, ge=0)  # smaller groups are left out of the gaps (and counted); 0: none
         intersections: bool = True  # also audit the intersection of the sensitive features
 
     def measure(self, ctx: CheckContext) -> list[Measurement]:

@@ -68,7 +68,7 @@ class RobustnessCheck(Check):
         confidence: Confidence = 0.95
         immutable: list[str] = []  # features the attacker may not move
         sensitive_immutable: bool = True
-        min_group_size: PositiveInt = 30  # smaller groups are left out of the robust-accuracy gap
+        min_group_size: int = Field(30, ge=0)  # smaller groups are left out of the robust-accuracy gap; 0: none
 
     def measure(self, ctx: CheckContext) -> list[Measurement]:
         p = self.params

@@ -147,7 +147,7 @@ def test_check__a_defaults_dict_instead_of_a_schema_is_refused():
 # (check, parameters that are valid) and (check, parameter, bad value): every built-in schema's ranges
 _GOOD = [
     ("performance", {"n_boot": 1, "confidence": 0.5, "calibration_bins": 10}),
-    ("fairness", {"n_boot": 200, "confidence": 0.99, "min_group_size": 1, "intersections": False}),
+    ("fairness", {"n_boot": 200, "confidence": 0.99, "min_group_size": 0, "intersections": False}),
     ("label_efficiency", {"n_boot": 10, "confidence": 0.9}),
     ("data_quality", {"pii_sample": 100}),
     ("provenance", {}),
@@ -162,7 +162,7 @@ _GOOD = [
 _BAD = [
     ("performance", "n_boot", 0), ("performance", "n_boot", -5), ("performance", "confidence", 1.0),
     ("performance", "confidence", 0), ("performance", "calibration_bins", 2.5),
-    ("fairness", "min_group_size", 0), ("fairness", "intersections", 1), ("fairness", "confidence", float("nan")),
+    ("fairness", "min_group_size", -1), ("fairness", "intersections", 1), ("fairness", "confidence", float("nan")),
     ("label_efficiency", "n_boot", "abc"), ("data_quality", "pii_sample", 0),
     ("robustness", "eps", []), ("robustness", "eps", [0.1, -0.1]), ("robustness", "eps", [float("inf")]),
     ("robustness", "attacks", ["cw"]), ("robustness", "attacks", []), ("robustness", "pgd_steps", 0),
