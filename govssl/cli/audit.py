@@ -9,11 +9,11 @@ from pathlib import Path
 import click
 
 from govssl import __version__
-from govssl.errors import ConfigError
 from govssl.cli._common import (
     _print_run, _store_label, cli, db_option, err, json_option, out,
     RichProgress,
 )
+from govssl.errors import ConfigError
 
 
 @cli.command()

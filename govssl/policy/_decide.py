@@ -14,7 +14,7 @@ How a rule fares when its evidence is not there:
   emits some metrics only where they apply (the privacy check's ``empirical_epsilon_excess``
   only for a model trained under DP).
 
-A decision in which no rule was evaluated against a measurement is blocked (see Decision).
+A decision in which no rule was evaluated (every rule skipped, or no rules) is blocked (see Decision).
 """
 
 from __future__ import annotations
@@ -104,6 +104,6 @@ def evaluate_rule(rule: Rule, results: dict[str, CheckResult]) -> RuleOutcome:
 
 def decide(policy: Policy, results: Iterable[CheckResult]) -> Decision:
     """Every rule's outcome; the release is blocked by any failed or missing blocking rule, and
-    when no rule was evaluated against a measurement."""
+    when no rule was evaluated."""
     by_check = {r.check: r for r in results}
     return Decision(tuple(evaluate_rule(rule, by_check) for rule in policy.rules))
