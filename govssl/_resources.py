@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 
 __all__ = ["policies_dir", "templates_dir", "datasets_dir"]
@@ -11,12 +10,14 @@ _ROOT = Path(__file__).resolve().parent
 
 
 def _shipped(name: str) -> Path:
-    # In a checkout (or an editable install) the top-level folder is the source of truth; an
-    # installed wheel carries the same files as the package ``govssl._<name>``.
-    checkout = _ROOT.parent / name
-    if checkout.is_dir():
-        return checkout
-    return Path(str(importlib.resources.files(f"govssl._{name}")))
+    # An installed wheel carries the files as the package folder ``govssl/_<name>``; in a
+    # checkout (or an editable install) the top-level folder is the source of truth. (The folder
+    # has no __init__.py, so importlib.resources.files() gives a MultiplexedPath whose str() is
+    # not a path: the folder is located directly.)
+    wheel = _ROOT / f"_{name}"
+    if wheel.is_dir():
+        return wheel
+    return _ROOT.parent / name
 
 
 def policies_dir() -> Path:

@@ -279,7 +279,8 @@ class AuditPlan(_Strict):
 
 
 def _check_problems(path: Path, checks: Any) -> list[str]:
-    from govssl.checks.base import registered_checks
+    """Unknown checks, and every parameter a check's schema refuses (type, range, unknown key)."""
+    from govssl.checks.base import CheckParamsError, registered_checks
 
     if not isinstance(checks, dict):
         return []  # the schema reports it
@@ -291,13 +292,12 @@ def _check_problems(path: Path, checks: Any) -> list[str]:
                 f"{path}: checks.{name}: unknown check; available: {', '.join(sorted(known))}"
             )
             continue
-        params = {} if params is None else params
-        if not isinstance(params, dict):
+        if params is not None and not isinstance(params, dict):
             continue  # the schema reports it
         try:
-            known[name](**params)
-        except (ValueError, TypeError) as exc:
-            problems.append(f"{path}: checks.{name}: {exc}")
+            known[name].validate_params(params)
+        except CheckParamsError as exc:
+            problems += [f"{path}: checks.{name}{'.' + key if key else ''}: {msg}" for key, msg in exc.problems]
     return problems
 
 

@@ -39,3 +39,13 @@ def test_demo__privacy_spent_within_target_over_both_phases(demo_run):
 
 def test_demo__finishes_within_the_time_budget(demo_run):
     assert demo_run.seconds < 90, f"the demo audit took {demo_run.seconds:.1f} s"
+
+
+def test_demo__every_check_of_the_plan_is_measured(demo_run):
+    # an errored or skipped check here is evidence the demo does not have (and fails its rules)
+    from govssl.plan import load_plan
+
+    planned = list(load_plan(REPO / "audits" / "adult-income.yaml").checks)
+    assert len(planned) == 8
+    assert {r.check: (r.status, r.reason) for r in demo_run.results} == {name: ("measured", "") for name in planned}
+    assert not demo_run.decision.nothing_evaluated

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEMO_PLAN = REPO / "audits" / "adult-income.yaml"
 
 UNKNOWN_KEY = "unknown key (check its spelling and level)"
-FAIRNESS_PARAMS = "'fairness' takes confidence, intersections, min_group_size, n_boot"
+FAIRNESS_PARAMS = "'fairness' takes n_boot, confidence, min_group_size, intersections"
 
 
 def _write(tmp_path: Path, data, name: str = "plan.yaml") -> Path:
@@ -128,7 +128,7 @@ def test_load_plan__every_problem_is_reported_in_one_error(tmp_path):
         f"{path}: training.finetune.epoch: {UNKNOWN_KEY}",
         f"{path}: bogus: {UNKNOWN_KEY}",
         f"{path}: checks.nope: unknown check; available: {_available_checks()}",
-        f"{path}: checks.fairness: unknown parameter(s) n_bot; {FAIRNESS_PARAMS}",
+        f"{path}: checks.fairness.n_bot: unknown parameter; {FAIRNESS_PARAMS}",
         f"{path}: dataset.path: file not found: {tmp_path.resolve() / 'missing.csv'}",
         f"{path}: policy: no built-in policy 'nosuch'; built-in: {', '.join(builtin_policies())}",
     ]
@@ -144,7 +144,7 @@ def test_load_plan__problems_beyond_a_valid_schema_are_all_reported(tmp_path):
 
     assert _problems(path) == [
         f"{path}: checks.nope: unknown check; available: {_available_checks()}",
-        f"{path}: checks.fairness: unknown parameter(s) n_bot; {FAIRNESS_PARAMS}",
+        f"{path}: checks.fairness.n_bot: unknown parameter; {FAIRNESS_PARAMS}",
         f"{path}: dataset.path: file not found: {tmp_path.resolve() / 'train.csv'}",
         f"{path}: dataset.test_path: file not found: {tmp_path.resolve() / 'test.csv'}",
         f"{path}: policy: file not found: {tmp_path.resolve() / 'my-policy.yaml'}",
@@ -160,7 +160,7 @@ def test_load_plan__unknown_check(tmp_path):
 def test_load_plan__bad_check_parameter(tmp_path):
     path = _write(tmp_path, _plan(checks={"fairness": {"n_bot": 10}}))
 
-    assert _problems(path) == [f"{path}: checks.fairness: unknown parameter(s) n_bot; {FAIRNESS_PARAMS}"]
+    assert _problems(path) == [f"{path}: checks.fairness.n_bot: unknown parameter; {FAIRNESS_PARAMS}"]
 
 
 def test_load_plan__check_parameters_not_a_mapping(tmp_path):

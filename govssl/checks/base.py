@@ -1,7 +1,12 @@
 """The check interface: a check measures, a policy decides (DESIGN.md, "Key interfaces").
 
 Checks register themselves with :func:`register_check`; the plan names which run with which
-parameters. No threshold lives inside a check.
+parameters. No threshold lives inside a check. Each check declares its parameters as a
+:class:`CheckParams` schema (types, ranges, defaults; unknown keys refused), checked when the plan
+is loaded and again when the check is built, so a bad value never reaches training.
+
+This module imports nothing from govssl: the package ``govssl.checks`` imports the built-in check
+modules, which register themselves here.
 """
 
 from __future__ import annotations
@@ -9,7 +14,9 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
     from govssl.data import Dataset
@@ -20,6 +27,12 @@ __all__ = [
     "CheckResult",
     "CheckContext",
     "Check",
+    "CheckParams",
+    "CheckParamsError",
+    "PositiveInt",
+    "Confidence",
+    "Share",
+    "SkipCheck",
     "register_check",
     "create_check",
     "registered_checks",
@@ -111,23 +124,80 @@ class CheckContext:
     manifest: Any = None  # govssl.provenance.ManifestReport verified before training, or None
 
 
+class CheckParams(BaseModel):
+    """Base of every check's parameter schema: strict types (``true`` is not a number, ``"5"`` not
+    an integer), no infinities or NaN, and no key the schema does not declare."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+
+#: parameter types shared by several checks
+PositiveInt = Annotated[int, Field(ge=1)]
+Confidence = Annotated[float, Field(gt=0, lt=1, description="level of the confidence intervals, in (0, 1)")]
+Share = Annotated[float, Field(gt=0, lt=1)]
+
+
+class CheckParamsError(ValueError):
+    """Parameters a check's schema refuses. ``problems`` holds one ``(key, message)`` per problem."""
+
+    def __init__(self, check: str, problems: list[tuple[str, str]]):
+        self.check = check
+        self.problems = list(problems)
+        super().__init__("; ".join(f"checks.{check}.{key}: {msg}" if key else f"checks.{check}: {msg}"
+                                   for key, msg in self.problems))
+
+
+def _params_problems(check: str, schema: type[CheckParams], exc: ValidationError) -> list[tuple[str, str]]:
+    takes = ", ".join(schema.model_fields) or "no parameters"
+    problems = []
+    for error in exc.errors():
+        key = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+        if error["type"] == "extra_forbidden":
+            problems.append((key, f"unknown parameter; '{check}' takes {takes}"))
+            continue
+        msg = error["msg"]
+        if "input" in error and error["type"] != "missing":
+            msg += f"; got {error['input']!r}"
+        problems.append((key, msg))
+    return problems
+
+
 class Check(ABC):
-    """A family of measurements. Subclasses declare ``name``, ``metrics`` and ``params`` defaults."""
+    """A family of measurements. Subclasses declare ``name``, ``metrics`` and a ``Params`` schema
+    (a :class:`CheckParams` subclass whose field defaults are the check's defaults)."""
 
     name: str = ""
     #: every metric this check can emit; policies are validated against it
     metrics: tuple[str, ...] = ()
-    #: parameter defaults; a plan may override any of them and nothing else
-    defaults: dict[str, Any] = {}
+    #: the parameter schema; a plan may set any of its fields and nothing else
+    Params: ClassVar[type[CheckParams]] = CheckParams
+    #: the schema's defaults (derived from ``Params``; read-only by convention)
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        if "defaults" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: declare the parameters as a Params schema (a CheckParams "
+                            f"subclass), not as a 'defaults' dict")
+        if not (isinstance(cls.Params, type) and issubclass(cls.Params, CheckParams)):
+            raise TypeError(f"{cls.__name__}.Params must be a subclass of CheckParams")
+        cls.defaults = cls.Params().model_dump()
+
+    @classmethod
+    def validate_params(cls, params: Any) -> dict[str, Any]:
+        """The parameters with the defaults filled in; raises :class:`CheckParamsError` listing
+        every key the schema refuses."""
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise CheckParamsError(cls.name, [("", f"parameters must be a mapping of names to values; got {params!r}")])
+        try:
+            return cls.Params.model_validate(params).model_dump()
+        except ValidationError as exc:
+            raise CheckParamsError(cls.name, _params_problems(cls.name, cls.Params, exc)) from None
 
     def __init__(self, **params: Any):
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {', '.join(unknown)}; "
-                f"'{self.name}' takes {', '.join(sorted(self.defaults)) or 'no parameters'}"
-            )
-        self.params = {**self.defaults, **params}
+        self.params = self.validate_params(params)
 
     @abstractmethod
     def measure(self, ctx: CheckContext) -> list[Measurement]:
@@ -146,7 +216,10 @@ class Check(ABC):
 
 
 class SkipCheck(Exception):
-    """Raised by a check that does not apply (e.g. privacy audit of a model without DP)."""
+    """Raised by a check to declare that it does not apply to this model or data (fairness without
+    sensitive features, label efficiency without a supervised baseline). Only this exception makes
+    a ``skipped`` result; any other exception, a missing library included, makes an ``errored``
+    one, which fails every rule that reads the check (govssl.policy.decide)."""
 
 
 _REGISTRY: dict[str, type[Check]] = {}
@@ -165,21 +238,13 @@ def register_check(name: str, force: bool = False):
     return decorate
 
 
-def _load_builtin_checks() -> None:
-    # Importing the modules registers their checks.
-    from govssl.checks import fairness, performance  # noqa: F401
-    from govssl.checks import data_quality, provenance  # noqa: F401
-    from govssl.checks import label_efficiency  # noqa: F401
-    from govssl.checks import poisoning, privacy, robustness  # noqa: F401
-
-
 def registered_checks() -> dict[str, type[Check]]:
-    _load_builtin_checks()
+    """Every registered check by name. The built-in ones register when ``govssl.checks`` is
+    imported, which importing this module does first."""
     return dict(_REGISTRY)
 
 
 def create_check(name: str, **params: Any) -> Check:
-    checks = registered_checks()
-    if name not in checks:
+    if name not in _REGISTRY:
         raise KeyError(name)
-    return checks[name](**params)
+    return _REGISTRY[name](**params)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from govssl.checks._pii import scan_pii
-from govssl.checks.base import Check, CheckContext, Measurement, register_check
+from govssl.checks.base import Check, CheckContext, CheckParams, Measurement, PositiveInt, register_check
 
 __all__ = ["DataQualityCheck"]
 
@@ -31,7 +31,9 @@ class DataQualityCheck(Check):
         "missing_fraction", "duplicate_row_fraction", "train_test_overlap_fraction",
         "minority_class_fraction", "min_group_size", "constant_columns", "undeclared_pii_columns",
     )
-    defaults = {"pii_sample": 2000}
+
+    class Params(CheckParams):
+        pii_sample: PositiveInt = 2000  # values per column the identifier scan reads
 
     def measure(self, ctx: CheckContext) -> list[Measurement]:
         data = ctx.dataset

@@ -49,10 +49,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from govssl.checks._binomial import clopper_pearson_interval
 from govssl.checks._bootstrap import bootstrap_sums, debiased_percentile_interval
-from govssl.checks.base import Check, CheckContext, Measurement, register_check
+from govssl.checks.base import Check, CheckContext, CheckParams, Confidence, Measurement, PositiveInt, register_check
 
 __all__ = ["FairnessCheck", "group_labels", "aggregate_intervals", "GROUP_METRICS", "AGGREGATE_METRICS"]
 
@@ -125,7 +126,12 @@ def aggregate_intervals(cells: np.ndarray, boot_cells: np.ndarray, confidence: f
 @register_check("fairness")
 class FairnessCheck(Check):
     metrics = GROUP_METRICS + AGGREGATE_METRICS + ("groups_insufficient_data",)
-    defaults = {"n_boot": 1000, "confidence": 0.95, "min_group_size": 30, "intersections": True}
+
+    class Params(CheckParams):
+        n_boot: PositiveInt = 1000  # bootstrap resamples of the gaps between groups
+        confidence: Confidence = 0.95
+        min_group_size: int = Field(30, ge=0)  # smaller groups are left out of the gaps (and counted); 0: none
+        intersections: bool = True  # also audit the intersection of the sensitive features
 
     def measure(self, ctx: CheckContext) -> list[Measurement]:
         data = ctx.dataset

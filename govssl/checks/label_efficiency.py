@@ -12,7 +12,9 @@ from __future__ import annotations
 import numpy as np
 
 from govssl.checks._bootstrap import bootstrap_sums, percentile_interval
-from govssl.checks.base import Check, CheckContext, Measurement, SkipCheck, register_check
+from govssl.checks.base import (
+    Check, CheckContext, CheckParams, Confidence, Measurement, PositiveInt, SkipCheck, register_check,
+)
 
 __all__ = ["LabelEfficiencyCheck"]
 
@@ -20,7 +22,10 @@ __all__ = ["LabelEfficiencyCheck"]
 @register_check("label_efficiency")
 class LabelEfficiencyCheck(Check):
     metrics = ("ssl_accuracy", "supervised_accuracy", "accuracy_gain")
-    defaults = {"n_boot": 1000, "confidence": 0.95}
+
+    class Params(CheckParams):
+        n_boot: PositiveInt = 1000
+        confidence: Confidence = 0.95
 
     def measure(self, ctx: CheckContext) -> list[Measurement]:
         baseline = getattr(ctx.train, "baseline", None)

@@ -30,7 +30,7 @@ from sklearn import metrics as skm
 
 from govssl.checks._binomial import clopper_pearson_interval
 from govssl.checks._bootstrap import debiased_percentile_interval, percentile_interval, resample_counts
-from govssl.checks.base import Check, CheckContext, Measurement, register_check
+from govssl.checks.base import Check, CheckContext, CheckParams, Confidence, Measurement, PositiveInt, register_check
 
 __all__ = ["PerformanceCheck", "expected_calibration_error", "calibration_bins", "calibration_interval"]
 
@@ -79,7 +79,11 @@ def _weighted_auc(counts: np.ndarray, y: np.ndarray, score: np.ndarray) -> np.nd
 @register_check("performance")
 class PerformanceCheck(Check):
     metrics = ("accuracy", "balanced_accuracy", "f1", "roc_auc", "expected_calibration_error")
-    defaults = {"n_boot": 1000, "confidence": 0.95, "calibration_bins": 15}
+
+    class Params(CheckParams):
+        n_boot: PositiveInt = 1000  # bootstrap resamples
+        confidence: Confidence = 0.95
+        calibration_bins: PositiveInt = 15  # equal-width bins of the calibration error
 
     def measure(self, ctx: CheckContext) -> list[Measurement]:
         y = ctx.dataset.y_test

@@ -24,13 +24,16 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable
 
 import numpy as np
+from pydantic import Field
 
 from govssl.checks._art import art_classifier, input_space, is_image, penultimate, seeded
 from govssl.checks._binomial import clopper_pearson
-from govssl.checks.base import Check, CheckContext, Measurement, register_check
+from govssl.checks.base import (
+    Check, CheckContext, CheckParams, Confidence, Measurement, PositiveInt, Share, register_check,
+)
 
 __all__ = ["PoisoningCheck", "backdoor_trigger", "poison_copy", "detect", "DETECTORS"]
 
@@ -110,18 +113,19 @@ def detect(activations: np.ndarray, y: np.ndarray, n_classes: int, *, expected_p
 class PoisoningCheck(Check):
     metrics = ("backdoor_success_rate", "clean_accuracy_drop", "detector_precision", "detector_recall",
                "flagged_fraction")
-    defaults = {
-        "rates": [0.01, 0.05],
-        "target_label": 0,
-        "trigger_features": None,  # tables: names of numeric features; default the first two mutable ones
-        "immutable": [],
-        "sensitive_immutable": True,
-        "retrain_pretrain_epochs": 1,  # the shorter budget for retraining (None = the plan's)
-        "retrain_finetune_epochs": None,
-        "expected_poison": 0.05,  # SpectralSignatureDefense flags 1.5 x this share of each class
-        "max_detection_rows": 5000,
-        "confidence": 0.95,
-    }
+
+    class Params(CheckParams):
+        rates: list[Share] = Field(default_factory=lambda: [0.01, 0.05], min_length=1)  # shares of the training rows poisoned
+        target_label: int = Field(0, ge=0)  # class index the backdoor flips to (checked against the model's classes)
+        # tables: names of numeric features; default (null) the first two mutable ones
+        trigger_features: list[str] | None = Field(None, min_length=1)
+        immutable: list[str] = []
+        sensitive_immutable: bool = True
+        retrain_pretrain_epochs: int | None = Field(1, ge=0)  # the shorter budget for retraining (null = the plan's)
+        retrain_finetune_epochs: PositiveInt | None = None
+        expected_poison: Share = 0.05  # SpectralSignatureDefense flags 1.5 x this share of each class
+        max_detection_rows: PositiveInt = 5000
+        confidence: Confidence = 0.95
 
     def measure(self, ctx: CheckContext) -> list[Measurement]:
         p = self.params

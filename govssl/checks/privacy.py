@@ -19,12 +19,14 @@ uses the pessimistic Clopper-Pearson ends of TPR and FPR. When the model was tra
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from govssl.checks._art import art_classifier, seeded
 from govssl.checks._binomial import clopper_pearson
-from govssl.checks.base import Check, CheckContext, Measurement, register_check
+from govssl.checks.base import Check, CheckContext, CheckParams, Confidence, Measurement, Share, register_check
 
 __all__ = ["PrivacyCheck", "epsilon_lower_bound", "auc_interval"]
 
@@ -61,21 +63,21 @@ def auc_interval(auc: float, n_pos: int, n_neg: int, confidence: float) -> tuple
 class PrivacyCheck(Check):
     metrics = ("membership_auc", "membership_advantage", "empirical_epsilon_lower_bound",
                "empirical_epsilon_excess")
-    defaults = {
-        "attacks": ["black_box", "rule_based"],
-        "attack_model": "rf",  # ART's attack_model_type: rf, gb, lr, nn, ...
-        "max_rows": 4000,  # members; as many non-members
-        "target_fpr": 0.05,
-        "confidence": 0.95,
-    }
+
+    class Params(CheckParams):
+        attacks: list[Literal["black_box", "rule_based"]] = Field(
+            default_factory=lambda: ["black_box", "rule_based"], min_length=1)
+        # ART's attack_model_type for the black-box attack
+        attack_model: Literal["rf", "gb", "lr", "dt", "knn", "svm", "nn"] = "rf"
+        # members; as many non-members. Each side is split in halves (fit / measure): at least 2.
+        max_rows: int = Field(4000, ge=2)
+        target_fpr: Share = 0.05
+        confidence: Confidence = 0.95
 
     def measure(self, ctx: CheckContext) -> list[Measurement]:
         from sklearn.metrics import roc_auc_score
 
         p = self.params
-        unknown = [a for a in p["attacks"] if a not in ATTACKS]
-        if unknown:
-            raise ValueError(f"checks.privacy.attacks: unknown attack(s) {', '.join(unknown)}; choose from {', '.join(ATTACKS)}")
         data, trained = ctx.dataset, ctx.train
         rng = np.random.default_rng(ctx.seed + 31)
         members = np.asarray(trained.labelled_rows)

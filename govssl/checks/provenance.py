@@ -21,7 +21,7 @@ def normalise_license(text: str) -> str:
 @register_check("provenance")
 class ProvenanceCheck(Check):
     metrics = ("manifest_verified", "signature_valid", "signer_trusted", "license_allowed", "source_declared")
-    defaults: dict = {}
+    # no parameters: the plan's and the policy's provenance settings are read from the context
 
     def _trusted(self, ctx: CheckContext) -> dict[str, str]:
         from govssl.provenance import load_public_key

@@ -16,11 +16,14 @@ is a fairness finding.
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 import numpy as np
+from pydantic import Field
 
 from govssl.checks._art import art_classifier, input_space, is_image, line_chart_svg, seeded
 from govssl.checks._binomial import clopper_pearson
-from govssl.checks.base import Check, CheckContext, Measurement, register_check
+from govssl.checks.base import Check, CheckContext, CheckParams, Confidence, Measurement, PositiveInt, register_check
 from govssl.checks.fairness import group_labels
 
 __all__ = ["RobustnessCheck", "attack_inputs"]
@@ -52,25 +55,23 @@ def attack_inputs(classifier, X: np.ndarray, y: np.ndarray, attack: str, eps: fl
 class RobustnessCheck(Check):
     metrics = ("clean_accuracy", "robust_accuracy", "group_robust_accuracy", "robust_accuracy_gap",
                "immutable_features_changed")
-    defaults = {
-        "attacks": ["fgsm", "pgd"],
-        "eps": [0.05, 0.1, 0.25],
-        "pgd_steps": 10,
-        "pgd_rel_step_size": 0.25,
-        "pgd_random_restarts": 1,
-        "max_rows": 2000,
-        "batch_size": 512,
-        "confidence": 0.95,
-        "immutable": [],
-        "sensitive_immutable": True,
-        "min_group_size": 30,
-    }
+
+    class Params(CheckParams):
+        attacks: list[Literal["fgsm", "pgd"]] = Field(default_factory=lambda: ["fgsm", "pgd"], min_length=1)
+        # L-infinity budgets in the model's input space (standard deviations / pixel intensity)
+        eps: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [0.05, 0.1, 0.25], min_length=1)
+        pgd_steps: PositiveInt = 10
+        pgd_rel_step_size: float = Field(0.25, gt=0)  # PGD step = this * eps
+        pgd_random_restarts: int = Field(1, ge=0)  # random starts inside the eps-ball (0: start at the input)
+        max_rows: PositiveInt = 2000  # test rows attacked (a seeded sample)
+        batch_size: PositiveInt = 512
+        confidence: Confidence = 0.95
+        immutable: list[str] = []  # features the attacker may not move
+        sensitive_immutable: bool = True
+        min_group_size: int = Field(30, ge=0)  # smaller groups are left out of the robust-accuracy gap; 0: none
 
     def measure(self, ctx: CheckContext) -> list[Measurement]:
         p = self.params
-        unknown = [a for a in p["attacks"] if a not in ATTACKS]
-        if unknown:
-            raise ValueError(f"checks.robustness.attacks: unknown attack(s) {', '.join(unknown)}; choose from {', '.join(ATTACKS)}")
         data = ctx.dataset
         space = input_space(data, list(p["immutable"]), bool(p["sensitive_immutable"]))
         rng = np.random.default_rng(ctx.seed + 17)

@@ -123,6 +123,7 @@ def _print_run(run, console: Console) -> None:
     colour = "green" if run.decision.passed else "red"
     blockers = run.decision.blockers
     tail = f" ({len(blockers)} blocking rule(s): {esc(', '.join(o.rule_id for o in blockers))})" if blockers else ""
+    tail += f" ({esc(run.decision.nothing_evaluated)})" if run.decision.nothing_evaluated else ""
     warns = run.decision.warnings
     tail += f"; {len(warns)} warning(s)" if warns else ""
     console.print(f"[bold {colour}]decision: {verdict.upper()}[/]{tail}  exit {run.decision.exit_code}")

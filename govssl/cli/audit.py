@@ -13,6 +13,7 @@ from govssl.cli._common import (
     _print_run, _store_label, cli, db_option, err, esc, json_option, out,
     RichProgress,
 )
+from govssl.errors import ConfigError
 
 
 @cli.command()
@@ -38,3 +39,28 @@ def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: s
         _print_run(run, out)
         out.print(f"stored as run {esc(run.run_id)} in {esc(_store_label(db_url))}  ({run.seconds:.1f} s)")
     sys.exit(run.decision.exit_code)
+
+
+@cli.group("plan")
+def plan_commands() -> None:
+    """Audit plans: check one before it trains anything."""
+
+
+@plan_commands.command("validate")
+@click.argument("plan_path", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--policy", "policy_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Policy pack to check against (default: the plan's `policy:`).")
+def validate(plan_path: Path, policy_path: Path | None) -> None:
+    """Check PLAN, its policy and its data's header without training; exit 0 if valid, 2 listing
+    every problem otherwise."""
+    from govssl.validate import validate_plan
+
+    report = validate_plan(plan_path, policy_path)
+    for warning in report.warnings:
+        err.print(f"warning: {warning}", markup=False)
+    if report.problems:
+        raise ConfigError(f"{plan_path}: {len(report.problems)} problem(s) in the plan, its policy or its data",
+                          report.problems)
+    out.print(f"{plan_path}: valid", markup=False)
+    for line in report.summary:
+        out.print(f"  {line}", markup=False)

@@ -1,4 +1,21 @@
-"""decide(): each rule against the measurements of its check; fail closed on missing evidence."""
+"""decide(): each rule against the measurements of its check; fail closed on missing evidence.
+
+How a rule fares when its evidence is not there:
+
+- the plan did not run the rule's check: ``on_missing`` decides (``fail``: the rule is
+  ``missing``, which blocks for a block rule and warns for a warn rule; ``skip``: ``skipped``).
+- the check ran and errored (a crash, a missing library, a bad input): the rule is ``missing``
+  whatever ``on_missing`` says. An errored check is never a reason to let a release through.
+- the check ran and skipped itself: a check skips only by raising ``SkipCheck``, which is its
+  declaration that it does not apply to this model or data (fairness without sensitive
+  features, label efficiency without a supervised baseline). That counts as not applicable, so
+  ``on_missing`` decides, as for a check the plan does not run.
+- the check measured, but not the rule's metric (or subject): ``on_missing`` decides. A check
+  emits some metrics only where they apply (the privacy check's ``empirical_epsilon_excess``
+  only for a model trained under DP).
+
+A decision in which no rule was evaluated (every rule skipped, or no rules) is blocked (see Decision).
+"""
 
 from __future__ import annotations
 
@@ -42,9 +59,13 @@ def evaluate_rule(rule: Rule, results: dict[str, CheckResult]) -> RuleOutcome:
     if result is None:
         return RuleOutcome(**base, status=missing_status, observed=None, subject="",
                            message=f"check '{rule.check}' was not run")
-    if result.status != "measured":
+    if result.status == "skipped":
         return RuleOutcome(**base, status=missing_status, observed=None, subject="",
-                           message=f"check '{rule.check}' {result.status}: {result.reason}")
+                           message=f"check '{rule.check}' does not apply: {result.reason}")
+    if result.status != "measured":  # errored (or a status this version does not know): fail closed
+        return RuleOutcome(**base, status="missing", observed=None, subject="",
+                           message=f"check '{rule.check}' {result.status}: {result.reason} "
+                                   f"(an errored check fails its rules whatever on_missing says)")
     selected = [m for m in result.measurements if m.metric == rule.metric
                 and (rule.subject is None or m.subject == rule.subject)]
     if not selected:
@@ -82,6 +103,7 @@ def evaluate_rule(rule: Rule, results: dict[str, CheckResult]) -> RuleOutcome:
 
 
 def decide(policy: Policy, results: Iterable[CheckResult]) -> Decision:
-    """Every rule's outcome; the release is blocked by any failed or missing blocking rule."""
+    """Every rule's outcome; the release is blocked by any failed or missing blocking rule, and
+    when no rule was evaluated."""
     by_check = {r.check: r for r in results}
     return Decision(tuple(evaluate_rule(rule, by_check) for rule in policy.rules))

@@ -106,13 +106,37 @@ class RuleOutcome:
 
 @dataclass(frozen=True)
 class Decision:
-    """pass or blocked. ``exit_code`` follows DESIGN.md: 0 pass, 1 blocked."""
+    """pass or blocked. ``exit_code`` follows DESIGN.md: 0 pass, 1 blocked.
+
+    Blocked when a blocking rule failed or lacks its evidence, and also when no rule applied (no
+    rules, or every rule skipped): a policy that looked at nothing cannot pass a release. Both
+    are derived from the outcomes alone, so a decision read back from the store (or from
+    ``to_dict``) gives the same verdict and the same message.
+    """
 
     outcomes: tuple[RuleOutcome, ...]
     passed: bool = field(init=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "passed", not any(o.blocking for o in self.outcomes))
+        object.__setattr__(self, "passed", bool(self.applied) and not any(o.blocking for o in self.outcomes))
+
+    @property
+    def applied(self) -> list[RuleOutcome]:
+        """Outcomes of the rules that were evaluated: every status but ``skipped``."""
+        return [o for o in self.outcomes if o.status != "skipped"]
+
+    @property
+    def nothing_evaluated(self) -> str:
+        """Why the decision is blocked although no rule failed: no rule was evaluated ("" when
+        some rule was)."""
+        if self.applied:
+            return ""
+        if not self.outcomes:
+            return "no rule was evaluated: the policy has no rules"
+        checks = sorted({o.check for o in self.outcomes})
+        return (f"no rule was evaluated: all {len(self.outcomes)} rule(s) of the policy were skipped "
+                f"(they read {', '.join(checks)}, which the plan does not run or which do not apply); "
+                f"a release needs at least one evaluated rule")
 
     @property
     def verdict(self) -> str:
@@ -134,6 +158,7 @@ class Decision:
         return {
             "verdict": self.verdict,
             "exit_code": self.exit_code,
+            "nothing_evaluated": self.nothing_evaluated,
             "outcomes": [o.to_dict() for o in self.outcomes],
         }
 

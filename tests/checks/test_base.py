@@ -10,7 +10,8 @@ import pytest
 
 from govssl.checks import base
 from govssl.checks.base import (
-    Check, CheckResult, Measurement, SkipCheck, create_check, register_check, registered_checks,
+    Check, CheckParams, CheckParamsError, CheckResult, Measurement, SkipCheck, create_check, register_check,
+    registered_checks,
 )
 from govssl.checks.fairness import FairnessCheck
 from govssl.checks.performance import PerformanceCheck
@@ -45,7 +46,9 @@ class _NotApplicable(Check):
 class _Constant(Check):
     name = "constant"
     metrics = ("x",)
-    defaults = {"value": 1.0}
+
+    class Params(CheckParams):
+        value: float = 1.0
 
     def measure(self, ctx):
         return [Measurement(self.name, "x", self.params["value"])]
@@ -91,6 +94,7 @@ def test_check_run__bad_context_errors_instead_of_crashing():
 def test_check__parameters_override_defaults():
     assert _Constant().params == {"value": 1.0}
     assert _Constant(value=3).params == {"value": 3}
+    assert _Constant.defaults == {"value": 1.0}
     assert PerformanceCheck(n_boot=10).params == {"n_boot": 10, "confidence": 0.95, "calibration_bins": 15}
 
 
@@ -98,14 +102,122 @@ def test_check__unknown_parameter_raises_naming_the_allowed_ones():
     with pytest.raises(ValueError) as info:
         _Constant(valeu=3)
 
-    assert str(info.value) == "unknown parameter(s) valeu; 'constant' takes value"
+    assert str(info.value) == "checks.constant.valeu: unknown parameter; 'constant' takes value"
 
 
 def test_check__no_parameters_allowed():
     with pytest.raises(ValueError) as info:
         _Exploding(n_boot=3)
 
-    assert str(info.value) == "unknown parameter(s) n_boot; 'exploding' takes no parameters"
+    assert str(info.value) == "checks.exploding.n_boot: unknown parameter; 'exploding' takes no parameters"
+
+
+def test_check__every_bad_parameter_is_named_with_its_key():
+    with pytest.raises(CheckParamsError) as info:
+        PerformanceCheck(n_boot="abc", confidence=1.5, calibration_bins=0)
+
+    assert info.value.problems == [
+        ("n_boot", "Input should be a valid integer; got 'abc'"),
+        ("confidence", "Input should be less than 1; got 1.5"),
+        ("calibration_bins", "Input should be greater than or equal to 1; got 0"),
+    ]
+    assert str(info.value).startswith("checks.performance.n_boot: Input should be a valid integer")
+
+
+def test_check__a_boolean_is_not_a_number_and_a_string_is_not_an_integer():
+    with pytest.raises(CheckParamsError):
+        PerformanceCheck(n_boot=True)
+    with pytest.raises(CheckParamsError):
+        PerformanceCheck(n_boot="100")
+    with pytest.raises(CheckParamsError):
+        create_check("fairness", intersections="yes")
+
+
+def test_check__a_defaults_dict_instead_of_a_schema_is_refused():
+    with pytest.raises(TypeError) as info:
+        class _Old(Check):
+            defaults = {"n": 1}
+
+            def measure(self, ctx):
+                return []
+
+    assert "Params schema" in str(info.value)
+
+
+# (check, parameters that are valid) and (check, parameter, bad value): every built-in schema's ranges
+_GOOD = [
+    ("performance", {"n_boot": 1, "confidence": 0.5, "calibration_bins": 10}),
+    ("fairness", {"n_boot": 200, "confidence": 0.99, "min_group_size": 0, "intersections": False}),
+    ("label_efficiency", {"n_boot": 10, "confidence": 0.9}),
+    ("data_quality", {"pii_sample": 100}),
+    ("provenance", {}),
+    ("robustness", {"attacks": ["pgd"], "eps": [1, 0.5], "pgd_steps": 5, "pgd_rel_step_size": 0.5,
+                    "pgd_random_restarts": 0, "max_rows": 10, "batch_size": 64, "immutable": ["age"],
+                    "sensitive_immutable": False, "min_group_size": 5}),
+    ("poisoning", {"rates": [0.1], "target_label": 1, "trigger_features": ["age"], "retrain_pretrain_epochs": 0,
+                   "retrain_finetune_epochs": 2, "expected_poison": 0.1, "max_detection_rows": 100}),
+    ("poisoning", {"trigger_features": None, "retrain_pretrain_epochs": None}),
+    ("privacy", {"attacks": ["rule_based"], "attack_model": "gb", "max_rows": 2, "target_fpr": 0.01}),
+]
+_BAD = [
+    ("performance", "n_boot", 0), ("performance", "n_boot", -5), ("performance", "confidence", 1.0),
+    ("performance", "confidence", 0), ("performance", "calibration_bins", 2.5),
+    ("fairness", "min_group_size", -1), ("fairness", "intersections", 1), ("fairness", "confidence", float("nan")),
+    ("label_efficiency", "n_boot", "abc"), ("data_quality", "pii_sample", 0),
+    ("robustness", "eps", []), ("robustness", "eps", [0.1, -0.1]), ("robustness", "eps", [float("inf")]),
+    ("robustness", "attacks", ["cw"]), ("robustness", "attacks", []), ("robustness", "pgd_steps", 0),
+    ("robustness", "pgd_rel_step_size", 0), ("robustness", "pgd_random_restarts", -1),
+    ("robustness", "max_rows", 0), ("robustness", "batch_size", 0), ("robustness", "immutable", "age"),
+    ("poisoning", "rates", [0.0]), ("poisoning", "rates", [1.0]), ("poisoning", "rates", []),
+    ("poisoning", "target_label", -1), ("poisoning", "trigger_features", []),
+    ("poisoning", "retrain_pretrain_epochs", -1), ("poisoning", "retrain_finetune_epochs", 0),
+    ("poisoning", "expected_poison", 0), ("poisoning", "max_detection_rows", 0),
+    ("privacy", "max_rows", "lots"), ("privacy", "max_rows", 1), ("privacy", "target_fpr", 1),
+    ("privacy", "attacks", ["shadow"]), ("privacy", "attack_model", "xgboost"), ("privacy", "confidence", 1.5),
+]
+
+
+@pytest.mark.parametrize("name, params", _GOOD)
+def test_builtin_schemas__accept_valid_parameters(name, params):
+    check = create_check(name, **params)
+
+    assert all(check.params[k] == v for k, v in params.items())
+
+
+@pytest.mark.parametrize("name, key, value", _BAD)
+def test_builtin_schemas__refuse_a_bad_value_naming_its_key(name, key, value):
+    with pytest.raises(CheckParamsError) as info:
+        create_check(name, **{key: value})
+
+    assert [k.split("[")[0] for k, _ in info.value.problems] == [key]
+
+
+def test_builtin_schemas__every_default_is_valid():
+    for name, cls in registered_checks().items():
+        assert cls(**cls.defaults).params == cls.defaults, name
+
+
+def test_checks_base__imports_nothing_from_govssl():
+    import ast
+    import inspect
+
+    # imports for type checkers only (`if TYPE_CHECKING:`) never run
+    tree = ast.parse(inspect.getsource(base))
+    runtime = [n for n in tree.body if not (isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")]
+    nodes = [node for top in runtime for node in ast.walk(top)]
+    imported = [node.module for node in nodes if isinstance(node, ast.ImportFrom)]
+    imported += [a.name for node in nodes if isinstance(node, ast.Import) for a in node.names]
+    assert imported and not [m for m in imported if m and m.split(".")[0] == "govssl"]
+
+
+def test_checks_package__registers_the_builtin_checks_on_import():
+    import subprocess
+    import sys
+
+    code = "import govssl.checks.base as b; print(' '.join(sorted(b.registered_checks())))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["data_quality", "fairness", "label_efficiency", "performance", "poisoning", "privacy",
+                   "provenance", "robustness"]
 
 
 def test_registered_checks__has_the_builtin_checks():

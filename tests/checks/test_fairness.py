@@ -295,5 +295,5 @@ def test_fairness__unknown_parameter_names_the_allowed_ones():
         FairnessCheck(n_bot=10)
 
     assert str(info.value) == (
-        "unknown parameter(s) n_bot; 'fairness' takes confidence, intersections, min_group_size, n_boot"
+        "checks.fairness.n_bot: unknown parameter; 'fairness' takes n_boot, confidence, min_group_size, intersections"
     )

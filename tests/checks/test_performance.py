@@ -189,7 +189,8 @@ def test_performance__unknown_parameter_names_the_allowed_ones():
         PerformanceCheck(n_bot=10, bins=3)
 
     assert str(info.value) == (
-        "unknown parameter(s) bins, n_bot; 'performance' takes calibration_bins, confidence, n_boot"
+        "checks.performance.n_bot: unknown parameter; 'performance' takes n_boot, confidence, calibration_bins; "
+        "checks.performance.bins: unknown parameter; 'performance' takes n_boot, confidence, calibration_bins"
     )
 
 

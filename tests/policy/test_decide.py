@@ -3,6 +3,7 @@ failing closed on missing, errored or skipped evidence."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -174,9 +175,10 @@ def _missing_cases():
     return {
         "not run": ({}, "check 'fairness' was not run"),
         "errored": ({"fairness": CheckResult("fairness", "errored", (), "RuntimeError: boom")},
-                    "check 'fairness' errored: RuntimeError: boom"),
+                    "check 'fairness' errored: RuntimeError: boom (an errored check fails its rules "
+                    "whatever on_missing says)"),
         "skipped": ({"fairness": CheckResult("fairness", "skipped", (), "no sensitive features")},
-                    "check 'fairness' skipped: no sensitive features"),
+                    "check 'fairness' does not apply: no sensitive features"),
         "no metric": (_measured(_m(0.1, "sex", metric="demographic_parity_difference")),
                       "no 'equalized_odds_difference' measurement"),
     }
@@ -202,16 +204,79 @@ def test_evaluate_rule__narrowed_subject_not_measured_is_missing():
     assert outcome.message == "no 'equalized_odds_difference' measurement for subject 'age'"
 
 
-@pytest.mark.parametrize("case", list(_missing_cases()))
+_NOT_APPLICABLE = [case for case in _missing_cases() if case != "errored"]
+
+
+@pytest.mark.parametrize("case", _NOT_APPLICABLE)
 def test_evaluate_rule__on_missing_skip_does_not_block(case):
     results, message = _missing_cases()[case]
+    # a second rule that passes: a decision needs at least one evaluated rule
+    performance = CheckResult("performance", "measured", (_m(0.85, check="performance", metric="roc_auc"),))
+    auc = _rule(id="auc", check="performance", metric="roc_auc", max=None, min=0.7)
 
     outcome = evaluate_rule(_rule(on_missing="skip"), results)
 
     assert outcome.status == "skipped"
     assert not outcome.blocking
     assert outcome.message == message
-    assert decide(_policy(_rule(on_missing="skip")), results.values()).exit_code == 0
+    assert decide(_policy(auc, _rule(on_missing="skip")), [*results.values(), performance]).exit_code == 0
+
+
+@pytest.mark.parametrize("severity", ["block", "warn"])
+def test_evaluate_rule__errored_check_fails_its_rules_whatever_on_missing_says(severity):
+    results, message = _missing_cases()["errored"]
+    performance = CheckResult("performance", "measured", (_m(0.85, check="performance", metric="roc_auc"),))
+    auc = _rule(id="auc", check="performance", metric="roc_auc", max=None, min=0.7)
+
+    decision = decide(_policy(auc, _rule(on_missing="skip", severity=severity)), [*results.values(), performance])
+
+    outcome = decision.outcomes[1]
+    assert (outcome.status, outcome.message) == ("missing", message)
+    if severity == "block":
+        assert outcome.blocking and decision.exit_code == 1
+    else:
+        assert [o.rule_id for o in decision.warnings] == ["r"] and decision.exit_code == 0
+
+
+def test_evaluate_rule__a_missing_library_is_an_error_not_a_skip():
+    # what happens to ART's checks when `packaging` is not installed
+    errored = CheckResult("privacy", "errored", (), "ModuleNotFoundError: No module named 'packaging'")
+    rule = _rule(check="privacy", metric="membership_advantage", on_missing="skip")
+
+    outcome = evaluate_rule(rule, {"privacy": errored})
+
+    assert outcome.status == "missing" and outcome.blocking
+    assert "No module named 'packaging'" in outcome.message
+
+
+@pytest.mark.parametrize("case", _NOT_APPLICABLE)
+def test_decide__no_rule_evaluated_is_blocked_with_a_message(case):
+    results, _ = _missing_cases()[case]
+
+    decision = decide(_policy(_rule(on_missing="skip"), _rule(id="w", severity="warn", on_missing="skip")),
+                      results.values())
+
+    assert [o.status for o in decision.outcomes] == ["skipped", "skipped"]
+    assert decision.blockers == [] and decision.warnings == []
+    assert (decision.passed, decision.verdict, decision.exit_code) == (False, "blocked", 1)
+    assert decision.nothing_evaluated.startswith("no rule was evaluated: all 2 rule(s) of the policy were skipped")
+    assert decision.to_dict()["nothing_evaluated"] == decision.nothing_evaluated
+
+
+def test_decide__a_policy_without_rules_is_blocked():
+    decision = decide(_policy(), [CheckResult("fairness", "measured", (_m(0.01, "sex"),))])
+
+    assert decision.exit_code == 1
+    assert decision.nothing_evaluated == "no rule was evaluated: the policy has no rules"
+
+
+def test_decision__nothing_evaluated_survives_the_round_trip():
+    decision = decide(_policy(_rule(on_missing="skip")), [])
+
+    again = Decision.from_dict(json.loads(json.dumps(decision.to_dict())))
+
+    assert again == decision and again.verdict == "blocked"
+    assert again.nothing_evaluated == decision.nothing_evaluated != ""
 
 
 def test_evaluate_rule__missing_warn_rule_does_not_block():

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from govssl.errors import StoreError
+from govssl.policy.model import RuleOutcome
 from govssl.records import Attestation, Waiver
 from govssl.store import AuditStore
 from govssl.store import _codec, _ledger, _migrate
@@ -117,7 +118,9 @@ def test_find_runs__each_filter(store, tmp_path):
     first = make_run(tmp_path, "r1", "2024-05-01T09:00:00+00:00")
     second = make_run(tmp_path, "r2", "2024-05-02T09:00:00+00:00")
     second.training = dataclasses.replace(second.training, model_sha256="aa" * 32)
-    second.decision = type(second.decision)(())  # no rules: passes
+    # one passing rule: passes (a decision with no rules is blocked: nothing was evaluated)
+    second.decision = type(second.decision)((RuleOutcome("auc", "performance", "roc_auc", "block", "pass", 0.9, "",
+                                                         ">= 0.7", "worst roc_auc 0.9 within >= 0.7"),))
     third = make_run(tmp_path, "r3", "2024-05-03T09:00:00+00:00")
     third.plan_name, third.policy_sha256 = "german-credit", "34" * 32
     for run in (first, second, third):
