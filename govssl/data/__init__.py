@@ -15,6 +15,7 @@ import pandas as pd
 from govssl.data._builtin import load_builtin
 from govssl.data._table import MISSING, TableEncoder, as_category_strings
 from govssl.errors import DataError
+from govssl.preflight import check_header_row, excluded_inputs, spec_problems
 from govssl.records import DatasetSummary, sha256_file
 
 __all__ = ["Dataset", "load", "load_public", "read_table", "TableEncoder", "MISSING", "MAX_SENSITIVE_GROUPS"]
@@ -88,6 +89,7 @@ def read_table(path: Path) -> pd.DataFrame:
     """A CSV or Parquet file as a frame; unreadable or empty files raise DataError naming the file."""
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
+    check_header_row(path)  # before pandas renames a repeated header to "name.1"
     suffix = "".join(path.suffixes[-2:]).lower()
     try:
         if suffix.endswith(".parquet") or suffix.endswith(".pq"):
@@ -286,11 +288,12 @@ def load(plan) -> Dataset:
         )
 
     full = train if test is None else pd.concat([train, test], ignore_index=True)
-    problems = _check_columns(where, full, spec, target, sensitive)
+    problems = _check_columns(where, full, spec, target, sensitive) + spec_problems(where, full, spec, target)
     if problems:
         raise DataError(f"{where}: {len(problems)} problem(s) with the data", problems)
-    dropped = list(spec.drop)  # a dropped sensitive column is still audited, just not a model input
-    numeric, categorical = _type_features(full, target, dropped, forced)
+    # not model inputs (still audited): dropped, declared personal data, sensitive if the plan says so
+    dropped = excluded_inputs(spec, sensitive)
+    numeric, categorical = _type_features(full, target, dropped, forced | set(spec.levels))
     if not numeric and not categorical:
         raise DataError(f"{where}: no feature columns left after dropping {', '.join(spec.drop)}")
     # each file on its own, so that a row number counts the rows of the file it names
@@ -311,7 +314,7 @@ def load(plan) -> Dataset:
     if len(np.unique(y_train)) < 2:
         raise DataError(f"{where}: the training rows hold only one class of '{target}'")
 
-    encoder = TableEncoder(numeric, categorical).fit(train)
+    encoder = TableEncoder(numeric, categorical, levels={c: spec.levels[c] for c in categorical if c in spec.levels}).fit(train)
     return Dataset(
         name=name, source=origin, license=licence, citation=citation,
         target=target, positive_label=positive, sensitive=tuple(sensitive),

@@ -45,7 +45,7 @@ def _problems(path: Path) -> list[str]:
 def _known_checks() -> str:
     from govssl.checks.base import registered_checks
 
-    return ", ".join(sorted(registered_checks()))
+    return ", ".join(sorted([*registered_checks(), "preflight"]))  # preflight: a stage, not a plan check
 
 
 def test_load_policy__default_pack_loads():
