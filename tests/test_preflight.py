@@ -182,6 +182,8 @@ def test_gate_and_waive_refuse_a_run_that_trained_nothing(stopped, capsys, tmp_p
     code, out, err = run_cli(capsys, "waive", "--run", run_dir.name, "--rule", "preflight-personal-data",
                              "--approver", "x", "--reason", "y", "--expires", "2999-01-01", "--db", f"sqlite:///{db}")
     assert code == 2 and "ended at preflight" in err
+    code, out, err = run_cli(capsys, "gate", "--model", str(tmp / "people.csv"), "--db", f"sqlite:///{db}")
+    assert code == 1 and "BLOCKED" in out
 
 
 def _feature_names(model: Path) -> list[str]:
