@@ -18,6 +18,7 @@ from govssl import __version__
 from govssl.errors import ConfigError
 from govssl.plan import AuditPlan, load_attestations, load_plan
 from govssl.policy import Policy, apply_waivers, decide, load_policy
+from govssl.preflight import not_trained_record, run_preflight, stop_decision
 from govssl.progress import NullProgress
 from govssl.records import Artifact, AuditRun
 
@@ -109,22 +110,30 @@ def run_audit(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # library chatter (Opacus, sklearn) is not evidence
-            trained = train.fit(plan, dataset, out_dir, progress, public_X=public_X)
-            artifacts = [Artifact.of("model", trained.record.model_path)]
-            artifacts.append(_write_predictions(out_dir / "predictions.csv", dataset, trained.predict_proba(dataset.X_test)))
-            ctx = CheckContext(dataset=dataset, train=trained, seed=plan.seed, out_dir=out_dir,
-                               progress=progress, plan=plan, policy=policy, manifest=manifest)
-            results = []
-            with progress.task("running checks", len(plan.checks)) as task:
-                for name, params in plan.checks.items():
-                    result = create_check(name, **params).run(ctx)
-                    results.append(result)
-                    task.advance(1, check=name)
-            artifacts.extend(Artifact.of("chart", p) for p in sorted(out_dir.glob("*.svg")))  # charts the checks drew
-        decision = apply_waivers(  # a waiver for this model (same sha256) covers new audits of it
-            decide(policy, results), store.waivers(model_sha256=trained.record.model_sha256),
-            run_id=run_id, model_sha256=trained.record.model_sha256,
-        )
+            results = [run_preflight(plan, dataset)]
+            # a failing blocking `stage: preflight` rule ends the audit here: nothing is trained
+            decision = stop_decision(policy, results[0])
+            record, artifacts = not_trained_record(plan), []
+        if decision is None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                trained = train.fit(plan, dataset, out_dir, progress, public_X=public_X)
+                record = trained.record
+                artifacts = [Artifact.of("model", trained.record.model_path)]
+                artifacts.append(_write_predictions(out_dir / "predictions.csv", dataset,
+                                                    trained.predict_proba(dataset.X_test)))
+                ctx = CheckContext(dataset=dataset, train=trained, seed=plan.seed, out_dir=out_dir,
+                                   progress=progress, plan=plan, policy=policy, manifest=manifest)
+                with progress.task("running checks", len(plan.checks)) as task:
+                    for name, params in plan.checks.items():
+                        result = create_check(name, **params).run(ctx)
+                        results.append(result)
+                        task.advance(1, check=name)
+                artifacts.extend(Artifact.of("chart", p) for p in sorted(out_dir.glob("*.svg")))  # charts the checks drew
+            decision = apply_waivers(  # a waiver for this model (same sha256) covers new audits of it
+                decide(policy, results), store.waivers(model_sha256=trained.record.model_sha256),
+                run_id=run_id, model_sha256=trained.record.model_sha256,
+            )
         run = AuditRun(
             run_id=run_id,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -138,7 +147,7 @@ def run_audit(
             policy_path=policy.path,
             policy_sha256=policy.sha256,
             dataset=dataset.summary(),
-            training=trained.record,
+            training=record,
             results=results,
             decision=decision,
             out_dir=str(out_dir),

@@ -60,6 +60,17 @@ class DatasetSpec(_Strict):
     manifest: Path | None = None  # data manifest verified before training (built-in data ships one)
     datasheet: Path | None = None  # YAML answers to datasheet questions the data cannot answer
     personal_data: list[str] = []  # columns declared to hold personal identifiers (the PII scan accepts them)
+    # declared personal-data columns the model may still read; every other one is not a model input
+    personal_data_as_input: list[str] = []
+    sensitive_as_input: bool = True  # false: sensitive columns are audited but not model inputs
+    levels: dict[str, list[str]] = {}  # declared category levels by column (private under DP)
+
+    @model_validator(mode="after")
+    def _inputs_declared(self):
+        undeclared = [c for c in self.personal_data_as_input if c not in self.personal_data]
+        if undeclared:
+            raise ValueError(f"personal_data_as_input: {', '.join(undeclared)} not declared under personal_data")
+        return self
 
     @model_validator(mode="after")
     def _one_source(self):

@@ -87,6 +87,11 @@ class TrainRecord:
     pretrain_data: str = "private training rows"
     # the supervised-only comparison model (label efficiency): mode, epochs, epsilon, seconds
     baseline: dict | None = None
+    # False when the audit ended at preflight: then no model file (model_path and model_sha256 "")
+    trained: bool = True
+    # where the category levels written into the model file came from: {"columns": {col:
+    # "declared" | "training rows"}, "min_rows": k, "private": bool, "note": ...} (tables only)
+    category_levels: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def test_audit__writes_documents_and_exits_with_the_decision(audited):
     for name in ("model.safetensors", "predictions.csv", "model_card.md", "rmf_report.md", "evidence.json"):
         assert (audited["run_dir"] / name).is_file(), name
     statuses = {c["check"]: c["status"] for c in evidence["checks"]}
-    assert statuses == {"performance": "measured", "fairness": "measured"}
+    assert statuses == {"preflight": "measured", "performance": "measured", "fairness": "measured"}
 
 
 def test_audit__plan_and_policy_names_with_markup_print_literally(audited):

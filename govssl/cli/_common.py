@@ -85,10 +85,13 @@ def _print_run(run, console: Console) -> None:
         + ("" if t.end_to_end_dp else "; pretraining was not private")
         if dp else "no differential privacy"
     )
-    console.print(
-        f"model {Path(t.model_path).name} sha256 {t.model_sha256[:16]}…  "
-        f"{t.method} + {t.finetune_mode} on {t.label_fraction:.0%} of labels  |  {private}", markup=False
-    )
+    if not t.trained:
+        console.print("model: not trained (the audit ended at preflight)", markup=False)
+    else:
+        console.print(
+            f"model {Path(t.model_path).name} sha256 {t.model_sha256[:16]}…  "
+            f"{t.method} + {t.finetune_mode} on {t.label_fraction:.0%} of labels  |  {private}", markup=False
+        )
     perf = Table(title="measurements (model-wide and gaps between groups)", title_justify="left")
     for col in ("check", "metric", "subject", "value", "95% CI", "n"):
         perf.add_column(col, justify="right" if col in ("value", "n") else "left")

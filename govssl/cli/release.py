@@ -36,6 +36,9 @@ def waive(run_id: str, rule_id: str, approver: str, reason: str, expires, for_mo
 
     store = AuditStore(db_url, create=False)
     (run,), waivers = store.read_runs([run_id])
+    if not run.training.trained:
+        raise ConfigError(f"--run: run {run.run_id} ended at preflight and trained no model; there is nothing to "
+                          f"release: fix the data or the plan and audit again")
     outcome = next((o for o in run.decision.outcomes if o.rule_id == rule_id), None)
     if outcome is None:
         rules = ", ".join(o.rule_id for o in run.decision.outcomes)
@@ -107,7 +110,7 @@ def gate(model_file: Path, policy_path: str | None, max_age: int | None, db_url:
             reason = f"no audit of a model with sha256 {model_sha[:16]}… in the store"
     for run in candidates:  # newest first: the newest passing audit releases the model
         run = _effective(run, waivers)
-        if run.decision.passed:
+        if run.decision.passed and run.training.trained:  # a run that trained nothing releases nothing
             waived = [o.rule_id for o in run.decision.outcomes if o.status == "waived"]
             verdict.update(passed=True, run_id=run.run_id, waived_rules=waived)
             break

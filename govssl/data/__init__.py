@@ -15,6 +15,7 @@ import pandas as pd
 from govssl.data._builtin import load_builtin
 from govssl.data._table import MISSING, TableEncoder, as_category_strings
 from govssl.errors import DataError
+from govssl.preflight import check_header_row, excluded_inputs, spec_problems
 from govssl.records import DatasetSummary, sha256_file
 
 __all__ = ["Dataset", "load", "load_public", "read_table", "TableEncoder", "MISSING", "MAX_SENSITIVE_GROUPS"]
@@ -112,6 +113,7 @@ def read_table(path: Path) -> pd.DataFrame:
     problem = unusable_path(path)
     if problem:
         raise DataError(f"{path}: {problem}")
+    check_header_row(path)  # before pandas renames a repeated header to "name.1"
     suffix = "".join(path.suffixes[-2:]).lower()
     kind = "Parquet" if suffix.endswith((".parquet", ".pq")) else "CSV"
     try:
@@ -358,11 +360,12 @@ def load(plan) -> Dataset:
         )
 
     full = train if test is None else pd.concat([train, test], ignore_index=True)
-    problems = _check_columns(where, full, spec, target, sensitive)
+    problems = _check_columns(where, full, spec, target, sensitive) + spec_problems(where, full, spec, target)
     if problems:
         raise DataError(f"{where}: {len(problems)} problem(s) with the data", problems)
-    dropped = list(spec.drop)  # a dropped sensitive column is still audited, just not a model input
-    numeric, categorical = _type_features(full, target, dropped, forced)
+    # not model inputs (still audited): dropped, declared personal data, sensitive if the plan says so
+    dropped = excluded_inputs(spec, sensitive)
+    numeric, categorical = _type_features(full, target, dropped, forced | set(spec.levels))
     if not numeric and not categorical:
         raise DataError(f"{where}: no feature columns left after dropping {', '.join(spec.drop)}")
     # each file on its own, so that a row number counts the rows of the file it names
@@ -383,7 +386,8 @@ def load(plan) -> Dataset:
     if len(np.unique(y_train)) < 2:
         raise DataError(f"{where}: the training rows hold only one class of '{target}'")
 
-    encoder = TableEncoder(numeric, categorical).fit(train)
+    levels = {c: spec.levels[c] for c in categorical if c in spec.levels}
+    encoder = TableEncoder(numeric, categorical, levels=levels).fit(train)
     X_train, X_test = encoder.transform(train), encoder.transform(test)
     _require_finite(where, encoder, X_train, "the training rows")
     _require_finite(test_where or where, encoder, X_test, "the test rows")

@@ -8,6 +8,14 @@ the training rows' range can still leave float32 after standardisation; :meth:`T
 finds such columns so that the loader can name them.
 categorical columns are one-hot encoded with a "missing" level. Each original column keeps its
 block of encoded columns (``groups``), which SCARF needs to corrupt a whole feature at once.
+
+The level names travel with the model (``feature_names`` in its safetensors metadata), so a level
+is a value written into a released file. Only values held by at least ``MIN_LEVEL_ROWS`` training
+rows become levels; rarer ones share the OTHER level, so a name, a date of birth or a case number
+of one person never reaches the model file. Under differential privacy that threshold is not
+private (whether a value reaches ten rows depends on each of those rows); a column's levels are
+private only when the plan declares them (``dataset.levels``), and ``level_sources`` says which
+columns' levels were declared and which were read from the training rows.
 """
 
 from __future__ import annotations
@@ -17,11 +25,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["TableEncoder", "MISSING", "OTHER", "MAX_LEVELS"]
+__all__ = ["TableEncoder", "MISSING", "OTHER", "MAX_LEVELS", "MIN_LEVEL_ROWS"]
 
 MISSING = "(missing)"
 OTHER = "(other)"
 MAX_LEVELS = 50  # rarer levels of a categorical column fold into OTHER
+# A value held by fewer training rows is not a level (it folds into OTHER). Ten rows: a value
+# shared by ten people no longer points at one of them, the same order as the smallest cell sizes
+# statistical offices publish (commonly 5 to 10), and a level seen in fewer rows teaches the model
+# little anyway. It is k-anonymity for the level list alone, not a privacy guarantee for the model.
+MIN_LEVEL_ROWS = 10
 
 
 @dataclass(frozen=True)
@@ -64,9 +77,14 @@ def _standardise(z: np.ndarray, mean: float, std: float) -> np.ndarray:
 class TableEncoder:
     """Fitted on the training rows only; applied unchanged to the test rows."""
 
-    def __init__(self, numeric: list[str], categorical: list[str]):
+    def __init__(self, numeric: list[str], categorical: list[str], *, levels: dict[str, list[str]] | None = None,
+                 min_rows: int = MIN_LEVEL_ROWS):
+        """``levels``: declared level lists by column (used as given, never read from the rows);
+        other categorical columns keep their values held by at least ``min_rows`` training rows."""
         self.numeric_names = list(numeric)
         self.categorical_names = list(categorical)
+        self.declared_levels = {str(k): [str(v) for v in vs] for k, vs in (levels or {}).items()}
+        self.min_rows = int(min_rows)
         self.numeric: list[NumericColumn] = []
         self.categorical: list[CategoricalColumn] = []
         self.groups: list[tuple[str, slice]] = []
@@ -87,17 +105,45 @@ class TableEncoder:
             self.feature_names.append(name)
             start += 1
         for name in self.categorical_names:
-            values = as_category_strings(frame[name])
-            counts = values.value_counts()
-            levels = list(counts.index[:MAX_LEVELS])
-            if len(counts) > MAX_LEVELS:
-                levels.append(OTHER)
-            levels = tuple(sorted(levels))
+            if name in self.declared_levels:
+                levels = list(dict.fromkeys(self.declared_levels[name])) + [MISSING, OTHER]
+                levels = tuple(sorted(set(levels)))
+            else:
+                values = as_category_strings(frame[name])
+                counts = values.value_counts()
+                common = counts[(counts >= self.min_rows) | (counts.index == MISSING)]  # MISSING names no one
+                levels = list(common.index[:MAX_LEVELS])
+                if len(levels) < len(counts):
+                    levels.append(OTHER)
+                levels = tuple(sorted(levels))
             self.categorical.append(CategoricalColumn(name, levels))
             self.groups.append((name, slice(start, start + len(levels))))
             self.feature_names.extend(f"{name}={level}" for level in levels)
             start += len(levels)
         return self
+
+    @property
+    def level_sources(self) -> dict[str, str]:
+        """Categorical column -> "declared" (the plan's list) or "training rows" (values held by at
+        least ``min_rows`` rows)."""
+        return {name: "declared" if name in self.declared_levels else "training rows"
+                for name in self.categorical_names}
+
+    def levels_record(self, dp: bool) -> dict:
+        """For the training record: where each column's levels came from and whether that is private."""
+        sources = self.level_sources
+        read = sorted(c for c, how in sources.items() if how == "training rows")
+        if not sources:
+            note = "no categorical features"
+        elif not read:
+            note = "every category level was declared by the plan (dataset.levels); none was read from the rows"
+        else:
+            note = (f"the levels of {', '.join(read)} are the values held by at least {self.min_rows} training rows "
+                    "(k-threshold rule); "
+                    + ("under differential privacy this choice is not private: it depends on the rows and is "
+                       "outside the (epsilon, delta) guarantee; declare the levels under dataset.levels to make it so"
+                       if dp else "the model is not trained under differential privacy"))
+        return {"columns": sources, "min_rows": self.min_rows, "private": bool(dp and not read), "note": note}
 
     @property
     def n_features(self) -> int:

@@ -37,6 +37,7 @@ class _RuleSpec(BaseModel):
     on_missing: Literal["fail", "skip"] = "fail"
     rmf: list[str] = []
     rationale: str = ""
+    stage: Literal["preflight", "checks"] = "checks"  # preflight rules are decided before training
 
     @model_validator(mode="after")
     def _has_threshold(self):
@@ -75,12 +76,13 @@ def builtin_policy_path(name: str) -> Path:
 def _semantic_problems(path: Path, rules: Any) -> list[str]:
     """Problems the schema cannot see, read from the raw rules so they are reported alongside it."""
     from govssl.checks.base import registered_checks
+    from govssl.preflight import PreflightStage, stage_problems
     from govssl.rmf import is_subcategory
 
     if not isinstance(rules, list):
         return []  # the schema reports it
     problems = []
-    checks = registered_checks()
+    checks = {**registered_checks(), PreflightStage.name: PreflightStage}
     seen: set[str] = set()
     for i, rule in enumerate(rules):
         if not isinstance(rule, dict):
@@ -98,6 +100,7 @@ def _semantic_problems(path: Path, rules: Any) -> list[str]:
                 f"{where}.metric: check '{check}' has no metric '{metric}'; "
                 f"it measures {', '.join(checks[check].metrics)}"
             )
+        problems += stage_problems(where, rule)
         rmf = rule.get("rmf")
         for j, rmf_id in enumerate(rmf if isinstance(rmf, list) else []):
             if isinstance(rmf_id, str) and not is_subcategory(rmf_id):

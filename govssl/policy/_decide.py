@@ -84,19 +84,24 @@ def evaluate_rule(rule: Rule, results: dict[str, CheckResult]) -> RuleOutcome:
             return RuleOutcome(**base, status=missing_status, observed=None, subject=rule.subject or "",
                                message=f"every '{rule.metric}' measurement rests on fewer than {rule.min_n} rows{insufficient}")
     worst_m, worst_amount, worst_why, worst_value = None, -math.inf, "", None
+    failing = []  # every subject past the threshold, so that the message names them all
     for m in selected:
         value = _observed(rule, m)
         if value is None:
             amount, why = math.inf, f"has no {rule.use} (no confidence interval)"
         else:
             amount, why = _violation(rule, value)
+        if amount > 0 and m.subject:
+            failing.append(m.subject)
         if worst_m is None or amount > worst_amount:
             worst_m, worst_amount, worst_why, worst_value = m, amount, why, value
     where = f" [{worst_m.subject}]" if worst_m.subject else ""
     bound = "" if rule.use == "estimate" else f"{rule.use} "
     if worst_amount > 0:
+        others = [f for f in failing if f != worst_m.subject]
+        also = f"; also past the threshold: {', '.join(others)}" if others else ""
         return RuleOutcome(**base, status="fail", observed=worst_value, subject=worst_m.subject,
-                           message=f"{rule.metric}{where} {bound}{worst_why}{insufficient}")
+                           message=f"{rule.metric}{where} {bound}{worst_why}{also}{insufficient}")
     shown = f"{worst_value:.4g}" if isinstance(worst_value, float) else repr(worst_value)
     return RuleOutcome(**base, status="pass", observed=worst_value, subject=worst_m.subject,
                        message=f"worst {rule.metric}{where} {bound}{shown} within {rule.threshold_text()}{insufficient}")

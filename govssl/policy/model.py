@@ -27,6 +27,7 @@ class Rule:
     on_missing: Literal["fail", "skip"] = "fail"
     rmf: tuple[str, ...] = ()
     rationale: str = ""
+    stage: Literal["preflight", "checks"] = "checks"  # preflight: decided before training
 
     def threshold_text(self) -> str:
         parts = []

@@ -24,6 +24,8 @@ CHECK_RMF: dict[str, tuple[str, ...]] = {
     "provenance": ("GOVERN 6.1", "MAP 4.1"),
     # Data selection and suitability documented; the test set described.
     "data_quality": ("MAP 2.3", "MEASURE 2.1"),
+    # Before training: identifiers, personal data and sensitive attributes among the inputs, leakage.
+    "preflight": ("MEASURE 2.10", "MAP 2.3"),
     # Performance measured across the label budgets the deployment may face.
     "label_efficiency": ("MEASURE 2.3",),
 }

@@ -268,6 +268,7 @@ def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None)
         pretrain_data=("none" if not pretrained else
                        f"public: {plan.training.pretrain.public_data}" if public else "private training rows"),
         baseline=baseline_record,
+        category_levels=data.encoder.levels_record(dp is not None) if data.encoder is not None else {},
     )
     return TrainResult(model=model, architecture=arch, record=record, labelled_rows=rows, baseline=baseline)
 

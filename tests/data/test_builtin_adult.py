@@ -119,8 +119,13 @@ def test_load_builtin__encoder_is_fitted_on_train_only(adult):
     assert gain.log is True
     assert gain.mean == pytest.approx(np.log1p(adult.train["capital-gain"]).mean(), abs=1e-12)
     assert adult.X_train[:, 0].mean() == pytest.approx(0.0, abs=1e-5)
-    # a level seen only in training still has its column; nothing comes from the test rows
-    assert "native-country=Holand-Netherlands" in adult.encoder.feature_names
+    # levels come from the training rows only, and only values of at least MIN_LEVEL_ROWS rows:
+    # Holand-Netherlands (one training row, none in test) folds into OTHER
+    from govssl.data._table import MIN_LEVEL_ROWS
+
+    assert (adult.train["native-country"] == "Holand-Netherlands").sum() < MIN_LEVEL_ROWS
+    assert "native-country=Holand-Netherlands" not in adult.encoder.feature_names
+    assert "native-country=(other)" in adult.encoder.feature_names
     assert "Holand-Netherlands" not in set(adult.test["native-country"].dropna())
 
 

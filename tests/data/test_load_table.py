@@ -321,7 +321,8 @@ def test_read_table__duplicate_column_names_after_stripping(tmp_path):
     with pytest.raises(DataError) as info:
         read_table(path)
 
-    assert str(info.value) == f"{path}: duplicate column name(s): a"
+    assert str(info.value) == (f"{path}: duplicate header(s) in the header row: 'a' (columns 1, 2); every column "
+                               f"needs its own name (rename or remove the copies)")
 
 
 def test_read_table__strips_spaces_of_headers_and_values(tmp_path):

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 
 from govssl.data import MISSING, TableEncoder
-from govssl.data._table import MAX_LEVELS, OTHER, as_category_strings
+from govssl.data._table import MAX_LEVELS, MIN_LEVEL_ROWS, OTHER, as_category_strings
 
 
 @pytest.fixture
 def fitted() -> TableEncoder:
     train = pd.DataFrame({"num": [1.0, 2.0, 3.0, 4.0], "color": ["red", "blue", None, "red"]})
-    return TableEncoder(["num"], ["color"]).fit(train)
+    return TableEncoder(["num"], ["color"], min_rows=1).fit(train)  # four rows: every value a level
 
 
 def test_table_encoder__levels_include_missing_and_are_sorted(fitted):
@@ -103,3 +103,23 @@ def test_as_category_strings__numbers_and_missing():
     out = as_category_strings(pd.Series([1, None, 3], dtype="Int64"))
 
     assert out.tolist() == ["1", MISSING, "3"]
+
+
+def test_table_encoder__values_of_fewer_than_k_rows_are_not_levels():
+    values = ["common"] * MIN_LEVEL_ROWS + ["rare"] * (MIN_LEVEL_ROWS - 1) + ["Jane Doe"] + [None]
+    encoder = TableEncoder([], ["c"]).fit(pd.DataFrame({"c": values}))
+
+    assert encoder.categorical[0].levels == (MISSING, OTHER, "common")
+    assert not any("rare" in f or "Jane" in f for f in encoder.feature_names)
+    assert encoder.transform(pd.DataFrame({"c": ["rare"]}))[0].tolist() == [0, 1, 0]
+    assert encoder.level_sources == {"c": "training rows"}
+
+
+def test_table_encoder__declared_levels_are_used_as_given():
+    train = pd.DataFrame({"c": ["x"] * 30 + ["y"] * 30 + ["z"] * 2})
+    encoder = TableEncoder([], ["c"], levels={"c": ["y", "w"]}).fit(train)
+
+    # declared levels do not depend on the rows: "w" (never seen) is a level, "x" (30 rows) is not
+    assert encoder.categorical[0].levels == (MISSING, OTHER, "w", "y")
+    assert encoder.transform(pd.DataFrame({"c": ["x", "y"]})).tolist() == [[0, 1, 0, 0], [0, 0, 0, 1]]
+    assert encoder.level_sources == {"c": "declared"}

@@ -45,7 +45,7 @@ def _problems(path: Path) -> list[str]:
 def _known_checks() -> str:
     from govssl.checks.base import registered_checks
 
-    return ", ".join(sorted(registered_checks()))
+    return ", ".join(sorted([*registered_checks(), "preflight"]))  # preflight: a stage, not a plan check
 
 
 def test_load_policy__default_pack_loads():
@@ -217,3 +217,29 @@ def test_policy_error__exit_code_is_2(tmp_path):
         load_policy(path)
 
     assert info.value.exit_code == 2
+
+
+def test_load_policy__stage_must_match_the_check(tmp_path):
+    path = _write(tmp_path, _pack(
+        _rule(id="a", stage="preflight"),
+        _rule(id="b", check="preflight", metric="identifier_columns_as_input", min=None, max=0),
+        _rule(id="c", check="preflight", metric="no_such_metric", min=None, max=0, stage="preflight"),
+    ))
+
+    problems = _problems(path)
+
+    assert any("rules[0].stage" in p and "check 'performance' needs stage: checks" in p for p in problems)
+    assert any("rules[1].stage" in p and "say stage: preflight" in p for p in problems)
+    assert any("rules[2].metric" in p and "no_such_metric" in p for p in problems)
+    assert len(problems) == 3
+
+
+def test_load_policy__preflight_rules_load_with_their_stage(tmp_path):
+    path = _write(tmp_path, _pack(
+        _rule(id="p", check="preflight", metric="single_feature_auc", min=None, max=0.98, stage="preflight"),
+        _rule(id="q"),
+    ))
+
+    policy = load_policy(path)
+
+    assert [(r.id, r.stage) for r in policy.rules] == [("p", "preflight"), ("q", "checks")]
