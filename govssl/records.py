@@ -87,6 +87,9 @@ class TrainRecord:
     pretrain_data: str = "private training rows"
     # the supervised-only comparison model (label efficiency): mode, epochs, epsilon, seconds
     baseline: dict | None = None
+    # torch's intra-op thread count during training (fixed, see train.TRAIN_THREADS); None in
+    # records stored before the count was fixed
+    torch_threads: int | None = None
 
 
 @dataclass(frozen=True)
