@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import csv
 import secrets
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict
 import shutil
 import time
@@ -22,7 +25,87 @@ from govssl.preflight import not_trained_record, run_preflight, stop_decision
 from govssl.progress import NullProgress
 from govssl.records import Artifact, AuditRun
 
-__all__ = ["run_audit", "new_run_id"]
+__all__ = ["run_audit", "new_run_id", "Terminated", "stop_on_signals"]
+
+# What ends an audit early besides Ctrl-C (SIGINT, which Python turns into KeyboardInterrupt):
+# `kill`, a CI runner's timeout or cancel (SIGTERM), a closed terminal (SIGHUP).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
+class Terminated(BaseException):
+    """A stop signal arrived during an audit. A BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` on the way (a check's error handling) takes it for a failure to report:
+    it unwinds to :func:`run_audit`, which removes the run folder, and to the caller."""
+
+    def __init__(self, signum: int, run_id: str | None = None):
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        self.run_id = run_id  # set when the signal arrived while the run was being stored: it was kept
+        super().__init__(f"stopped by {self.name}")
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by a signal: 128 + its number."""
+        return 128 + self.signum
+
+
+_held: list[int] | None = None  # signals that arrived while the store was saving the run
+
+
+def _on_signal(signum, frame):
+    if _held is not None:
+        _held.append(signum)
+        return
+    _raise_for(signum)
+
+
+def _raise_for(signum: int, run_id: str | None = None):
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Terminated(signum, run_id)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def stop_on_signals(signals=STOP_SIGNALS):
+    """For the block, SIGTERM and SIGHUP raise :class:`Terminated` (instead of ending the process
+    without any cleanup), so that an audit stopped by either leaves nothing behind, as Ctrl-C
+    does. Ctrl-C still raises KeyboardInterrupt, through the same handler if Python's own was in
+    place, so that it too waits for a save in progress. The previous handlers come back
+    afterwards. Outside the main thread (where Python cannot install handlers) the block runs
+    unchanged."""
+    if not _in_main_thread():
+        yield
+        return
+    signals = list(signals)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signals.append(signal.SIGINT)
+    previous = {signum: signal.signal(signum, _on_signal) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def _signals_held():
+    """Hold the signals of :func:`stop_on_signals` while the store saves the run: one arriving
+    during the commit could otherwise land just after the transaction committed, and the run
+    folder of a stored run would be removed. Yields the list of the signals held, for the caller
+    to raise once the run is complete."""
+    global _held
+    if not _in_main_thread():
+        yield []
+        return
+    _held = held = []
+    try:
+        yield held
+    finally:
+        _held = None
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -160,8 +243,12 @@ def run_audit(
         # `govssl attest verify --db` catch a rewrite of the chain up to that entry
         anchor = store.head().to_dict()
         run.artifacts.append(provenance.write_attestation(run, signing_key, anchor=anchor))
-        store.save(run)
+        with _signals_held() as held:
+            store.save(run)  # one transaction: an exception inside it rolls it back
     except BaseException:
-        shutil.rmtree(out_dir, ignore_errors=True)  # no half-written run on disk either
+        with _signals_held():  # a second signal does not cut the cleanup short
+            shutil.rmtree(out_dir, ignore_errors=True)  # no half-written run on disk either
         raise
+    if held:  # a signal arrived during the save: the run is complete and stays, then we stop
+        _raise_for(held[0], run_id)
     return run

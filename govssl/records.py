@@ -92,6 +92,9 @@ class TrainRecord:
     # where the category levels written into the model file came from: {"columns": {col:
     # "declared" | "training rows"}, "min_rows": k, "private": bool, "note": ...} (tables only)
     category_levels: dict = field(default_factory=dict)
+    # torch's intra-op thread count during training (fixed, see train.TRAIN_THREADS); None in
+    # records stored before the count was fixed
+    torch_threads: int | None = None
 
 
 @dataclass(frozen=True)

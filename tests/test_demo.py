@@ -49,3 +49,16 @@ def test_demo__every_check_of_the_plan_is_measured(demo_run):
     assert len(planned) == 8
     assert {r.check: (r.status, r.reason) for r in demo_run.results} == {name: ("measured", "") for name in planned}
     assert not demo_run.decision.nothing_evaluated
+
+
+def test_demo__same_model_sha256_on_1_2_and_4_threads(tmp_path):
+    # Before torch's thread count was fixed for training, 1 and 2 threads gave one file and 4
+    # threads another; the runs set the counts through the environment and from Python.
+    from tests.train.test_threads import audit_in_subprocess
+
+    plan = REPO / "audits" / "adult-income.yaml"
+    runs = [audit_in_subprocess(plan, tmp_path / "env1", 1, from_python=False),
+            audit_in_subprocess(plan, tmp_path / "env2", 2, from_python=False),
+            audit_in_subprocess(plan, tmp_path / "py4", 4, from_python=True)]
+    assert len({run["training"]["model_sha256"] for run in runs}) == 1
+    assert {run["training"]["torch_threads"] for run in runs} == {1}

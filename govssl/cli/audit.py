@@ -27,12 +27,18 @@ from govssl.errors import ConfigError
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: str | None, as_json: bool, quiet: bool) -> None:
     """Train and audit the model an audit PLAN describes; exit 0 if the policy passes, 1 if blocked."""
-    from govssl.audit import run_audit
+    from govssl.audit import Terminated, run_audit, stop_on_signals
 
     progress = RichProgress(err, enabled=not quiet and not as_json and err.is_terminal)
     if not as_json:
         err.print(f"govssl {__version__}: auditing {plan}", markup=False)
-    run = run_audit(plan, policy_path, db_url=db_url, out_root=out_root, progress=progress)
+    try:
+        with stop_on_signals():  # SIGTERM / SIGHUP clean up as Ctrl-C does, then exit 128 + signal
+            run = run_audit(plan, policy_path, db_url=db_url, out_root=out_root, progress=progress)
+    except Terminated as exc:
+        kept = f"run {exc.run_id} was stored before it arrived" if exc.run_id else "nothing of the run was kept"
+        err.print(f"stopped by {exc.name}; {kept}", markup=False)
+        sys.exit(exc.exit_code)
     if as_json:
         click.echo(json.dumps(run.to_dict(), indent=2, default=str))
     else:

@@ -10,6 +10,7 @@ data holds end to end only if no phase read the private rows without DP.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,13 @@ from govssl.train.models import Architecture, build_classifier, predict_proba, s
 from govssl.train._loop import batches, train_epochs
 from govssl.train._pretrain import pretrain
 
-__all__ = ["TrainResult", "fit", "label_subset"]
+__all__ = ["TRAIN_THREADS", "TrainResult", "fit", "label_subset"]
+
+# torch's intra-op thread count while training. A float sum split across threads rounds
+# differently from the same sum on fewer threads, so the weights (and the model's sha256) would
+# depend on the machine's core count, which sets torch's default. One thread is also the fastest
+# on a busy machine (``python benchmarks/bench_train_threads.py`` times it against the default).
+TRAIN_THREADS = 1
 
 
 @dataclass
@@ -162,12 +169,35 @@ def _downstream(model, arch, X_lab, y_lab, spec, dp, seed, progress, mode, noise
     return _plain_copy(model, arch), losses, dp_record
 
 
+@contextmanager
+def fixed_threads(n: int = TRAIN_THREADS):
+    """torch's intra-op thread count set to ``n`` for the block, the previous count restored after.
+
+    Inter-op threads need no fixing: training runs no inter-op parallel work (no ``torch.jit.fork``),
+    and their count can only be set once per process anyway.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(previous)
+
+
 def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None) -> TrainResult:
     """Train the plan's model on ``data`` (a Dataset); save it as safetensors in ``out_dir``.
 
     ``public_X``: the rows of a declared public dataset (``training.pretrain.public_data``), already
     encoded like ``data``; pretraining then reads them instead of the private training rows.
+
+    Training runs on :data:`TRAIN_THREADS` intra-op threads whatever the machine, so that the same
+    plan and seed give the same weights file on any CPU with the same instruction set.
     """
+    with fixed_threads() as threads:
+        return _fit(plan, data, out_dir, progress, public_X, threads)
+
+
+def _fit(plan, data, out_dir: Path, progress, public_X, threads: int) -> TrainResult:
     spec = plan.training
     seed = plan.seed
     started = time.perf_counter()
@@ -263,6 +293,7 @@ def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None)
         architecture=arch.text,
         n_parameters=sum(p.numel() for p in model.parameters()),
         seed=seed,
+        torch_threads=threads,
         seconds=round(time.perf_counter() - started, 3),
         history=history,
         pretrain_data=("none" if not pretrained else
