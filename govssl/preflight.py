@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from govssl.checks.base import CheckResult, Measurement
+from govssl.evidence import CheckResult, Measurement
 from govssl.errors import DataError
 
 __all__ = [

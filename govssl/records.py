@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
-from govssl.checks.base import CheckResult
+from govssl.evidence import CheckResult
 from govssl.policy.model import Decision
 
 __all__ = ["Artifact", "DatasetSummary", "TrainRecord", "Waiver", "Attestation", "AuditRun", "sha256_file"]

@@ -5,18 +5,21 @@ parameters. No threshold lives inside a check. Each check declares its parameter
 :class:`CheckParams` schema (types, ranges, defaults; unknown keys refused), checked when the plan
 is loaded and again when the check is built, so a bad value never reaches training.
 
-This module imports nothing from govssl: the package ``govssl.checks`` imports the built-in check
-modules, which register themselves here.
+This module imports nothing from govssl but the evidence types (:mod:`govssl.evidence`, which
+imports nothing): the package ``govssl.checks`` imports the built-in check modules, which register
+themselves here.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from govssl.evidence import CheckResult, Measurement, Value  # noqa: F401  (re-exported: the check interface)
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
     from govssl.data import Dataset
@@ -37,78 +40,6 @@ __all__ = [
     "create_check",
     "registered_checks",
 ]
-
-Value = float | bool | str
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """One measured figure. ``subject`` says what it is about ("sex=Female", "sex", "" = model-wide)."""
-
-    check: str
-    metric: str
-    value: Value
-    subject: str = ""
-    ci_low: float | None = None
-    ci_high: float | None = None
-    n: int | None = None
-    details: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "check": self.check,
-            "metric": self.metric,
-            "subject": self.subject,
-            "value": self.value,
-            "ci_low": self.ci_low,
-            "ci_high": self.ci_high,
-            "n": self.n,
-            "details": self.details,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Measurement":
-        return cls(
-            check=d["check"],
-            metric=d["metric"],
-            value=d["value"],
-            subject=d.get("subject", ""),
-            ci_low=d.get("ci_low"),
-            ci_high=d.get("ci_high"),
-            n=d.get("n"),
-            details=dict(d.get("details") or {}),
-        )
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """What one check produced. Errored and skipped checks are results too."""
-
-    check: str
-    status: Literal["measured", "skipped", "errored"]
-    measurements: tuple[Measurement, ...] = ()
-    reason: str = ""
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict:
-        return {
-            "check": self.check,
-            "status": self.status,
-            "reason": self.reason,
-            "seconds": round(self.seconds, 3),
-            "measurements": [m.to_dict() for m in self.measurements],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CheckResult":
-        return cls(
-            check=d["check"],
-            status=d["status"],
-            measurements=tuple(Measurement.from_dict(m) for m in d.get("measurements", [])),
-            reason=d.get("reason", ""),
-            seconds=float(d.get("seconds", 0.0)),
-        )
-
 
 @dataclass
 class CheckContext:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
-from govssl.checks.base import CheckResult, Measurement
+from govssl.evidence import CheckResult, Measurement
 from govssl.policy.model import Decision, Policy, Rule, RuleOutcome
 
 __all__ = ["decide", "evaluate_rule"]

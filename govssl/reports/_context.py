@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import yaml
 
-from govssl.checks.base import CheckResult, Measurement
+from govssl.evidence import CheckResult, Measurement
 from govssl.errors import ConfigError
 from govssl.plan import ModelCardSpec
 from govssl.records import AuditRun, TrainRecord

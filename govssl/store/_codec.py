@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Float, Integer, Table
 
-from govssl.checks.base import CheckResult, Measurement
+from govssl.evidence import CheckResult, Measurement
 from govssl.policy.model import Decision, RuleOutcome
 from govssl.records import Artifact, Attestation, AuditRun, DatasetSummary, TrainRecord, Waiver
 from govssl.store._tables import RECORD_TABLES, RUN_TABLES

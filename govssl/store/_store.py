@@ -19,7 +19,7 @@ from operator import itemgetter
 from pathlib import PurePath
 from typing import Callable, Iterator
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, or_, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 

@@ -3,6 +3,7 @@ skip into a CheckResult."""
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import numpy as np
@@ -197,7 +198,7 @@ def test_builtin_schemas__every_default_is_valid():
         assert cls(**cls.defaults).params == cls.defaults, name
 
 
-def test_checks_base__imports_nothing_from_govssl():
+def test_checks_base__imports_nothing_from_govssl_but_the_evidence_types():
     import ast
     import inspect
 
@@ -207,7 +208,24 @@ def test_checks_base__imports_nothing_from_govssl():
     nodes = [node for top in runtime for node in ast.walk(top)]
     imported = [node.module for node in nodes if isinstance(node, ast.ImportFrom)]
     imported += [a.name for node in nodes if isinstance(node, ast.Import) for a in node.names]
-    assert imported and not [m for m in imported if m and m.split(".")[0] == "govssl"]
+    # govssl.evidence (Measurement, CheckResult) imports nothing from govssl in turn
+    assert imported and [m for m in imported if m and m.split(".")[0] == "govssl"] == ["govssl.evidence"]
+    evidence = ast.parse(inspect.getsource(importlib.import_module("govssl.evidence")))
+    assert not [n for n in ast.walk(evidence) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("govssl")]
+
+
+def test_reading_a_policy__does_not_import_the_checks_before_the_file_is_read(tmp_path):
+    # a bad policy file is reported before pandas, scikit-learn and ART are loaded
+    import subprocess
+    import sys
+
+    (tmp_path / "p.yaml").write_text("policy: [unclosed\n", encoding="utf-8")
+    code = ("import sys; from govssl.policy import load_policy\n"
+            "try:\n    load_policy(sys.argv[1])\nexcept Exception as exc:\n    print(type(exc).__name__)\n"
+            "print(sorted(m for m in ('pandas', 'sklearn', 'govssl.checks') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "p.yaml")], capture_output=True, text=True,
+                         check=True).stdout.split("\n")
+    assert out[:2] == ["PolicyError", "[]"], out
 
 
 def test_checks_package__registers_the_builtin_checks_on_import():
