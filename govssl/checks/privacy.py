@@ -14,16 +14,27 @@ log((1 - FPR - delta) / (1 - TPR)) must hold for any (epsilon, delta)-DP trainin
 al. 2015; Jagielski et al. 2020, "Auditing differentially private machine learning"); the bound
 uses the pessimistic Clopper-Pearson ends of TPR and FPR. When the model was trained under DP,
 ``empirical_epsilon_excess`` = lower bound - claimed epsilon: above 0 means the claim is broken.
+These attacks have little power against a DP claim: at a threshold set for FPR = target_fpr,
+the first bound cannot exceed log(1 / target_fpr) (about 3.0 at 0.05), so each bound carries its
+``max_detectable`` (the bound when every member is caught at the target FPR) and the policy
+treats a threshold beyond it as inconclusive (see govssl/policy/_decide.py).
+
+The DP claim itself is audited with canaries in one extra training run (Steinke, Nasr and
+Jagielski 2023; see govssl/checks/_canary.py): ``canary_epsilon_lower_bound`` and
+``canary_epsilon_excess`` = that bound - claimed epsilon, for a model trained under DP. That run
+is audit evidence only: its model is discarded, and the released weights' guarantee does not
+cover it (it trains on the same private rows once more).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
 
+from govssl.checks import _canary
 from govssl.checks._art import art_classifier, seeded
 from govssl.checks._binomial import clopper_pearson
 from govssl.checks.base import Check, CheckContext, CheckParams, Confidence, Measurement, Share, register_check
@@ -31,6 +42,7 @@ from govssl.checks.base import Check, CheckContext, CheckParams, Confidence, Mea
 __all__ = ["PrivacyCheck", "epsilon_lower_bound", "auc_interval"]
 
 ATTACKS = ("black_box", "rule_based")
+CANARY_SCALE = 3.0  # canaries' distance from the data, in standard deviations of each feature
 
 
 def epsilon_lower_bound(tp: int, n_members: int, fp: int, n_nonmembers: int, delta: float,
@@ -62,7 +74,7 @@ def auc_interval(auc: float, n_pos: int, n_neg: int, confidence: float) -> tuple
 @register_check("privacy")
 class PrivacyCheck(Check):
     metrics = ("membership_auc", "membership_advantage", "empirical_epsilon_lower_bound",
-               "empirical_epsilon_excess")
+               "empirical_epsilon_excess", "canary_epsilon_lower_bound", "canary_epsilon_excess")
 
     class Params(CheckParams):
         attacks: list[Literal["black_box", "rule_based"]] = Field(
@@ -73,6 +85,13 @@ class PrivacyCheck(Check):
         max_rows: int = Field(4000, ge=2)
         target_fpr: Share = 0.05
         confidence: Confidence = 0.95
+        # canary DP audit (models trained under DP): m canaries, each in the extra run with prob. 1/2
+        canary_audit: bool = True
+        canaries: int = Field(1000, ge=2, le=100_000)
+        # guesses per side (k) tried, as shares of the canaries; the bound is Bonferroni-corrected
+        # over them. k = share * canaries, rounded, at least 1 and at most canaries / 2.
+        canary_guess_shares: list[Annotated[float, Field(gt=0, le=0.5)]] = Field(
+            default_factory=lambda: [0.01, 0.02, 0.05, 0.1, 0.2, 0.5], min_length=1, max_length=20)
 
     def measure(self, ctx: CheckContext) -> list[Measurement]:
         from sklearn.metrics import roc_auc_score
@@ -127,14 +146,57 @@ class PrivacyCheck(Check):
                 threshold = np.inf
             tp, fp = int(np.sum(eval_in >= threshold)), int(np.sum(eval_out >= threshold))
             eps_low, tpr_low, fpr_high = epsilon_lower_bound(tp, len(eval_in), fp, len(eval_out), delta, conf)
+            # power: the bound when every member is caught at the target FPR
+            ceiling = epsilon_lower_bound(len(eval_in), len(eval_in), int(math.ceil(target_fpr * len(eval_out))),
+                                          len(eval_out), delta, conf)[0]
             bound_details = {**details, "threshold": threshold, "tp": tp, "fp": fp, "tpr_low": tpr_low,
-                             "fpr_high": fpr_high, "interval": "clopper-pearson"}
+                             "fpr_high": fpr_high, "interval": "clopper-pearson", "max_detectable": ceiling,
+                             "power_note": "a membership attack at FPR = target_fpr certifies at most about "
+                                           "log(1 / target_fpr); the canary audit (canary_epsilon_*) gates a DP claim"}
             out.append(Measurement(self.name, "empirical_epsilon_lower_bound", eps_low, attack, n=len(labels),
                                    details=bound_details))
             if claimed is not None:
                 out.append(Measurement(self.name, "empirical_epsilon_excess", eps_low - claimed, attack,
-                                       n=len(labels), details=bound_details))
+                                       n=len(labels), details={**bound_details,
+                                                               "max_detectable": ceiling - claimed}))
+        if claimed is not None and p["canary_audit"] and ctx.plan is not None:
+            out += self._canary_audit(ctx, claimed, delta, conf)
         return out
+
+    def _canary_audit(self, ctx: CheckContext, claimed: float, delta: float, conf: float) -> list[Measurement]:
+        """The DP claim against canaries in one extra training run (see govssl/checks/_canary.py)."""
+        p = self.params
+        n_classes = int(ctx.train.model[-1].out_features)
+        m = int(p["canaries"])
+        ks = sorted({min(m // 2, max(1, round(share * m))) for share in p["canary_guess_shares"]})
+        X_c, y_c = _canary.crafted_canaries(ctx.dataset.X_train, n_classes, m, CANARY_SCALE, ctx.seed + 41)
+        included = np.random.default_rng(ctx.seed + 43).random(m) < 0.5
+        run = _canary.train_with_canaries(ctx, X_c, y_c, included)
+        scores = _canary.label_log_likelihood(run.model, X_c, y_c)
+        found = _canary.audit_scores(scores, included, ks, delta, conf)
+        run_dp = run.record.dp or {}
+        details = {
+            "canaries": m, "canaries_included": int(included.sum()), "k": found["k"], "guesses": found["guesses"],
+            "correct": found["correct"], "confidence": conf, "delta": delta, "claimed_epsilon": claimed,
+            "audit_run_epsilon": run_dp.get("epsilon"), "k_grid": [row["k"] for row in found["grid"]],
+            "level_per_k": found["level_per_k"], "per_k": found["grid"],
+            "bound": "Steinke, Nasr & Jagielski 2023, Theorem 3 ((epsilon, delta)-DP), Bonferroni over k",
+            "canary_kind": f"crafted outliers (N(0, {CANARY_SCALE:g}^2) x each feature's spread around the mean), "
+                           "labels drawn uniformly",
+            "score": "log-likelihood of the canary's label under the audit run's model (higher = guessed in)",
+            "training": "plan's recipe and DP setting on the released model's labelled rows plus the "
+                        "included canaries, every row labelled; audit evidence, model discarded",
+            "seed": ctx.seed + 41, "inclusion_seed": ctx.seed + 43,
+            "power_note": f"more canaries (checks.privacy.canaries, now {m}) raise the largest epsilon the "
+                          "audit can certify",
+        }
+        eps_hat, ceiling = found["epsilon"], found["max_detectable"]
+        return [
+            Measurement(self.name, "canary_epsilon_lower_bound", eps_hat, n=m,
+                        details={**details, "max_detectable": ceiling}),
+            Measurement(self.name, "canary_epsilon_excess", eps_hat - claimed, n=m,
+                        details={**details, "max_detectable": ceiling - claimed}),
+        ]
 
     def _scores(self, attack, classifier, x_in, y_in, x_out, y_out, half):
         """Member scores (higher = member) for the fitting and the evaluation halves."""

@@ -108,7 +108,7 @@ def _print_run(run, console: Console) -> None:
     rules = Table(title="policy rules", title_justify="left")
     for col in ("rule", "severity", "status", "observed", "threshold", "why"):
         rules.add_column(col)
-    colours = {"pass": "green", "fail": "red", "missing": "red", "skipped": "yellow", "waived": "cyan"}
+    colours = {"pass": "green", "fail": "red", "missing": "red", "inconclusive": "red", "skipped": "yellow", "waived": "cyan"}
     for o in run.decision.outcomes:
         status = o.status if not (o.severity == "warn" and o.status == "fail") else "warn"
         colour = "yellow" if status == "warn" else colours.get(o.status, "white")

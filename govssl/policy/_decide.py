@@ -14,6 +14,16 @@ How a rule fares when its evidence is not there:
   emits some metrics only where they apply (the privacy check's ``empirical_epsilon_excess``
   only for a model trained under DP).
 
+Power: a measurement may say in its details how far its setting could see. ``max_detectable``
+is the largest value of the metric the setting could have certified (a lower-bound metric such
+as an empirical epsilon: the bound when every guess of the attack is right); ``min_detectable``
+the smallest, for metrics gated from below; ``power_note`` says which setting would see further.
+A ``max: T`` rule whose measurements all have ``max_detectable <= T`` could not have failed
+whatever the model does, so a pass there is no evidence: the rule is ``inconclusive``, which
+fails closed like missing evidence (blocks for a block rule, warns for a warn rule), and its
+message gives the power note. Likewise a ``min: T`` rule with every ``min_detectable >= T``. A
+measurement past the threshold still fails the rule: a violation seen is evidence at any power.
+
 A decision in which no rule was evaluated (every rule skipped, or no rules) is blocked (see Decision).
 """
 
@@ -49,6 +59,23 @@ def _violation(rule: Rule, value) -> tuple[float, str]:
     if rule.min is not None and rule.min - value > worst:
         worst, why = rule.min - value, f"{value:.4g} < {rule.min:g}"
     return worst, why
+
+
+def _number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None
+    return float(value)
+
+
+def _without_power(rule: Rule, m: Measurement) -> str:
+    """Why ``m`` could not have failed ``rule`` ("" when it could, or when it does not say)."""
+    details = m.details or {}
+    top, bottom = _number(details.get("max_detectable")), _number(details.get("min_detectable"))
+    if rule.max is not None and top is not None and top <= rule.max:
+        return f"the largest {rule.metric} this setting could certify is {top:.4g}, not above {rule.max:g}"
+    if rule.min is not None and bottom is not None and bottom >= rule.min:
+        return f"the smallest {rule.metric} this setting could certify is {bottom:.4g}, not below {rule.min:g}"
+    return ""
 
 
 def evaluate_rule(rule: Rule, results: dict[str, CheckResult]) -> RuleOutcome:
@@ -103,12 +130,22 @@ def evaluate_rule(rule: Rule, results: dict[str, CheckResult]) -> RuleOutcome:
         return RuleOutcome(**base, status="fail", observed=worst_value, subject=worst_m.subject,
                            message=f"{rule.metric}{where} {bound}{worst_why}{also}{insufficient}")
     shown = f"{worst_value:.4g}" if isinstance(worst_value, float) else repr(worst_value)
+    if rule.equals is None:
+        weak = [(m, _without_power(rule, m)) for m in selected]
+        if all(why for _, why in weak):
+            m, why = max(weak, key=lambda pair: pair[0] is worst_m)
+            where = f" [{m.subject}]" if m.subject else ""
+            note = str((m.details or {}).get("power_note") or "").strip()
+            more = f"; for enough power: {note}" if note else ""
+            return RuleOutcome(**base, status="inconclusive", observed=worst_value, subject=worst_m.subject,
+                               message=f"{rule.metric}{where} {bound}{shown} cannot show a breach of "
+                                       f"{rule.threshold_text()}: {why}{more}{insufficient}")
     return RuleOutcome(**base, status="pass", observed=worst_value, subject=worst_m.subject,
                        message=f"worst {rule.metric}{where} {bound}{shown} within {rule.threshold_text()}{insufficient}")
 
 
 def decide(policy: Policy, results: Iterable[CheckResult]) -> Decision:
-    """Every rule's outcome; the release is blocked by any failed or missing blocking rule, and
-    when no rule was evaluated."""
+    """Every rule's outcome; the release is blocked by any failed, missing or inconclusive
+    blocking rule, and when no rule was evaluated."""
     by_check = {r.check: r for r in results}
     return Decision(tuple(evaluate_rule(rule, by_check) for rule in policy.rules))

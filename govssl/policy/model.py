@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Rule", "Policy", "RuleOutcome", "Decision"]
+__all__ = ["Rule", "Policy", "RuleOutcome", "Decision", "FAILING"]
 
 Severity = Literal["block", "warn"]
 Bound = Literal["estimate", "ci_low", "ci_high"]
-OutcomeStatus = Literal["pass", "fail", "missing", "skipped", "waived"]
+OutcomeStatus = Literal["pass", "fail", "missing", "inconclusive", "skipped", "waived"]
+#: statuses that fail closed: a failed rule, and a rule whose evidence is absent or lacked the power to fail it
+FAILING = ("fail", "missing", "inconclusive")
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class RuleOutcome:
 
     @property
     def blocking(self) -> bool:
-        return self.severity == "block" and self.status in ("fail", "missing")
+        return self.severity == "block" and self.status in FAILING
 
     def to_dict(self) -> dict:
         return {
@@ -109,7 +111,8 @@ class RuleOutcome:
 class Decision:
     """pass or blocked. ``exit_code`` follows DESIGN.md: 0 pass, 1 blocked.
 
-    Blocked when a blocking rule failed or lacks its evidence, and also when no rule applied (no
+    Blocked when a blocking rule failed, lacks its evidence or its evidence lacked the power to
+    fail it (``inconclusive``), and also when no rule applied (no
     rules, or every rule skipped): a policy that looked at nothing cannot pass a release. Both
     are derived from the outcomes alone, so a decision read back from the store (or from
     ``to_dict``) gives the same verdict and the same message.
@@ -149,7 +152,7 @@ class Decision:
 
     @property
     def warnings(self) -> list[RuleOutcome]:
-        return [o for o in self.outcomes if o.severity == "warn" and o.status in ("fail", "missing")]
+        return [o for o in self.outcomes if o.severity == "warn" and o.status in FAILING]
 
     @property
     def blockers(self) -> list[RuleOutcome]:

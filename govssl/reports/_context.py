@@ -515,6 +515,8 @@ def caveats(run: AuditRun, card: Mapping | None = None) -> list[str]:
     for o in run.decision.outcomes:
         if o.status == "missing":
             items.append(f"Rule {o.rule_id} could not be evaluated: {o.message}")
+        elif o.status == "inconclusive":
+            items.append(f"Rule {o.rule_id} is inconclusive (its evidence could not have failed it): {o.message}")
         elif o.status == "waived":
             waiver = _waiver_text(o.waiver)
             items.append(
@@ -781,12 +783,13 @@ RMF_STATUSES = {
 
 def _rmf_status(rules: list[dict], unevaluated: list[dict], checks: list[dict], attested: bool) -> str:
     """Evidence first: a rule that was evaluated, or a check that measured. With evidence, any
-    rule naming the subcategory that failed, was waived or could not be evaluated (missing) fails
+    rule naming the subcategory that failed, was waived or could not be evaluated (missing, or
+    inconclusive: evidence without the power to fail it) fails
     the policy there; all rules passing meets it; evidence that no rule gates is "ungated".
     Missing, skipped or errored evidence alone is never evidence."""
     if rules or checks:
         if any(r["status"] in ("fail", "waived") for r in rules) or any(
-            r["status"] == "missing" for r in unevaluated
+            r["status"] in ("missing", "inconclusive") for r in unevaluated
         ):
             return "failed"
         return "met" if rules else "ungated"

@@ -50,6 +50,10 @@ METRIC_MEANINGS: dict[str, str] = {
     "empirical_epsilon_lower_bound": "A lower bound on the model's differential-privacy epsilon, measured by attack.",
     "empirical_epsilon_excess": "How far the measured lower bound on epsilon exceeds the claimed epsilon "
                                 "(above 0 means the privacy claim does not hold).",
+    "canary_epsilon_lower_bound": "Lower bound on epsilon from canaries in one extra training run (Steinke, "
+                                  "Nasr and Jagielski 2023): how many canaries' membership the model gave away.",
+    "canary_epsilon_excess": "How far the canary audit's lower bound on epsilon exceeds the claimed epsilon "
+                             "(above 0 means the privacy claim does not hold).",
     # provenance
     "manifest_verified": "Whether the data came with a manifest whose file hashes the audit verified.",
     "signature_valid": "Whether the data manifest carries a valid signature.",

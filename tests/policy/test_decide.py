@@ -394,3 +394,63 @@ def test_evaluate_rule__without_min_n_small_groups_count():
     rule = Rule(id="tpr", check="fairness", metric="true_positive_rate", min=0.5)
     outcome = evaluate_rule(rule, _groups(("sex=Female", 0.6, 500), ("race=Other", 0.1, 12)))
     assert outcome.status == "fail" and outcome.subject == "race=Other"
+
+
+# ---- power: a threshold beyond what the measurement could certify is inconclusive -------------
+
+def _powered(value, max_detectable=None, subject="", note="", **extra) -> Measurement:
+    details = {"power_note": note} if note else {}
+    if max_detectable is not None:
+        details["max_detectable"] = max_detectable
+    return Measurement("privacy", "canary_epsilon_excess", value, subject, n=1000, details={**details, **extra})
+
+
+def _excess_rule(**overrides) -> Rule:
+    return Rule(**{"id": "dp", "check": "privacy", "metric": "canary_epsilon_excess", "max": 0.0, **overrides})
+
+
+def test_evaluate_rule__threshold_beyond_power_is_inconclusive_and_blocks():
+    m = _powered(-3.0, max_detectable=-0.5, note="more canaries (checks.privacy.canaries)")
+    outcome = evaluate_rule(_excess_rule(), _measured(m, check="privacy"))
+
+    assert outcome.status == "inconclusive"
+    assert outcome.blocking
+    assert "could certify is -0.5" in outcome.message and "more canaries" in outcome.message
+    decision = decide(_policy(_excess_rule()), [CheckResult("privacy", "measured", (m,))])
+    assert not decision.passed and decision.blockers == [outcome]
+    # it round-trips like any other status
+    assert Decision.from_dict(json.loads(json.dumps(decision.to_dict()))) == decision
+
+
+def test_evaluate_rule__inconclusive_warn_rule_warns():
+    outcome = evaluate_rule(_excess_rule(severity="warn"), _measured(_powered(-3.0, -0.5), check="privacy"))
+    decision = Decision((outcome, evaluate_rule(_rule(), _measured(_m(0.0)))))
+
+    assert outcome.status == "inconclusive" and not outcome.blocking
+    assert decision.passed and decision.warnings == [outcome]
+
+
+@pytest.mark.parametrize("ceiling, status", [(2.2, "pass"), (0.0, "inconclusive"), (None, "pass")])
+def test_evaluate_rule__power_at_the_threshold(ceiling, status):
+    # the ceiling must lie above the threshold: a check that can certify at most 0 cannot show > 0
+    outcome = evaluate_rule(_excess_rule(), _measured(_powered(-3.0, ceiling), check="privacy"))
+    assert outcome.status == status
+
+
+def test_evaluate_rule__violation_seen_fails_whatever_the_power():
+    outcome = evaluate_rule(_excess_rule(), _measured(_powered(0.4, max_detectable=0.3), check="privacy"))
+    assert outcome.status == "fail"
+
+
+def test_evaluate_rule__one_powered_subject_is_enough():
+    weak, strong = _powered(-3.0, -0.5, subject="a"), _powered(-2.0, 1.0, subject="b")
+    assert evaluate_rule(_excess_rule(), _measured(weak, strong, check="privacy")).status == "pass"
+    assert evaluate_rule(_excess_rule(), _measured(weak, check="privacy")).status == "inconclusive"
+
+
+def test_evaluate_rule__min_rule_uses_min_detectable():
+    rule = _excess_rule(metric="recall", max=None, min=0.5)
+    m = Measurement("privacy", "recall", 0.9, n=100, details={"min_detectable": 0.6})
+    assert evaluate_rule(rule, _measured(m, check="privacy")).status == "inconclusive"
+    m = Measurement("privacy", "recall", 0.9, n=100, details={"min_detectable": 0.2})
+    assert evaluate_rule(rule, _measured(m, check="privacy")).status == "pass"

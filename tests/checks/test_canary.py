@@ -1,0 +1,77 @@
+"""The one-run canary audit (Steinke, Nasr and Jagielski 2023): the bound against an independent
+exact computation, the guesses, and (slow) the audit catching DP with its noise switched off."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from govssl.checks._canary import audit_scores, epsilon_lower_bound, guess_counts, p_value
+
+CASES = [  # m, r, v, eps, delta
+    (1000, 200, 180, 1.0, 1e-5),
+    (1000, 200, 200, 3.0, 1e-5),
+    (1000, 1000, 620, 0.5, 1e-5),
+    (500, 50, 45, 2.0, 0.0),
+    (100, 10, 7, 0.2, 1e-3),
+    (2000, 400, 399, 4.0, 1e-6),
+]
+
+
+def _reference_p_value(m, r, v, eps, delta):
+    """Theorem 3 of Steinke et al. written out by exact summation (no scipy):
+    P[W >= v] <= f(v) + 2 m delta max_{1<=i<=v} (f(v - i) - f(v)) / i, f the Binomial(r, q) tail."""
+    q = math.exp(eps) / (1 + math.exp(eps))
+    pmf = [math.comb(r, j) * q**j * (1 - q) ** (r - j) for j in range(r + 1)]
+
+    def tail(u):
+        return sum(pmf[max(u, 0):])
+
+    extra = max(((tail(v - i) - tail(v)) / i for i in range(1, v + 1)), default=0.0)
+    return min(1.0, tail(v) + 2 * m * delta * extra)
+
+
+@pytest.mark.parametrize("m, r, v, eps, delta", CASES)
+def test_p_value__equals_exact_summation(m, r, v, eps, delta):
+    assert p_value(m, r, v, eps, delta) == pytest.approx(_reference_p_value(m, r, v, eps, delta), rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("m, r, v, eps, delta", CASES)
+def test_epsilon_lower_bound__is_where_the_exact_p_value_crosses_beta(m, r, v, eps, delta):
+    beta = 0.05
+    bound = epsilon_lower_bound(m, r, v, delta, beta)
+    if bound == 0.0:
+        assert _reference_p_value(m, r, v, 0.0, delta) >= beta
+        return
+    assert _reference_p_value(m, r, v, bound, delta) < beta  # the bound is refuted at level beta
+    assert _reference_p_value(m, r, v, bound + 1e-3, delta) >= beta  # and nothing much above it is
+
+
+def test_epsilon_lower_bound__known_values():
+    # all 200 guesses right, pure DP: q^200 = beta gives q = 0.05^(1/200), eps = log(q / (1 - q))
+    q = 0.05 ** (1 / 200)
+    assert epsilon_lower_bound(1000, 200, 200, 0.0, 0.05) == pytest.approx(math.log(q / (1 - q)), abs=1e-3)
+    assert epsilon_lower_bound(1000, 200, 100, 1e-5, 0.05) == 0.0  # chance accuracy proves nothing
+
+
+def test_guess_counts__top_in_bottom_out():
+    scores = np.array([5.0, 4.0, 3.0, 2.0, 1.0, 0.0])
+    included = np.array([True, False, True, False, True, False])
+    assert guess_counts(scores, included, 1) == (2, 2)
+    assert guess_counts(scores, included, 2) == (4, 2)  # 5 in (right), 4 in (wrong), 1 out (wrong), 0 out (right)
+    assert guess_counts(scores, included, 3) == (6, 4)
+
+
+def test_audit_scores__perfect_scores_reach_the_ceiling_random_scores_stay_low():
+    rng = np.random.default_rng(0)
+    included = rng.random(1000) < 0.5
+    perfect = audit_scores(included.astype(float) + rng.random(1000) * 0.1, included, [10, 50, 100, 400], 1e-5, 0.95)
+    assert perfect["epsilon"] == pytest.approx(perfect["max_detectable"], abs=1e-3)
+    assert perfect["correct"] == perfect["guesses"]
+    # Bonferroni: each of 4 tests at 0.05 / 4; the ceiling is that of the largest k, r = 800 all right
+    assert perfect["level_per_k"] == pytest.approx(0.0125)
+    assert perfect["max_detectable"] == pytest.approx(epsilon_lower_bound(1000, 800, 800, 1e-5, 0.0125), abs=1e-3)
+    noise = audit_scores(rng.random(1000), included, [10, 50, 100, 500], 1e-5, 0.95)
+    assert noise["epsilon"] < 0.5
