@@ -14,6 +14,16 @@ guesses; the lower bound reported is the largest eps refuted (their Algorithm 2,
 The audit runs the test for each k of a fixed grid and reports the k with the largest bound; the
 level of each test is beta / (number of k), so that the reported bound holds at the plan's
 confidence whichever k is picked (Bonferroni).
+
+Two kinds of canary. Input canaries (:func:`crafted_canaries`) are rows scored by the final
+model's loss: a black-box audit, weak for DP-SGD. White-box gradient canaries (the paper's
+Section 5; :class:`govssl.train._dp.GradientCanaries`) are clipped gradients ``max_grad_norm *
+e_j`` on distinct coordinates, Poisson-sampled into the fine-tuning phase like real rows before
+Opacus adds its noise; the auditor reads every privatised gradient, so each canary's score is
+the sum of ``max_grad_norm`` per step it was sampled plus Gaussian noise, the mechanism the
+accountant analyses. Their bound is for the fine-tuning phase, whose epsilon is at most the
+composed epsilon claimed for all private phases: a bound above the claim proves it broken, but
+a broken pretraining phase stays unseen.
 """
 
 from __future__ import annotations
