@@ -192,8 +192,13 @@ class PrivacyCheck(Check):
         included = np.random.default_rng(ctx.seed + 43).random(m) < 0.5
         kind, fallback = p["canary_kind"], None
         if kind == "whitebox":
+            from govssl.train._clip import OnePassClipper
+
             room, where = _canary.gradient_canary_room(ctx)
-            if room < m:
+            unsupported = OnePassClipper.unsupported(ctx.train.model)
+            if unsupported is not None:
+                kind, fallback = "input", f"white-box canaries need one-pass clipping: {unsupported}"
+            elif room < m:
                 kind, fallback = "input", (f"white-box canaries need {m} distinct coordinates of {where} the "
                                            f"fine-tuning phase trains, which has {room}")
         started = time.perf_counter()

@@ -140,3 +140,21 @@ def test_gradient_canaries__refuse_more_canaries_than_coordinates():
 
     with pytest.raises(ValueError, match="need 400 distinct coordinates"):
         _tiny_private(GradientCanaries(np.ones(400, dtype=bool), seed=0), noise=1.0)
+
+
+def test_gradient_canary_room__largest_weight_the_fine_tuning_phase_trains():
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from govssl.checks._canary import gradient_canary_room
+
+    model = nn.Sequential(nn.Linear(80, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
+
+    def ctx(mode):
+        plan = SimpleNamespace(training=SimpleNamespace(finetune=SimpleNamespace(mode=mode)))
+        return SimpleNamespace(train=SimpleNamespace(model=model), plan=plan)
+
+    assert gradient_canary_room(ctx("fine_tune")) == (80 * 64, "the largest weight matrix")
+    # a linear probe trains the head alone: 128 coordinates, too few for 1,000 canaries
+    assert gradient_canary_room(ctx("linear_probe")) == (64 * 2, "the head's weight matrix")
