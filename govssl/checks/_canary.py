@@ -14,6 +14,16 @@ guesses; the lower bound reported is the largest eps refuted (their Algorithm 2,
 The audit runs the test for each k of a fixed grid and reports the k with the largest bound; the
 level of each test is beta / (number of k), so that the reported bound holds at the plan's
 confidence whichever k is picked (Bonferroni).
+
+Two kinds of canary. Input canaries (:func:`crafted_canaries`) are rows scored by the final
+model's loss: a black-box audit, weak for DP-SGD. White-box gradient canaries (the paper's
+Section 5; :class:`govssl.train._dp.GradientCanaries`) are clipped gradients ``max_grad_norm *
+e_j`` on distinct coordinates, Poisson-sampled into the fine-tuning phase like real rows before
+Opacus adds its noise; the auditor reads every privatised gradient, so each canary's score is
+the sum of ``max_grad_norm`` per step it was sampled plus Gaussian noise, the mechanism the
+accountant analyses. Their bound is for the fine-tuning phase, whose epsilon is at most the
+composed epsilon claimed for all private phases: a bound above the claim proves it broken, but
+a broken pretraining phase stays unseen.
 """
 
 from __future__ import annotations
@@ -148,3 +158,53 @@ def train_with_canaries(ctx, X_canary: np.ndarray, y_canary: np.ndarray, include
     with tempfile.TemporaryDirectory() as folder:
         return fit(audit_plan, copy, Path(folder), ctx.progress or NullProgress(),
                    public_X=load_public(plan, data))
+
+
+def gradient_canary_room(ctx) -> tuple[int, str]:
+    """(coordinates, name) of the largest weight matrix the fine-tuning phase trains: the room
+    for white-box gradient canaries (one distinct coordinate each)."""
+    model = ctx.train.model
+    head_only = ctx.plan.training.finetune.mode == "linear_probe"
+    modules = [model[-1]] if head_only else list(model.modules())
+    weights = [p for module in modules for p in module.parameters(recurse=False) if p.dim() >= 2]
+    largest = max((p.numel() for p in weights), default=0)
+    return largest, "the head's weight matrix" if head_only else "the largest weight matrix"
+
+
+def train_with_gradient_canaries(ctx, included: np.ndarray, seed: int):
+    """One training run with the plan's recipe and DP setting, on the same rows as the released
+    model, whose fine-tuning phase carries the ``included`` white-box gradient canaries (see
+    :class:`govssl.train._dp.GradientCanaries`); without DP that phase is clipped SGD without
+    noise. The released model is not touched. Returns (TrainResult, the canaries' record)."""
+    import tempfile
+    from pathlib import Path
+
+    from govssl.data import load_public
+    from govssl.progress import NullProgress
+    from govssl.train import fit
+    from govssl.train._dp import GradientCanaries
+
+    plan = ctx.plan
+    audit_plan = plan.model_copy(update={"training": plan.training.model_copy(update={"baseline": False})})
+    canaries = GradientCanaries(included, seed)
+    with tempfile.TemporaryDirectory() as folder:
+        run = fit(audit_plan, ctx.dataset, Path(folder), ctx.progress or NullProgress(),
+                  public_X=load_public(plan, ctx.dataset), canaries=canaries)
+    return run, canaries
+
+
+def gradient_scores(canaries) -> np.ndarray:
+    """Score of each gradient canary (higher = guessed in): the sum over steps of the privatised
+    gradient's canary coordinate, times the averaging batch size, less the real rows' clipped sum
+    there. The auditor may subtract the real rows' part: DP protects a canary against an
+    adversary who knows every other example's contribution, and what is left is each step's
+    canary gradient (``max_grad_norm`` when the canary was sampled) plus the noise."""
+    import torch
+
+    if not canaries.privatised:
+        raise ValueError("the audit run took no step")
+    privatised = torch.stack(canaries.privatised).double().numpy()
+    real = torch.stack(canaries.real).double().numpy()
+    if privatised.shape != real.shape:
+        raise ValueError(f"{len(privatised)} privatised steps but {len(real)} clipped sums recorded")
+    return (privatised * canaries.expected_batch_size - real).sum(axis=0)

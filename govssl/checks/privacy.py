@@ -24,11 +24,27 @@ Jagielski 2023; see govssl/checks/_canary.py): ``canary_epsilon_lower_bound`` an
 ``canary_epsilon_excess`` = that bound - claimed epsilon, for a model trained under DP. That run
 is audit evidence only: its model is discarded, and the released weights' guarantee does not
 cover it (it trains on the same private rows once more).
+
+Two kinds of canary (``canary_kind``). ``whitebox`` (the default): the paper's white-box setting
+with Dirac gradient canaries, each a clipped gradient ``max_grad_norm * e_j`` on its own
+coordinate j of the largest weight matrix the fine-tuning phase trains, Poisson-sampled into the
+batches like real rows; the auditor sees every privatised gradient and scores canary j by the
+sum over steps of coordinate j, less the real rows' known part. It audits the fine-tuning phase
+only: its bound lower-bounds that phase's epsilon, which is at most the composed epsilon the
+record claims for all private phases, so a bound above the claim still proves the claim broken
+(sound), but a broken pretraining phase goes unseen (weaker). ``input``: crafted outlier rows
+with random labels in every private phase, scored by the final model's loss (black box; far less
+power: with DP noise switched off at a claimed epsilon of 3 it certified about 1.4). Whitebox
+falls back to input, with the reason in the details, when the fine-tuning phase has fewer weight
+coordinates than canaries. ``canary_audit_without_dp`` audits a model trained without DP too:
+the white-box run is then clipped SGD without noise, and the bound (no claim to compare) shows
+how identifiable the canaries are with no noise; it should reach the audit's ceiling.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from typing import Annotated, Literal
 
 import numpy as np
@@ -87,6 +103,9 @@ class PrivacyCheck(Check):
         confidence: Confidence = 0.95
         # canary DP audit (models trained under DP): m canaries, each in the extra run with prob. 1/2
         canary_audit: bool = True
+        canary_kind: Literal["whitebox", "input"] = "whitebox"
+        # also run the canary audit for a model trained without DP (no claim: the bound only)
+        canary_audit_without_dp: bool = False
         canaries: int = Field(1000, ge=2, le=100_000)
         # guesses per side (k) tried, as shares of the canaries; the bound is Bonferroni-corrected
         # over them. k = share * canaries, rounded, at least 1 and at most canaries / 2.
@@ -159,44 +178,87 @@ class PrivacyCheck(Check):
                 out.append(Measurement(self.name, "empirical_epsilon_excess", eps_low - claimed, attack,
                                        n=len(labels), details={**bound_details,
                                                                "max_detectable": ceiling - claimed}))
-        if claimed is not None and p["canary_audit"] and ctx.plan is not None:
-            out += self._canary_audit(ctx, claimed, delta, conf)
+        audit = p["canary_audit"] and (claimed is not None or p["canary_audit_without_dp"])
+        if audit and ctx.plan is not None:
+            out += self._canary_audit(ctx, claimed, delta if claimed is not None else float(ctx.plan.training.dp.delta),
+                                      conf)
         return out
 
-    def _canary_audit(self, ctx: CheckContext, claimed: float, delta: float, conf: float) -> list[Measurement]:
+    def _canary_audit(self, ctx: CheckContext, claimed: float | None, delta: float, conf: float) -> list[Measurement]:
         """The DP claim against canaries in one extra training run (see govssl/checks/_canary.py)."""
         p = self.params
-        n_classes = int(ctx.train.model[-1].out_features)
         m = int(p["canaries"])
         ks = sorted({min(m // 2, max(1, round(share * m))) for share in p["canary_guess_shares"]})
-        X_c, y_c = _canary.crafted_canaries(ctx.dataset.X_train, n_classes, m, CANARY_SCALE, ctx.seed + 41)
         included = np.random.default_rng(ctx.seed + 43).random(m) < 0.5
-        run = _canary.train_with_canaries(ctx, X_c, y_c, included)
-        scores = _canary.label_log_likelihood(run.model, X_c, y_c)
+        kind, fallback = p["canary_kind"], None
+        if kind == "whitebox":
+            from govssl.train._clip import OnePassClipper
+
+            room, where = _canary.gradient_canary_room(ctx)
+            unsupported = OnePassClipper.unsupported(ctx.train.model)
+            if unsupported is not None:
+                kind, fallback = "input", f"white-box canaries need one-pass clipping: {unsupported}"
+            elif room < m:
+                kind, fallback = "input", (f"white-box canaries need {m} distinct coordinates of {where} the "
+                                           f"fine-tuning phase trains, which has {room}")
+        started = time.perf_counter()
+        if kind == "whitebox":
+            run, canaries = _canary.train_with_gradient_canaries(ctx, included, ctx.seed + 41)
+            scores = _canary.gradient_scores(canaries)
+            described = {
+                "canary_kind": "whitebox",
+                "canary": f"Dirac gradient canaries: clipped gradient max_grad_norm x e_j, j one of {m} distinct "
+                          f"coordinates of {canaries.parameter} {list(canaries.shape)} (drawn from the seed)",
+                "score": "sum over steps of the privatised (noised, averaged) gradient at the canary's coordinate, "
+                         "times the averaging batch size, less the real rows' clipped sum there",
+                "training": "plan's recipe, DP setting and rows; the included canaries are extra private rows of the "
+                            "fine-tuning phase, Poisson-sampled like the real rows; audit evidence, model discarded"
+                            + ("" if claimed is not None else "; no DP: clipped SGD without noise, so the bound "
+                               "shows how identifiable the canaries are with no noise"),
+                "audited_phase": "finetune",
+                "scope_note": "the bound is for the fine-tuning phase; that phase's epsilon is at most the composed "
+                              "epsilon claimed for every private phase, so a bound above the claim proves the claim "
+                              "broken, but a broken pretraining phase is not seen",
+                "steps": len(canaries.privatised), "expected_batch_size": canaries.expected_batch_size,
+            }
+        else:
+            n_classes = int(ctx.train.model[-1].out_features)
+            X_c, y_c = _canary.crafted_canaries(ctx.dataset.X_train, n_classes, m, CANARY_SCALE, ctx.seed + 41)
+            run = _canary.train_with_canaries(ctx, X_c, y_c, included)
+            scores = _canary.label_log_likelihood(run.model, X_c, y_c)
+            described = {
+                "canary_kind": "input",
+                "canary": f"crafted outliers (N(0, {CANARY_SCALE:g}^2) x each feature's spread around the mean), "
+                          "labels drawn uniformly",
+                "score": "log-likelihood of the canary's label under the audit run's model (higher = guessed in)",
+                "training": "plan's recipe and DP setting on the released model's labelled rows plus the "
+                            "included canaries, every row labelled; audit evidence, model discarded",
+                "audited_phase": "every private phase",
+            }
+            if fallback:
+                described["canary_kind_fallback"] = fallback
         found = _canary.audit_scores(scores, included, ks, delta, conf)
         run_dp = run.record.dp or {}
         details = {
             "canaries": m, "canaries_included": int(included.sum()), "k": found["k"], "guesses": found["guesses"],
             "correct": found["correct"], "confidence": conf, "delta": delta, "claimed_epsilon": claimed,
-            "audit_run_epsilon": run_dp.get("epsilon"), "k_grid": [row["k"] for row in found["grid"]],
+            "audit_run_epsilon": run_dp.get("epsilon") if claimed is not None else None,
+            "k_grid": [row["k"] for row in found["grid"]],
             "level_per_k": found["level_per_k"], "per_k": found["grid"],
             "bound": "Steinke, Nasr & Jagielski 2023, Theorem 3 ((epsilon, delta)-DP), Bonferroni over k",
-            "canary_kind": f"crafted outliers (N(0, {CANARY_SCALE:g}^2) x each feature's spread around the mean), "
-                           "labels drawn uniformly",
-            "score": "log-likelihood of the canary's label under the audit run's model (higher = guessed in)",
-            "training": "plan's recipe and DP setting on the released model's labelled rows plus the "
-                        "included canaries, every row labelled; audit evidence, model discarded",
+            **described,
             "seed": ctx.seed + 41, "inclusion_seed": ctx.seed + 43,
+            "audit_seconds": round(time.perf_counter() - started, 3),
             "power_note": f"more canaries (checks.privacy.canaries, now {m}) raise the largest epsilon the "
                           "audit can certify",
         }
         eps_hat, ceiling = found["epsilon"], found["max_detectable"]
-        return [
-            Measurement(self.name, "canary_epsilon_lower_bound", eps_hat, n=m,
-                        details={**details, "max_detectable": ceiling}),
-            Measurement(self.name, "canary_epsilon_excess", eps_hat - claimed, n=m,
-                        details={**details, "max_detectable": ceiling - claimed}),
-        ]
+        out = [Measurement(self.name, "canary_epsilon_lower_bound", eps_hat, n=m,
+                           details={**details, "max_detectable": ceiling})]
+        if claimed is not None:
+            out.append(Measurement(self.name, "canary_epsilon_excess", eps_hat - claimed, n=m,
+                                   details={**details, "max_detectable": ceiling - claimed}))
+        return out
 
     def _scores(self, attack, classifier, x_in, y_in, x_out, y_out, half):
         """Member scores (higher = member) for the fitting and the evaluation halves."""

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 __all__ = ["Private", "make_private", "dp_record_of", "quiet_opacus", "calibrate_phases", "composed_epsilon",
-           "poisson_schedule"]
+           "poisson_schedule", "GradientCanaries"]
 
 
 def poisson_schedule(n: int, batch_size: int, epochs: int) -> tuple[float, int]:
@@ -82,6 +82,75 @@ def quiet_opacus() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+class GradientCanaries:
+    """White-box gradient canaries for a DP audit ("Dirac canaries", Steinke, Nasr and Jagielski
+    2023, Section 5): canary j is an example whose clipped gradient is ``max_grad_norm * e_j``,
+    e_j the j-th of ``m`` distinct coordinates of the largest trainable weight matrix (chosen from
+    ``seed``). The ``included`` canaries are extra rows of the private phase: Poisson-sampled into
+    each batch at the real rows' rate, counted in the data-set size that sets Opacus's sampling
+    rate and averaging batch size, and their gradients added to the sum of the real rows' clipped
+    gradients before Opacus adds the noise. Per step, it records at the canary coordinates the
+    real rows' clipped sum (``real``), the privatised gradient Opacus hands the optimizer, noised
+    and averaged (``privatised``), and which canaries were sampled (``sampled``).
+
+    Audit evidence only (see govssl/checks/_canary.py); the noise and accounting stay Opacus's.
+    """
+
+    def __init__(self, included, seed: int):
+        import numpy as np
+
+        self.included = np.asarray(included, dtype=bool)
+        self.m, self.seed = len(self.included), int(seed)
+        self.members = np.flatnonzero(self.included)  # canary of each extra row
+        self.parameter = self.coordinates = self.expected_batch_size = None
+        self.real, self.privatised, self.sampled = [], [], []
+        self._pending = torch.zeros(0, dtype=torch.long)
+
+    @property
+    def n_included(self) -> int:
+        return len(self.members)
+
+    def attach(self, model, optimizer, n_real: int, max_grad_norm: float) -> None:
+        """Pick the coordinates in ``model``'s largest trainable weight matrix; record each step."""
+        import numpy as np
+
+        weights = [(name, p) for name, p in model.named_parameters() if p.requires_grad and p.dim() >= 2]
+        if not weights:
+            raise ValueError("gradient canaries need a trainable weight matrix")
+        name, weight = max(weights, key=lambda item: item[1].numel())
+        if weight.numel() < self.m:
+            raise ValueError(f"gradient canaries need {self.m} distinct coordinates; the largest trainable "
+                             f"weight matrix ({name}) has {weight.numel()}")
+        rng = np.random.default_rng(self.seed)
+        self.parameter = name
+        self._weight, self._n_real, self._value = weight, n_real, float(max_grad_norm)
+        self.shape = tuple(weight.shape)
+        self.coordinates = torch.as_tensor(rng.choice(weight.numel(), size=self.m, replace=False))
+        self.expected_batch_size = int(optimizer.expected_batch_size)
+        # the optimizer Opacus wraps sees the privatised gradient just before it steps
+        optimizer.original_optimizer.register_step_pre_hook(self._record)
+
+    def split(self, batches):
+        """The real rows of each batch; the canaries drawn with them wait for :meth:`add`."""
+        for batch in batches:
+            real = batch < self._n_real
+            self._pending = torch.as_tensor(self.members)[batch[~real] - self._n_real]
+            yield batch[real]
+
+    def add(self) -> None:
+        """Add the pending canaries' clipped gradients to the weight's summed clipped gradient."""
+        flat = self._weight.grad.view(-1)
+        sampled = torch.zeros(self.m, dtype=torch.bool)
+        sampled[self._pending] = True
+        self.real.append(flat[self.coordinates].detach().clone())
+        self.sampled.append(sampled)
+        flat[self.coordinates[self._pending]] += self._value
+        self._pending = torch.zeros(0, dtype=torch.long)
+
+    def _record(self, optimizer, args, kwargs) -> None:
+        self.privatised.append(self._weight.grad.view(-1)[self.coordinates].detach().clone())
+
+
 class Private:
     """One private training phase: the DP optimizer (Opacus's: it adds the noise and reports each
     step to the accountant), Poisson batches of row indices, and the clipping backward pass.
@@ -92,21 +161,34 @@ class Private:
     batch was empty).
     """
 
-    def __init__(self, model, optimizer, criterion, engine, batches, clipping: str, clipper=None):
+    def __init__(self, model, optimizer, criterion, engine, batches, clipping: str, clipper=None, canaries=None):
         self.model, self.optimizer, self.criterion, self.engine = model, optimizer, criterion, engine
-        self.batches, self.clipping, self._clipper = batches, clipping, clipper
+        self._batches, self.clipping, self._clipper, self.canaries = batches, clipping, clipper, canaries
+
+    @property
+    def batches(self):
+        """Batches of real row indices (with gradient canaries: the real rows of each draw)."""
+        if self.canaries is None:
+            return self._batches
+        return _Sized(self.canaries.split(self._batches), len(self._batches))
 
     def backward(self, loss) -> float:
         if self._clipper is not None:  # per-example losses, clipped in one pass
             self._clipper.backward(loss)
-            return float(loss.detach().mean())
-        loss.backward()  # Opacus's ghost clipping: two passes inside
-        return float(loss.item())
+            value = float(loss.detach().mean())
+        else:
+            loss.backward()  # Opacus's ghost clipping: two passes inside
+            value = float(loss.item())
+        if self.canaries is not None:
+            self.canaries.add()
+        return value
 
     def empty_step(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         for p in self.optimizer.params:
             p.grad = torch.zeros_like(p)
+        if self.canaries is not None:
+            self.canaries.add()
         self.optimizer.step()
 
     def trained_module(self):
@@ -116,8 +198,20 @@ class Private:
         return getattr(self.model, "_module", self.model)
 
 
+class _Sized:
+    def __init__(self, iterator, length: int):
+        self._iterator, self._length = iterator, length
+
+    def __iter__(self):
+        return self._iterator
+
+    def __len__(self) -> int:
+        return self._length
+
+
 def make_private(model, optimizer, criterion, n: int, batch_size: int, epochs: int, dp, generator,
-                 noise_multiplier: float | None = None, prior_history: list | None = None) -> Private:
+                 noise_multiplier: float | None = None, prior_history: list | None = None,
+                 canaries: GradientCanaries | None = None) -> Private:
     """Prepare a phase of DP-SGD on ``n`` private rows: noise ``noise_multiplier`` (from
     :func:`calibrate_phases`), else the plan's fixed noise, else the noise that reaches the plan's
     target epsilon in this phase alone. ``prior_history`` (an earlier phase's steps) goes first
@@ -130,12 +224,18 @@ def make_private(model, optimizer, criterion, n: int, batch_size: int, epochs: i
     Opacus's ghost clipping (Li et al. 2022, "Large Language Models Can Be Strong Differentially
     Private Learners"), which needs two. Both give the same clipped sums, and
     ``python benchmarks/bench_dp_overhead.py`` times them against plain training.
+
+    ``canaries`` (audit runs only; one-pass clipping only): the included gradient canaries become
+    rows ``n, n + 1, ...`` of the phase, sampled, counted and noised like the real rows.
     """
     from opacus import PrivacyEngine
     from opacus.optimizers import DPOptimizerFastGradientClipping
 
     from govssl.train._clip import OnePassClipper, PoissonBatches
 
+    n_real = n
+    if canaries is not None:
+        n += canaries.n_included
     sample_rate, steps = poisson_schedule(n, batch_size, epochs)
     if noise_multiplier is None:
         (noise_multiplier,) = calibrate_phases(dp, [(sample_rate, steps)])
@@ -151,8 +251,13 @@ def make_private(model, optimizer, criterion, n: int, batch_size: int, epochs: i
         criterion = copy.deepcopy(criterion)
         criterion.reduction = "none"  # per-example losses for the clipper
         private = Private(model, optimizer, criterion, engine, batches,
-                          "flat, per example (one backward pass, from activations and output gradients)", clipper)
+                          "flat, per example (one backward pass, from activations and output gradients)", clipper,
+                          canaries)
+        if canaries is not None:
+            canaries.attach(model, optimizer, n_real, dp.max_grad_norm)
     else:
+        if canaries is not None:
+            raise ValueError(f"gradient canaries need one-pass clipping: {OnePassClipper.unsupported(model)}")
         # Opacus's own Poisson loader is replaced by ``batches`` (the same draws): the loader
         # given here only tells Opacus the batch size, for the sampling rate and noise scale.
         loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=batch_size)
@@ -177,7 +282,7 @@ def dp_record_of(private: Private, dp) -> dict:
         "delta": float(dp.delta),
         "accountant": dp.accountant,
         "noise_multiplier": float(optimizer.noise_multiplier),
-        "sample_rate": float(history[-1][1]) if history else float(private.batches.sample_rate),
+        "sample_rate": float(history[-1][1]) if history else float(private._batches.sample_rate),
         "steps": int(sum(h[2] for h in history)),
         "max_grad_norm": float(dp.max_grad_norm),
         "poisson_sampling": True,

@@ -60,7 +60,7 @@ def label_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 def _supervised(model: nn.Module, params, X: torch.Tensor, y: torch.Tensor, spec, dp, seed: int, progress, label: str,
-                noise_multiplier: float | None = None, prior_history: list | None = None):
+                noise_multiplier: float | None = None, prior_history: list | None = None, canaries=None):
     """Plain or DP-SGD (Opacus, Poisson sampling) training; returns (trained module, losses, dp record).
 
     Under DP, ``prior_history`` (a private pretraining phase) enters the same accountant first,
@@ -75,7 +75,7 @@ def _supervised(model: nn.Module, params, X: torch.Tensor, y: torch.Tensor, spec
 
         quiet_opacus()
         private = make_private(model, optimizer, loss_fn, len(X), batch_size, spec.epochs, dp, generator,
-                               noise_multiplier=noise_multiplier, prior_history=prior_history)
+                               noise_multiplier=noise_multiplier, prior_history=prior_history, canaries=canaries)
         model, optimizer, loss_fn = private.model, private.optimizer, private.criterion
         batches_per_epoch = len(private.batches)
     else:
@@ -145,7 +145,8 @@ def _save(model: nn.Module, arch: Architecture, path: Path) -> None:
     )
 
 
-def _downstream(model, arch, X_lab, y_lab, spec, dp, seed, progress, mode, noise=None, prior_history=None):
+def _downstream(model, arch, X_lab, y_lab, spec, dp, seed, progress, mode, noise=None, prior_history=None,
+                canaries=None):
     """Linear probe (frozen encoder) or full fine-tuning; returns (plain model, losses, dp record)."""
     encoder, head = split_classifier(model)
     rows = len(X_lab)
@@ -157,14 +158,14 @@ def _downstream(model, arch, X_lab, y_lab, spec, dp, seed, progress, mode, noise
         head, losses, dp_record = _supervised(
             head, list(head.parameters()), Z, y_lab, spec.finetune, dp, seed,
             progress, f"training linear probe on {rows:,} labelled rows" + (" (DP-SGD)" if dp else ""),
-            noise_multiplier=noise, prior_history=prior_history,
+            noise_multiplier=noise, prior_history=prior_history, canaries=canaries,
         )
         model = nn.Sequential(*encoder, head)
     else:
         model, losses, dp_record = _supervised(
             model, list(model.parameters()), X_lab, y_lab, spec.finetune, dp, seed,
             progress, f"fine-tuning on {rows:,} labelled rows" + (" (DP-SGD)" if dp else ""),
-            noise_multiplier=noise, prior_history=prior_history,
+            noise_multiplier=noise, prior_history=prior_history, canaries=canaries,
         )
     return _plain_copy(model, arch), losses, dp_record
 
@@ -184,7 +185,7 @@ def fixed_threads(n: int = TRAIN_THREADS):
         torch.set_num_threads(previous)
 
 
-def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None) -> TrainResult:
+def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None, canaries=None) -> TrainResult:
     """Train the plan's model on ``data`` (a Dataset); save it as safetensors in ``out_dir``.
 
     ``public_X``: the rows of a declared public dataset (``training.pretrain.public_data``), already
@@ -192,12 +193,16 @@ def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None)
 
     Training runs on :data:`TRAIN_THREADS` intra-op threads whatever the machine, so that the same
     plan and seed give the same weights file on any CPU with the same instruction set.
+
+    ``canaries`` (a :class:`govssl.train._dp.GradientCanaries`; DP audits only, off by default):
+    the fine-tuning phase carries these white-box gradient canaries as extra private rows, and
+    runs as clipped SGD without noise when the plan has no DP.
     """
     with fixed_threads() as threads:
-        return _fit(plan, data, out_dir, progress, public_X, threads)
+        return _fit(plan, data, out_dir, progress, public_X, threads, canaries)
 
 
-def _fit(plan, data, out_dir: Path, progress, public_X, threads: int) -> TrainResult:
+def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=None) -> TrainResult:
     spec = plan.training
     seed = plan.seed
     started = time.perf_counter()
@@ -222,7 +227,7 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int) -> TrainRe
     pretrained = method != "none" and spec.pretrain.epochs > 0
     X_pre = torch.as_tensor(public_X, dtype=torch.float32) if public else X_all
     private_pretrain = pretrained and not public and dp is not None
-    finetune_rows = len(rows)
+    finetune_rows = len(rows) + (canaries.n_included if canaries is not None else 0)
     noise_pre = noise_fine = None
     phases = []
     if dp is not None:
@@ -252,8 +257,11 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int) -> TrainRe
         if engine is not None:
             prior_history = [tuple(h) for h in engine.accountant.history]
 
-    model, losses, dp_record = _downstream(model, arch, X_lab, y_lab, spec, dp, seed, progress, mode,
-                                           noise=noise_fine, prior_history=prior_history)
+    fine_dp = dp
+    if canaries is not None and dp is None:  # audit of a model without DP: clipped SGD, no noise
+        fine_dp, noise_fine = spec.dp.model_copy(update={"enabled": True, "noise_multiplier": 0.0}), 0.0
+    model, losses, dp_record = _downstream(model, arch, X_lab, y_lab, spec, fine_dp, seed, progress, mode,
+                                           noise=noise_fine, prior_history=prior_history, canaries=canaries)
     history["finetune_loss"] = losses
     if dp_record is not None:
         dp_record["phases"] = [

@@ -75,3 +75,86 @@ def test_audit_scores__perfect_scores_reach_the_ceiling_random_scores_stay_low()
     assert perfect["max_detectable"] == pytest.approx(epsilon_lower_bound(1000, 800, 800, 1e-5, 0.0125), abs=1e-3)
     noise = audit_scores(rng.random(1000), included, [10, 50, 100, 500], 1e-5, 0.95)
     assert noise["epsilon"] < 0.5
+
+
+def _tiny_private(canaries, noise: float, n: int = 40, batch_size: int = 8, epochs: int = 3):
+    """A small linear model in a DP phase carrying ``canaries``, trained through the real loop."""
+    import torch
+    from torch import nn
+
+    from govssl.plan import DPSpec
+    from govssl.progress import NullProgress
+    from govssl.train._dp import make_private, quiet_opacus
+    from govssl.train._loop import train_epochs
+
+    quiet_opacus()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 50), nn.ReLU(), nn.Linear(50, 2))
+    X, y = torch.randn(n, 6), torch.randint(0, 2, (n,))
+    dp = DPSpec(enabled=True, noise_multiplier=noise, max_grad_norm=0.5)
+    private = make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), n, batch_size,
+                           epochs, dp, torch.Generator().manual_seed(1), noise_multiplier=noise, canaries=canaries)
+    train_epochs(private.optimizer, epochs, lambda: private.batches,
+                 lambda idx: private.criterion(private.model(X[idx]), y[idx]),
+                 NullProgress(), "test", len(private.batches), private=private)
+    return private
+
+
+def test_gradient_canaries__enter_the_summed_gradient_before_the_noise_like_rows():
+    import torch
+
+    from govssl.train._dp import GradientCanaries
+
+    included = np.arange(100) % 3 == 0
+    canaries = GradientCanaries(included, seed=5)
+    private = _tiny_private(canaries, noise=0.0)
+    # the largest weight matrix, distinct coordinates, included canaries as extra rows of the phase
+    assert canaries.parameter == "0.weight" and len(set(canaries.coordinates.tolist())) == 100
+    n_total = 40 + int(included.sum())
+    assert private.optimizer.expected_batch_size == int(n_total / -(-n_total // 8))
+    sampled = torch.stack(canaries.sampled).numpy()
+    assert sampled.shape == (len(canaries.privatised), 100) and not sampled[:, ~included].any()
+    assert sampled[:, included].any()
+    # no noise: the privatised gradient is (real clipped sum + 0.5 x sampled) / expected batch size
+    privatised = torch.stack(canaries.privatised).double().numpy()
+    real = torch.stack(canaries.real).double().numpy()
+    np.testing.assert_allclose(privatised * canaries.expected_batch_size, real + 0.5 * sampled, atol=1e-5)
+    scores = _canary_scores(canaries)
+    np.testing.assert_allclose(scores, 0.5 * sampled.sum(0), atol=1e-4)
+    # with noise, Opacus's: each step's canary coordinates carry N(0, (noise x max_grad_norm)^2)
+    noisy = GradientCanaries(included, seed=5)
+    _tiny_private(noisy, noise=2.0)
+    residual = (torch.stack(noisy.privatised).double().numpy() * noisy.expected_batch_size
+                - torch.stack(noisy.real).double().numpy() - 0.5 * torch.stack(noisy.sampled).double().numpy())
+    assert residual.std() == pytest.approx(2.0 * 0.5, rel=0.05)
+
+
+def _canary_scores(canaries):
+    from govssl.checks._canary import gradient_scores
+
+    return gradient_scores(canaries)
+
+
+def test_gradient_canaries__refuse_more_canaries_than_coordinates():
+    from govssl.train._dp import GradientCanaries
+
+    with pytest.raises(ValueError, match="need 400 distinct coordinates"):
+        _tiny_private(GradientCanaries(np.ones(400, dtype=bool), seed=0), noise=1.0)
+
+
+def test_gradient_canary_room__largest_weight_the_fine_tuning_phase_trains():
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from govssl.checks._canary import gradient_canary_room
+
+    model = nn.Sequential(nn.Linear(80, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2))
+
+    def ctx(mode):
+        plan = SimpleNamespace(training=SimpleNamespace(finetune=SimpleNamespace(mode=mode)))
+        return SimpleNamespace(train=SimpleNamespace(model=model), plan=plan)
+
+    assert gradient_canary_room(ctx("fine_tune")) == (80 * 64, "the largest weight matrix")
+    # a linear probe trains the head alone: 128 coordinates, too few for 1,000 canaries
+    assert gradient_canary_room(ctx("linear_probe")) == (64 * 2, "the head's weight matrix")
