@@ -78,6 +78,14 @@ def test_audit__shares_leaving_no_budget_for_fine_tuning_exit_2(capsys, workdir,
     assert not (workdir / "out").exists() or not any((workdir / "out").iterdir())
 
 
+def test_audit__calibration_with_a_fixed_noise_multiplier_exits_2(capsys, workdir, write_plan, adult_csvs):
+    data = _dp_plan(adult_csvs, method="temperature")
+    data["training"]["dp"]["noise_multiplier"] = 1.0
+    code, out, err = run_cli(capsys, "audit", str(write_plan(data)), "--out", "out", "--db", "sqlite:///a.db", "--quiet")
+    assert code == 2 and "training.dp.noise_multiplier" in err and "training.calibration.method" in err, err
+    assert "Traceback" not in out + err
+
+
 def test_plan__bad_holdout_fraction_exits_2_naming_the_key(capsys, workdir, write_plan, adult_csvs):
     data = _dp_plan(adult_csvs, method="temperature", holdout_fraction=1.5)
     code, out, err = run_cli(capsys, "audit", str(write_plan(data)), "--out", "out", "--db", "sqlite:///a.db", "--quiet")

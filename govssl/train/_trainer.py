@@ -145,10 +145,15 @@ def _check_calibration(spec) -> None:
         raise ConfigError("training.dp.accountant: 'gdp' cannot compose two phases with different "
                           "sampling rates (fine-tuning and the calibration of the temperature); use rdp or "
                           "prv, or set training.calibration.method: none")
+    if spec.dp.noise_multiplier is not None:
+        # the temperature's full-batch steps at the training noise would cost far more than its
+        # share (noise 1: epsilon 65 at delta 1e-5), and a fixed noise sets no target to share
+        raise ConfigError("training.calibration.method: a private temperature needs a target epsilon to take "
+                          "its share of, and training.dp.noise_multiplier fixes the noise instead; use "
+                          "training.dp.target_epsilon, or set training.calibration.method: none")
     private_pretrain = (spec.pretrain.method != "none" and spec.pretrain.epochs > 0
                         and spec.pretrain.public_data is None)
-    if private_pretrain and spec.dp.noise_multiplier is None and \
-            spec.dp.pretrain_share + spec.calibration.epsilon_share >= 1:
+    if private_pretrain and spec.dp.pretrain_share + spec.calibration.epsilon_share >= 1:
         raise ConfigError(
             f"training.calibration.epsilon_share: {spec.calibration.epsilon_share:g} with "
             f"training.dp.pretrain_share {spec.dp.pretrain_share:g} leaves no budget for fine-tuning; "
