@@ -394,7 +394,7 @@ def _calibrate(plan, data, model, X_all, held, dp, noise, dp_record, seed):
         temperature=float(1.0 / scale),
         ece_before=expected_calibration_error(data.y_test, before, n_bins),
         ece_after=expected_calibration_error(data.y_test, after, n_bins),
-        ece_split=f"test ({len(data.y_test):,} rows, {n_bins} bins)",
+        ece_split=f"test split ({len(data.y_test):,} rows, {n_bins} bins)",
     )
     return record, model
 
