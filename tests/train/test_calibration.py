@@ -142,3 +142,19 @@ def test_calibrate_phases__default_shares_are_unchanged():
     assert calibrate_phases(dp, phases) == calibrate_phases(dp, phases, [0.2, None])
     with pytest.raises(ValueError, match="exactly one"):
         calibrate_phases(dp, phases, [0.2, 0.3])
+
+
+def test_fit_scale_private__empty_poisson_batches_take_noise_steps_the_accountant_counts():
+    from types import SimpleNamespace
+
+    from govssl.train._dp import fit_scale_private
+
+    dp = SimpleNamespace(accountant="rdp", delta=1e-5)
+    logits = torch.tensor([[2.0, -2.0], [-1.0, 1.0], [3.0, 0.0], [0.0, 2.5]])
+    y = torch.tensor([0, 0, 1, 1])
+    # rate 1/4 on 4 rows: about a third of the 40 batches are empty
+    scale, spent = fit_scale_private(logits, y, dp, 1.0, 1.0, 1, 40, 0.1, (0.01, 100.0),
+                                     torch.Generator().manual_seed(0), prior_history=[(2.0, 0.5, 10)])
+    assert 0.01 <= scale <= 100.0
+    assert spent["history"] == [[2.0, 0.5, 10], [1.0, 0.25, 40]]
+    assert np.isfinite(spent["epsilon"]) and spent["epsilon"] > 0
