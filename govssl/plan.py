@@ -184,11 +184,27 @@ class DPSpec(_Strict):
     pretrain_share: float = Field(0.5, gt=0, lt=1)
 
 
+class CalibrationSpec(_Strict):
+    """Calibration of the released model's probabilities by temperature scaling (Guo et al. 2017,
+    "On Calibration of Modern Neural Networks"): one temperature divides the logits, fitted on
+    ``holdout_fraction`` of the labelled rows, which the classifier is then not trained on.
+
+    Under DP the temperature is fitted by DP-SGD on the held-out rows and its privacy cost is
+    composed with the other phases in one accountant: the calibration phase alone reaches
+    ``epsilon_share * target_epsilon``, and fine-tuning's noise keeps the composition within the
+    target. ``none`` releases the classifier's own probabilities."""
+
+    method: Literal["temperature", "none"] = "temperature"
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    epsilon_share: float = Field(0.1, gt=0, lt=1)
+
+
 class TrainingSpec(_Strict):
     encoder: EncoderSpec = EncoderSpec()
     pretrain: PretrainSpec = PretrainSpec()
     finetune: FinetuneSpec = FinetuneSpec()
     dp: DPSpec = DPSpec()
+    calibration: CalibrationSpec = CalibrationSpec()
     # Also train a supervised-only model (same architecture, labelled rows and budget, no
     # pretraining) as evidence for the label_efficiency check. Not released.
     baseline: bool = True

@@ -95,6 +95,10 @@ class TrainRecord:
     # torch's intra-op thread count during training (fixed, see train.TRAIN_THREADS); None in
     # records stored before the count was fixed
     torch_threads: int | None = None
+    # the calibration of the released probabilities: {"method": "none"}, or {"method":
+    # "temperature", "temperature", "rows" (held out from the classifier), "private", "epsilon_share"
+    # (under DP) or "source", "ece_before", "ece_after" (test split)}; empty in records stored before
+    calibration: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ def test_demo__privacy_spent_within_target_over_both_phases(demo_run):
     assert dp["epsilon"] <= 3.0 and dp["delta"] == 1e-5
     # pretraining reads the private rows too, so it runs under DP and composes with fine-tuning
     assert demo_run.training.dp_scope == "pretrain+finetune" and demo_run.training.end_to_end_dp is True
-    assert [p["phase"] for p in dp["phases"]] == ["pretrain", "finetune"]
+    assert [p["phase"] for p in dp["phases"]] == ["pretrain", "finetune", "calibration"]
     card = (Path(demo_run.out_dir) / "model_card.md").read_text()
     assert "end-to-end" in card.lower()
 

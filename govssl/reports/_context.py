@@ -200,6 +200,24 @@ def _training(training: TrainRecord) -> dict:
     return data
 
 
+def calibration_summary(training: TrainRecord) -> dict | None:
+    """How the released probabilities were calibrated, for the documents; None when the record
+    has no calibration entry (a run stored before calibration existed, or nothing trained)."""
+    cal = dict(training.calibration or {})
+    if not cal:
+        return None
+    if cal.get("method") != "temperature":
+        return {"method": "none", "text": "none: the released probabilities are the classifier's own"}
+    if cal.get("private"):
+        how = (f"fitted by DP-SGD, its privacy cost composed into the reported (ε, δ) "
+               f"({cal.get('epsilon_share', 0):g} of the target epsilon reserved for it)")
+    else:
+        how = f"fitted without differential privacy ({cal.get('source', 'held-out labelled training rows')})"
+    text = (f"temperature scaling, temperature {cal['temperature']:.3g} fitted on {cal['rows']} labelled rows held "
+            f"out from the classifier's training, {how}; the temperature is folded into the model file's last layer")
+    return {**cal, "text": text}
+
+
 def _waiver(waiver: Mapping | None) -> dict | None:
     """A waiver record with every key of ``WAIVER_KEYS`` (blank when the record lacks it)."""
     if not waiver:
@@ -731,6 +749,7 @@ def model_card_context(run: AuditRun, out_dir: str | Path | None = None) -> dict
         "why": verdict_reasons(run),
         "charts": _charts(run, out_dir),
         "privacy": privacy_statement(run.training),
+        "calibration": calibration_summary(run.training),
         "ethical_considerations": list(card.get("ethical_considerations") or []),
         "caveats": caveats(run, card),
     }

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 __all__ = ["Private", "make_private", "dp_record_of", "quiet_opacus", "calibrate_phases", "composed_epsilon",
-           "poisson_schedule", "GradientCanaries"]
+           "poisson_schedule", "fit_scale_private", "GradientCanaries"]
 
 
 def poisson_schedule(n: int, batch_size: int, epochs: int) -> tuple[float, int]:
@@ -53,22 +55,30 @@ def _smallest_noise(target: float, delta: float, accountant: str, prefix: list, 
     return high
 
 
-def calibrate_phases(dp, phases: list[tuple[float, int]]) -> list[float]:
+def calibrate_phases(dp, phases: list[tuple[float, int]], shares: list[float | None] | None = None) -> list[float]:
     """Noise multipliers for the phases [(sample rate, steps), ...] in training order.
 
-    One phase: the noise that reaches ``dp.target_epsilon``. Two (pretraining, then fine-tuning):
-    pretraining gets the noise that reaches ``dp.pretrain_share * target`` on its own; fine-tuning
-    the smallest noise that keeps the composition of both within the target. A fixed
-    ``dp.noise_multiplier`` is used for every phase instead.
+    ``shares`` gives, for each phase, the share of ``dp.target_epsilon`` it reaches on its own,
+    or None for the one phase that takes the rest: its noise is the smallest that keeps the
+    composition of every phase within the target. By default one phase takes the whole target,
+    and of two (pretraining, then fine-tuning) pretraining reaches ``dp.pretrain_share * target``
+    alone. A fixed ``dp.noise_multiplier`` is used for every phase instead.
     """
     if dp.noise_multiplier is not None:
         return [float(dp.noise_multiplier)] * len(phases)
-    targets = [dp.target_epsilon] if len(phases) == 1 else [dp.target_epsilon * dp.pretrain_share, dp.target_epsilon]
-    noises, prefix = [], []
-    for (rate, steps), target in zip(phases, targets):
-        sigma = _smallest_noise(target, dp.delta, dp.accountant, prefix, rate, steps)
-        noises.append(sigma)
-        prefix = prefix + [(sigma, rate, steps)]
+    if shares is None:
+        shares = [None] if len(phases) == 1 else [dp.pretrain_share, None]
+    if len(shares) != len(phases) or sum(share is None for share in shares) != 1:
+        raise ValueError("give one share per phase, exactly one of them None (the phase that takes the rest)")
+    noises: list[float] = [0.0] * len(phases)
+    prefix = []  # the composition is a sum over phases (RDP, PRV), so order does not matter
+    for i, ((rate, steps), share) in enumerate(zip(phases, shares)):
+        if share is not None:
+            noises[i] = _smallest_noise(dp.target_epsilon * share, dp.delta, dp.accountant, [], rate, steps)
+            prefix.append((noises[i], rate, steps))
+    rest = shares.index(None)
+    rate, steps = phases[rest]
+    noises[rest] = _smallest_noise(dp.target_epsilon, dp.delta, dp.accountant, prefix, rate, steps)
     return noises
 
 
@@ -290,3 +300,67 @@ def dp_record_of(private: Private, dp) -> dict:
         "secure_rng": False,  # noise from torch's seeded generator, so a run can be reproduced
         "history": history,
     }
+
+
+class _LogitScale(nn.Module):
+    """``s * logits`` with one parameter ``s`` (the inverse temperature), as a bias-free 1x1 linear
+    layer over each logit, so that Opacus computes its per-example gradients itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            self.scale.weight.fill_(1.0)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        return self.scale(logits.unsqueeze(-1)).squeeze(-1)
+
+
+def fit_scale_private(logits: torch.Tensor, y: torch.Tensor, dp, noise_multiplier: float, max_grad_norm: float,
+                      batch_size: int, steps: int, lr: float, bounds: tuple[float, float], generator: torch.Generator,
+                      prior_history: list | None = None) -> tuple[float, dict]:
+    """DP-SGD (Opacus) on one parameter: the inverse temperature ``s`` minimising the cross-entropy
+    of ``softmax(s * logits)`` on private rows. Per-example gradients are clipped to
+    ``max_grad_norm`` and noised (standard deviation ``noise_multiplier * max_grad_norm``); batches are Poisson samples at rate
+    1 / ceil(n / batch_size), ``steps`` of them, an empty one taking a noise-only step.
+
+    ``s`` is kept within ``bounds`` after each step (a projection, which costs no privacy) and the
+    estimate is the mean of the iterates of the second half of the steps (Polyak averaging: the
+    noise of single steps averages out). ``prior_history`` (the earlier phases) goes first into the
+    same accountant. Returns (s, {"epsilon": composed epsilon, "history": accountant history}).
+    """
+    from opacus import PrivacyEngine
+
+    from govssl.train._clip import PoissonBatches
+
+    quiet_opacus()
+    n = len(logits)
+    sample_rate, _ = poisson_schedule(n, batch_size, 1)
+    module = _LogitScale()
+    optimizer = torch.optim.SGD(module.parameters(), lr=lr)
+    # The loader only tells Opacus the sampling rate (1 / its length); the batches are drawn below.
+    loader = DataLoader(TensorDataset(torch.arange(n)), batch_size=batch_size)
+    engine = PrivacyEngine(accountant=dp.accountant)
+    model, optimizer, _ = engine.make_private(
+        module=module, optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm, poisson_sampling=False, grad_sample_mode="hooks", noise_generator=generator,
+    )
+    if prior_history:
+        engine.accountant.history = [tuple(h) for h in prior_history]
+    weight = module.scale.weight
+    loss_fn = nn.CrossEntropyLoss()
+    iterates = []
+    for idx in PoissonBatches(n, sample_rate, steps, generator):
+        optimizer.zero_grad(set_to_none=True)
+        if len(idx) == 0:  # an empty Poisson batch: the step is noise alone
+            for p in optimizer.params:
+                p.grad_sample = torch.zeros((0, *p.shape))
+        else:
+            loss_fn(model(logits[idx]), y[idx]).backward()
+        optimizer.step()
+        with torch.no_grad():
+            weight.clamp_(*bounds)
+        iterates.append(float(weight.detach()))
+    scale = float(np.mean(iterates[len(iterates) // 2:]))
+    history = [[float(noise), float(rate), int(k)] for noise, rate, k in engine.accountant.history]
+    return scale, {"epsilon": float(engine.get_epsilon(dp.delta)), "history": history}

@@ -22,6 +22,7 @@ from torch import nn
 from govssl.errors import ConfigError
 from govssl.records import TrainRecord, sha256_file
 from govssl.train.models import Architecture, build_classifier, predict_proba, split_classifier
+from govssl.train._calibrate import PRIVATE_LR, PRIVATE_MAX_GRAD_NORM, PRIVATE_STEPS, SCALE_BOUNDS, fit_scale, fold_scale, holdout_split, logits_of
 from govssl.train._loop import batches, train_epochs
 from govssl.train._pretrain import pretrain
 
@@ -41,8 +42,10 @@ class TrainResult:
     model: nn.Sequential
     architecture: Architecture
     record: TrainRecord
-    labelled_rows: np.ndarray  # indices into the training rows whose labels were used
+    labelled_rows: np.ndarray  # indices into the training rows the classifier was fitted on
     baseline: nn.Sequential | None = None  # supervised-only model (label_efficiency evidence)
+    # labelled rows held out from the classifier to fit the temperature (empty without calibration)
+    calibration_rows: np.ndarray | None = None
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return predict_proba(self.model, X)
@@ -134,14 +137,45 @@ def _check_recipe(plan, data, public: bool) -> None:
                               "sampling rates (pretraining and fine-tuning); use rdp or prv")
 
 
-def _save(model: nn.Module, arch: Architecture, path: Path) -> None:
+def _check_calibration(spec) -> None:
+    """Under DP a calibration phase composes with fine-tuning (and private pretraining)."""
+    if spec.calibration.method == "none" or not spec.dp.enabled:
+        return
+    if spec.dp.accountant == "gdp":
+        raise ConfigError("training.dp.accountant: 'gdp' cannot compose two phases with different "
+                          "sampling rates (fine-tuning and the calibration of the temperature); use rdp or "
+                          "prv, or set training.calibration.method: none")
+    if spec.dp.noise_multiplier is not None:
+        # the temperature's full-batch steps at the training noise would cost far more than its
+        # share (noise 1: epsilon 65 at delta 1e-5), and a fixed noise sets no target to share
+        raise ConfigError("training.calibration.method: a private temperature needs a target epsilon to take "
+                          "its share of, and training.dp.noise_multiplier fixes the noise instead; use "
+                          "training.dp.target_epsilon, or set training.calibration.method: none")
+    private_pretrain = (spec.pretrain.method != "none" and spec.pretrain.epochs > 0
+                        and spec.pretrain.public_data is None)
+    if private_pretrain and spec.dp.pretrain_share + spec.calibration.epsilon_share >= 1:
+        raise ConfigError(
+            f"training.calibration.epsilon_share: {spec.calibration.epsilon_share:g} with "
+            f"training.dp.pretrain_share {spec.dp.pretrain_share:g} leaves no budget for fine-tuning; "
+            "the two shares must add up to less than 1")
+
+
+def _save(model: nn.Module, arch: Architecture, path: Path, temperature: float | None = None) -> None:
+    """The weights and, in the metadata, the architecture; with ``temperature``, the architecture
+    also states the temperature already folded into the last layer's weight and bias."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    described = arch
+    if temperature is not None:
+        described = Architecture(arch, calibration={
+            "method": "temperature", "temperature": temperature,
+            "applied": "folded in: the last layer's weight and bias are the trained ones divided by the temperature",
+        })
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()},
         str(path),
         # One key only: safetensors writes metadata keys in hash-map order, which varies between
         # calls, and the file's sha256 must not.
-        metadata={"govssl_architecture": arch.to_json()},
+        metadata={"govssl_architecture": described.to_json()},
     )
 
 
@@ -210,6 +244,7 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
     torch.use_deterministic_algorithms(True)
     public = public_X is not None
     _check_recipe(plan, data, public)
+    _check_calibration(spec)
 
     X_all = torch.as_tensor(data.X_train, dtype=torch.float32)
     arch = _architecture(spec, data)
@@ -218,6 +253,15 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
     dp = spec.dp if spec.dp.enabled else None
 
     rows = label_subset(data.y_train, spec.finetune.label_fraction, seed)
+    calibrating = spec.calibration.method == "temperature"
+    held = None
+    if calibrating:
+        rows, held = holdout_split(rows, data.y_train, spec.calibration.holdout_fraction, seed)
+        if len(held) == 0:
+            raise ConfigError(
+                f"training.calibration.holdout_fraction: {spec.calibration.holdout_fraction:g} of the "
+                f"{len(rows):,} labelled rows holds out no row for the temperature; raise it (or "
+                "training.finetune.label_fraction), or set training.calibration.method: none")
     X_lab = X_all[rows]
     y_lab = torch.as_tensor(data.y_train[rows], dtype=torch.long)
     mode = spec.finetune.mode
@@ -228,19 +272,22 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
     X_pre = torch.as_tensor(public_X, dtype=torch.float32) if public else X_all
     private_pretrain = pretrained and not public and dp is not None
     finetune_rows = len(rows) + (canaries.n_included if canaries is not None else 0)
-    noise_pre = noise_fine = None
+    noise_pre = noise_fine = noise_cal = None
     phases = []
     if dp is not None:
         from govssl.train._dp import calibrate_phases, poisson_schedule
 
         fine = poisson_schedule(finetune_rows, min(spec.finetune.batch_size, finetune_rows), spec.finetune.epochs)
+        phases, shares = [("finetune", fine)], [None]
         if private_pretrain:
             pre = poisson_schedule(len(X_pre), min(spec.pretrain.batch_size, len(X_pre)), spec.pretrain.epochs)
-            noise_pre, noise_fine = calibrate_phases(dp, [pre, fine])
-            phases = [("pretrain", pre), ("finetune", fine)]
-        else:
-            (noise_fine,) = calibrate_phases(dp, [fine])
-            phases = [("finetune", fine)]
+            phases, shares = [("pretrain", pre)] + phases, [dp.pretrain_share] + shares
+        if calibrating:
+            phases.append(("calibration", poisson_schedule(len(held), len(held), PRIVATE_STEPS)))
+            shares.append(spec.calibration.epsilon_share)
+        noises = calibrate_phases(dp, [schedule for _, schedule in phases], shares)
+        noise_of = {name: noise for (name, _), noise in zip(phases, noises)}
+        noise_pre, noise_fine, noise_cal = noise_of.get("pretrain"), noise_of["finetune"], noise_of.get("calibration")
 
     prior_history = None
     if pretrained:
@@ -263,10 +310,11 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
     model, losses, dp_record = _downstream(model, arch, X_lab, y_lab, spec, fine_dp, seed, progress, mode,
                                            noise=noise_fine, prior_history=prior_history, canaries=canaries)
     history["finetune_loss"] = losses
+    calibration, model = _calibrate(plan, data, model, X_all, held, dp, noise_cal, dp_record, seed)
     if dp_record is not None:
         dp_record["phases"] = [
-            {"phase": name, "noise_multiplier": float(noise), "sample_rate": float(rate), "steps": int(steps)}
-            for (name, (rate, steps)), noise in zip(phases, ([noise_pre] if private_pretrain else []) + [noise_fine])
+            {"phase": name, "noise_multiplier": float(noise_of[name]), "sample_rate": float(rate), "steps": int(steps)}
+            for name, (rate, steps) in phases
         ]
         if private_pretrain:
             dp_record["pretrain_share"] = float(dp.pretrain_share)
@@ -276,7 +324,7 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
                     "level for categorical ones), so each example depends on its own row only")
 
     model_path = out_dir / "model.safetensors"
-    _save(model, arch, model_path)
+    _save(model, arch, model_path, calibration.get("temperature"))
 
     baseline, baseline_record = None, None
     if spec.baseline and pretrained:
@@ -308,8 +356,55 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
                        f"public: {plan.training.pretrain.public_data}" if public else "private training rows"),
         baseline=baseline_record,
         category_levels=data.encoder.levels_record(dp is not None) if data.encoder is not None else {},
+        calibration=calibration,
     )
-    return TrainResult(model=model, architecture=arch, record=record, labelled_rows=rows, baseline=baseline)
+    return TrainResult(model=model, architecture=arch, record=record, labelled_rows=rows, baseline=baseline,
+                       calibration_rows=held)
+
+
+def _calibrate(plan, data, model, X_all, held, dp, noise, dp_record, seed):
+    """Fit the temperature on the held-out rows and fold it into ``model``; (record, model).
+
+    Under DP the fit is a DP-SGD phase whose steps join the accountant's history after the earlier
+    phases, and ``dp_record``'s epsilon, steps and history become those of the composition. The
+    expected calibration errors are measured on the test split (no private row), before and after,
+    with the performance check's bins."""
+    spec = plan.training.calibration
+    if spec.method == "none":
+        return {"method": "none"}, model
+    from govssl.checks.performance import expected_calibration_error
+
+    X_test = torch.as_tensor(data.X_test, dtype=torch.float32)
+    n_bins = int((plan.checks.get("performance") or {}).get("calibration_bins", 15))
+    z_held = logits_of(model, X_all[held])
+    y_held = torch.as_tensor(data.y_train[held], dtype=torch.long)
+    record = {"method": "temperature", "rows": int(len(held)),
+              "holdout_fraction": float(spec.holdout_fraction),
+              "rows_note": "labelled rows held out from the classifier's training; they fit only the temperature"}
+    if dp is None:
+        scale = fit_scale(z_held, y_held)
+        record.update(private=False, source="held-out labelled training rows, without DP")
+    else:
+        from govssl.train._dp import fit_scale_private
+
+        history = [tuple(h) for h in dp_record["history"]]
+        generator = torch.Generator().manual_seed(seed + 3)
+        scale, spent = fit_scale_private(z_held, y_held, dp, noise, PRIVATE_MAX_GRAD_NORM, len(held), PRIVATE_STEPS, PRIVATE_LR,
+                                         SCALE_BOUNDS, generator, prior_history=history)
+        dp_record.update(epsilon=spent["epsilon"], history=spent["history"],
+                         steps=int(sum(h[2] for h in spent["history"])))
+        record.update(private=True, epsilon_share=float(spec.epsilon_share), noise_multiplier=float(noise),
+                      max_grad_norm=PRIVATE_MAX_GRAD_NORM, steps=PRIVATE_STEPS, source="held-out labelled training rows, DP-SGD composed with the other phases")
+    before = predict_proba(model, X_test)
+    fold_scale(model, scale)
+    after = predict_proba(model, X_test)
+    record.update(
+        temperature=float(1.0 / scale),
+        ece_before=expected_calibration_error(data.y_test, before, n_bins),
+        ece_after=expected_calibration_error(data.y_test, after, n_bins),
+        ece_split=f"test split ({len(data.y_test):,} rows, {n_bins} bins)",
+    )
+    return record, model
 
 
 def _train_baseline(plan, arch, X_lab, y_lab, dp, seed, progress):

@@ -60,7 +60,7 @@ def test_fit__images_rotation_under_dp_composes_both_phases(digits, tmp_path):
     result = fit(_plan(dp=True, mode="fine_tune"), digits, tmp_path, NullProgress())
     dp = result.record.dp
     assert result.record.dp_scope == "pretrain+finetune" and result.record.end_to_end_dp is True
-    assert [p["phase"] for p in dp["phases"]] == ["pretrain", "finetune"]
+    assert [p["phase"] for p in dp["phases"]] == ["pretrain", "finetune", "calibration"]
     acc = RDPAccountant()
     acc.history = [tuple(h) for h in dp["history"]]
     assert acc.get_epsilon(delta=dp["delta"]) == pytest.approx(dp["epsilon"], rel=1e-12)

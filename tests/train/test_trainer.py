@@ -67,7 +67,10 @@ def test_fit__dp_epsilon_matches_opacus_accountant_and_stays_under_target(adult_
     # Opacus's Poisson sampling: rate = 1 / batches per epoch, one accountant step per batch
     batches = math.ceil(result.record.n_labelled_rows / plan.training.finetune.batch_size)
     assert dp["sample_rate"] == pytest.approx(1 / batches)
-    assert dp["steps"] == plan.training.finetune.epochs * batches
+    fine, calib = dp["phases"]
+    assert fine["steps"] == plan.training.finetune.epochs * batches
+    # the temperature's fit on the held-out rows is the last phase of the same accountant
+    assert calib["phase"] == "calibration" and dp["steps"] == fine["steps"] + calib["steps"]
     assert dp["noise_multiplier"] > 0
 
 
@@ -77,15 +80,15 @@ def test_fit__dp_pretraining_and_finetuning_compose_in_one_accountant(adult_csvs
     plan = _plan(adult_csvs, dp=True, pretrain="vime")
     result = fit(plan, small_data, tmp_path, NullProgress())
     dp = result.record.dp
-    pre, fine = dp["phases"]
-    assert (pre["phase"], fine["phase"]) == ("pretrain", "finetune")
+    pre, fine, calib = dp["phases"]
+    assert (pre["phase"], fine["phase"], calib["phase"]) == ("pretrain", "finetune", "calibration")
     # each phase: Poisson rate 1 / batches per epoch, one step per batch
     pre_batches = math.ceil(len(small_data.X_train) / plan.training.pretrain.batch_size)
     fine_batches = math.ceil(result.record.n_labelled_rows / plan.training.finetune.batch_size)
     assert (pre["sample_rate"], pre["steps"]) == (pytest.approx(1 / pre_batches), plan.training.pretrain.epochs * pre_batches)
     assert (fine["sample_rate"], fine["steps"]) == (pytest.approx(1 / fine_batches), plan.training.finetune.epochs * fine_batches)
     assert [tuple(h) for h in dp["history"]] == [
-        (pytest.approx(p["noise_multiplier"]), pytest.approx(p["sample_rate"]), p["steps"]) for p in (pre, fine)
+        (pytest.approx(p["noise_multiplier"]), pytest.approx(p["sample_rate"]), p["steps"]) for p in (pre, fine, calib)
     ]
     composed = RDPAccountant()
     composed.history = [tuple(h) for h in dp["history"]]
@@ -94,7 +97,7 @@ def test_fit__dp_pretraining_and_finetuning_compose_in_one_accountant(adult_csvs
     assert "one backward pass" in dp["clipping"]
     assert "without reading any row" in dp["pretrain_replacement_values"]
     # the reported epsilon is the composition: more than either phase alone
-    for phase in (pre, fine):
+    for phase in (pre, fine, calib):
         alone = RDPAccountant()
         alone.history = [(phase["noise_multiplier"], phase["sample_rate"], phase["steps"])]
         assert alone.get_epsilon(delta=dp["delta"]) < dp["epsilon"]
