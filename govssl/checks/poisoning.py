@@ -124,7 +124,9 @@ def spectre_scores(acts: np.ndarray, *, dims: int = 16, alpha: float = 4.0, seed
     _, singular, vt = np.linalg.svd(centred, full_matrices=False)
     k = int(min(dims, np.sum(singular > singular[0] * 1e-6), n // 2))
     Z = centred @ vt[:k].T
-    robust = MinCovDet(random_state=seed, support_fraction=None).fit(Z)
+    # the robust estimate is fitted on at most 1,000 rows (seeded), every row is scored
+    fit_rows = np.random.default_rng(seed).choice(n, size=min(n, 1000), replace=False)
+    robust = MinCovDet(random_state=seed, support_fraction=None).fit(Z[fit_rows])
     values, vectors = np.linalg.eigh(robust.covariance_)
     values = np.maximum(values, values.max() * 1e-9)
     W = (Z - robust.location_) @ vectors / np.sqrt(values)

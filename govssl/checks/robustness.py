@@ -47,11 +47,8 @@ def attack_inputs(classifier, X: np.ndarray, y: np.ndarray, attack: str, eps: fl
 
     ``apgd``: ART's AutoProjectedGradientDescent on the cross-entropy loss (Croce & Hein 2020),
     ``apgd_steps`` iterations from a first step of ``apgd_rel_step_size * eps`` (their 2 eps),
-    which it then adapts itself. ART masks its gradient steps but not its random start, which
-    moves every feature (immutable and one-hot ones too) by up to eps before the first step; the
-    features outside ``mask`` are put back to their values afterwards, so the example returned
-    respects the threat model, and the attack searched with those features slightly off."""
-    from art.attacks.evasion import AutoProjectedGradientDescent, FastGradientMethod, ProjectedGradientDescent
+    which it then adapts itself; frozen features stay fixed through :func:`_frozen_context_classifier`."""
+    from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
 
     if attack == "fgsm":
         art_attack = FastGradientMethod(classifier, norm=np.inf, eps=eps, eps_step=eps, targeted=False,
@@ -62,21 +59,63 @@ def attack_inputs(classifier, X: np.ndarray, y: np.ndarray, attack: str, eps: fl
             num_random_init=random_restarts, batch_size=batch_size, random_eps=False, verbose=False,
         )
     elif attack == "apgd":
-        art_attack = AutoProjectedGradientDescent(
-            classifier, norm=np.inf, eps=eps, eps_step=apgd_rel_step_size * eps, max_iter=apgd_steps,
-            targeted=False, nb_random_init=apgd_restarts, batch_size=batch_size, loss_type="cross_entropy",
-            verbose=False,
-        )
+        X = X.astype(np.float32)
+        row_mask = np.broadcast_to(mask, X.shape[1:]).astype(np.float32)
+        if row_mask.all():
+            with seeded(seed):
+                return _apgd(classifier, eps, apgd_rel_step_size, apgd_steps, apgd_restarts, batch_size).generate(
+                    X, y=np.asarray(y, dtype=np.int64))
+        keyed, spacing = _frozen_context_classifier(classifier, X, row_mask, eps)
+        Xk = np.concatenate([X, (np.arange(len(X), dtype=np.float32) * spacing)[:, None]], axis=1)
+        mask_k = np.append(row_mask, 0.0).astype(np.float32)
+        with seeded(seed):
+            X_adv = _apgd(keyed, eps, apgd_rel_step_size, apgd_steps, apgd_restarts, batch_size).generate(
+                Xk, y=np.asarray(y, dtype=np.int64), mask=mask_k)
+        # the model never saw the frozen features move; put them back as they are
+        return np.where(row_mask > 0, X_adv[:, :-1], X).astype(np.float32)
     else:
         raise ValueError(f"unknown attack '{attack}'; choose from {', '.join(ATTACKS)}")
-    X = X.astype(np.float32)
-    # APGD attacks the rows still robust after each restart, so its mask is one row's, broadcast
-    mask = np.broadcast_to(mask, X.shape[1:] if attack == "apgd" else X.shape).astype(np.float32)
+    mask = np.broadcast_to(mask, X.shape).astype(np.float32)
     with seeded(seed):
-        X_adv = art_attack.generate(X, y=np.asarray(y, dtype=np.int64), mask=mask)
-    if attack == "apgd":
-        X_adv = np.where(mask > 0, X_adv, X).astype(np.float32)
-    return X_adv
+        return art_attack.generate(X.astype(np.float32), y=np.asarray(y, dtype=np.int64), mask=mask)
+
+
+def _apgd(classifier, eps, rel_step_size, steps, restarts, batch_size):
+    from art.attacks.evasion import AutoProjectedGradientDescent
+
+    return AutoProjectedGradientDescent(
+        classifier, norm=np.inf, eps=eps, eps_step=rel_step_size * eps, max_iter=steps, targeted=False,
+        nb_random_init=restarts, batch_size=batch_size, loss_type="cross_entropy", verbose=False,
+    )
+
+
+def _frozen_context_classifier(classifier, X: np.ndarray, mask: np.ndarray, eps: float):
+    """(ART classifier, key spacing) for APGD on tables with frozen features.
+
+    ART's APGD masks its gradient steps but not its random start, which would move the frozen
+    features (immutable ones, one-hot blocks) by up to eps. Each row therefore carries a key in an
+    extra last column (its index times a spacing of 4 eps + 1, so that a move of at most eps cannot
+    change the rounded index); the model reads the movable features from the input and the frozen
+    ones from the row's original values, so the start and the search never change them."""
+    import torch
+
+    from govssl.checks._art import art_classifier
+
+    spacing = float(4 * eps + 1)
+    model = classifier.model
+    original = torch.as_tensor(X)
+    keep = torch.as_tensor(mask)
+
+    class FrozenContext(torch.nn.Module):
+        def forward(self, z):
+            rows = torch.round(z[:, -1].detach() / spacing).long().clamp(0, len(original) - 1)
+            return model(z[:, :-1] * keep + original[rows] * (1 - keep))
+
+    low, high = classifier.clip_values
+    low = np.append(np.broadcast_to(low, X.shape[1:]), 0.0).astype(np.float32)
+    high = np.append(np.broadcast_to(high, X.shape[1:]), (len(X) - 1) * spacing).astype(np.float32)
+    n_classes = int(classifier.nb_classes)
+    return art_classifier(FrozenContext(), (X.shape[1] + 1,), n_classes, (low, high)), spacing
 
 
 def attack_seed(seed: int, eps_index: int, attack: str) -> int:
@@ -136,7 +175,7 @@ class RobustnessCheck(Check):
         apgd_rel_step_size: float = Field(2.0, gt=0)  # APGD's first step = this * eps (then adapted)
         apgd_random_restarts: PositiveInt = 1  # ART's APGD always starts at a random point
         max_rows: PositiveInt = 2000  # test rows attacked (a seeded sample)
-        batch_size: PositiveInt = 512
+        batch_size: PositiveInt = 2048
         confidence: Confidence = 0.95
         immutable: list[str] = []  # features the attacker may not move
         sensitive_immutable: bool = True
@@ -175,8 +214,7 @@ class RobustnessCheck(Check):
                     "pgd": {"steps": int(p["pgd_steps"]), "rel_step_size": float(p["pgd_rel_step_size"]),
                             "random_restarts": int(p["pgd_random_restarts"])},
                     "apgd": {"steps": int(p["apgd_steps"]), "rel_first_step_size": float(p["apgd_rel_step_size"]),
-                             "random_restarts": int(p["apgd_random_restarts"]), "loss": "cross_entropy",
-                             "random_start": "ART's, unmasked; features outside the mask reset afterwards"}}
+                             "random_restarts": int(p["apgd_random_restarts"]), "loss": "cross_entropy"}}
         attacks = list(p["attacks"])
 
         correct = ctx.train.predict_proba(X).argmax(axis=1) == y
