@@ -8,11 +8,21 @@ classified as the target) and the clean-accuracy drop against a clean retrain wi
 budget. Triggers: a pixel pattern near the bottom-right corner for images, feature values for
 tables (mutable numeric features set to the top of their training range).
 
-Detection: ART's ActivationDefence (activation clustering; Chen et al. 2018, "Detecting backdoor
-attacks on deep neural networks by activation clustering") and SpectralSignatureDefense (Tran et
-al. 2018, "Spectral signatures in backdoor attacks") over the penultimate activations. On the real
-training data: the fraction each flags per class. On the poisoned copies: precision and recall
-against the known poison rows, so the user sees whether the detector works for this model.
+Detection, at a fixed flagging budget: each detector scores every labelled row of the poisoned
+copy and flags its top ``flag_budget x rate`` share (1.5 x the poison rate by default), so that
+detectors are compared at the same cost to the data owner rather than at each one's own split.
+Recall and precision against the known poison rows are reported with their power: the chance
+recall (the budget share), the smallest recall a one-sided exact binomial test tells from chance
+at p < 0.05, the p-value, and the Clopper-Pearson interval of the recall. ``best_detector_recall``
+names the best detector and representation. Detectors: ART's ActivationDefence (activation
+clustering; Chen et al. 2018, "Detecting backdoor attacks on deep neural networks by activation
+clustering"), ART's spectral signature score (Tran et al. 2018, "Spectral signatures in backdoor
+attacks") and SPECTRE (Hayase et al. 2021, "SPECTRE: Defending against backdoor attacks using
+robust statistics", ICML), whose robust whitening suits the few, low-dimensional rows of tables.
+Representations: the classifier's penultimate layer, and the plan's self-supervised encoder
+pretrained on the poisoned rows (its representation has seen no label, so a trigger in the
+features is not yet folded into the target class). On the real training data: the share of each
+class each detector flags at the budget for ``expected_poison``.
 
 ART's defences read the last layer of a Sequential model, which for a classifier is the logits
 (and ART extracts PyTorch activations only from nn.Sequential, ART issue 1810), so ART gets the
@@ -24,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import Callable, Literal
 
 import numpy as np
 from pydantic import Field
@@ -35,9 +45,11 @@ from govssl.checks.base import (
     Check, CheckContext, CheckParams, Confidence, Measurement, PositiveInt, Share, register_check,
 )
 
-__all__ = ["PoisoningCheck", "backdoor_trigger", "poison_copy", "detect", "DETECTORS"]
+__all__ = ["PoisoningCheck", "backdoor_trigger", "poison_copy", "detector_scores", "spectre_scores", "flag_top",
+           "detection_power", "DETECTORS"]
 
-DETECTORS = ("activation_clustering", "spectral_signature")
+DETECTORS = ("activation_clustering", "spectral_signature", "spectre")
+REPRESENTATIONS = ("penultimate", "ssl_encoder")
 
 
 def backdoor_trigger(X: np.ndarray, columns: list[int] | None = None, values: np.ndarray | None = None) -> Callable:
@@ -82,37 +94,134 @@ def _identity_estimator(width: int, n_classes: int):
     return art_classifier(torch.nn.Sequential(torch.nn.Identity()), (width,), n_classes)
 
 
-def detect(activations: np.ndarray, y: np.ndarray, n_classes: int, *, expected_poison: float,
-           seed: int) -> dict[str, np.ndarray]:
-    """Per detector, a boolean array: True where ART flags the row as poison."""
+def _per_class_scale(scores: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Scores divided by their class's median, so that one ranking across classes flags the rows
+    that stand out most within their own class (a backdoor sits in the target class only)."""
+    out = np.zeros(len(scores), np.float64)
+    for c in np.unique(y):
+        rows = y == c
+        median = float(np.median(scores[rows]))
+        out[rows] = scores[rows] / median if median > 0 else scores[rows]
+    return out
+
+
+def spectre_scores(acts: np.ndarray, *, dims: int = 16, alpha: float = 4.0, seed: int = 0) -> np.ndarray:
+    """SPECTRE outlier scores of one class's representations (Hayase et al. 2021, "SPECTRE:
+    Defending against backdoor attacks using robust statistics", ICML): project on the top
+    ``dims`` principal directions, whiten with a robust estimate of the mean and covariance (here
+    the minimum covariance determinant, Rousseeuw 1984, from scikit-learn), then score each row by
+    quantum entropy (QUE): ``z' Q z / tr(Q)`` with ``Q = exp(alpha (S - I) / (||S|| - 1))``, ``S``
+    the covariance of the whitened rows. Whitening by a covariance the poison cannot inflate makes
+    the poison's direction stand out even where it is not the top direction of the raw data."""
+    from scipy.linalg import expm
+    from sklearn.covariance import MinCovDet
+
+    X = np.asarray(acts, np.float64)
+    n = len(X)
+    if n < 4:
+        return np.zeros(n)
+    centred = X - X.mean(axis=0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    k = int(min(dims, np.sum(singular > singular[0] * 1e-6), n // 2))
+    Z = centred @ vt[:k].T
+    # the robust estimate is fitted on at most 1,000 rows (seeded), every row is scored
+    fit_rows = np.random.default_rng(seed).choice(n, size=min(n, 1000), replace=False)
+    robust = MinCovDet(random_state=seed, support_fraction=None).fit(Z[fit_rows])
+    values, vectors = np.linalg.eigh(robust.covariance_)
+    values = np.maximum(values, values.max() * 1e-9)
+    W = (Z - robust.location_) @ vectors / np.sqrt(values)
+    S = W.T @ W / n
+    norm = float(np.linalg.norm(S, 2))
+    Q = expm(alpha * (S - np.eye(k)) / (norm - 1)) if norm > 1 + 1e-9 else np.eye(k)
+    return np.einsum("ij,jk,ik->i", W, Q, W) / np.trace(Q)
+
+
+def detector_scores(activations: np.ndarray, y: np.ndarray, n_classes: int, *, detectors=DETECTORS,
+                    seed: int, spectre_dims: int = 16) -> dict[str, np.ndarray]:
+    """Per detector, a suspicion score for each row (higher: more likely poison), comparable
+    across classes, so that a flagging budget takes the top rows of one ranking.
+
+    ``activation_clustering``: ART's ActivationDefence (2 clusters of the 10-dimensional PCA of
+    each class); rows of the smaller cluster rank first, each cluster's rows by their distance
+    to the larger cluster's centre. ``spectral_signature``: ART's score, the projection on the
+    top singular vector of the class's centred activations (Tran et al. centre them; ART does
+    not, so they are centred here). ``spectre``: :func:`spectre_scores`. Spectral and SPECTRE
+    scores are divided by their class's median.
+    """
     from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
 
     y = np.asarray(y, dtype=np.int64)
-    onehot = np.eye(n_classes, dtype=np.float32)[y]
     acts = activations.astype(np.float32)
-    estimator = _identity_estimator(acts.shape[1], n_classes)
     out = {}
     with seeded(seed):
-        clustering = ActivationDefence(estimator, acts, onehot)
-        _, clean = clustering.detect_poison(nb_clusters=2, nb_dims=min(10, acts.shape[1]), reduce="PCA",
-                                            cluster_analysis="smaller")
-        out["activation_clustering"] = np.asarray(clean) == 0
-        # ART projects the uncentred activations on the top singular vector (Tran et al. centre
-        # them): centred per class here, ART's score is the paper's.
-        centred = acts.copy()
-        for c in np.unique(y):
-            centred[y == c] -= centred[y == c].mean(axis=0)
-        spectral = SpectralSignatureDefense(estimator, centred, onehot, batch_size=1024, eps_multiplier=1.5,
-                                            expected_pp_poison=expected_poison)
-        _, clean = spectral.detect_poison()
-        out["spectral_signature"] = np.asarray(clean) == 0
+        if "activation_clustering" in detectors:
+            onehot = np.eye(n_classes, dtype=np.float32)[y]
+            clustering = ActivationDefence(_identity_estimator(acts.shape[1], n_classes), acts, onehot)
+            clustering.detect_poison(nb_clusters=2, nb_dims=min(10, acts.shape[1]), reduce="PCA",
+                                     cluster_analysis="smaller")
+            scores = np.zeros(len(y), np.float64)
+            for c, (clusters, reduced) in enumerate(zip(clustering.clusters_by_class,
+                                                        clustering.red_activations_by_class)):
+                rows = np.flatnonzero(y == c)  # ART segments the rows by class, in order
+                if not len(rows):
+                    continue
+                clusters = np.asarray(clusters)
+                sizes = np.bincount(clusters, minlength=2)
+                large = int(np.argmax(sizes))
+                distance = np.linalg.norm(reduced - reduced[clusters == large].mean(axis=0), axis=1)
+                scale = float(np.median(distance)) or 1.0
+                scores[rows] = distance / scale + np.where(clusters != large, 1e6, 0.0)
+            out["activation_clustering"] = scores
+        if "spectral_signature" in detectors:
+            scores = np.zeros(len(y), np.float64)
+            for c in np.unique(y):
+                rows = y == c
+                centred = acts[rows] - acts[rows].mean(axis=0)
+                scores[rows] = SpectralSignatureDefense.spectral_signature_scores(centred).ravel()
+            out["spectral_signature"] = _per_class_scale(scores, y)
+        if "spectre" in detectors:
+            scores = np.zeros(len(y), np.float64)
+            for c in np.unique(y):
+                rows = y == c
+                scores[rows] = spectre_scores(acts[rows], dims=spectre_dims, seed=seed)
+            out["spectre"] = _per_class_scale(scores, y)
     return out
+
+
+def flag_top(scores: np.ndarray, share: float) -> np.ndarray:
+    """Boolean flags on the ``round(share * n)`` highest scores (ties broken by row order)."""
+    n_flag = int(min(len(scores), max(1, round(share * len(scores)))))
+    flagged = np.zeros(len(scores), bool)
+    flagged[np.argsort(-scores, kind="stable")[:n_flag]] = True
+    return flagged
+
+
+def detection_power(n_poison: int, share: float, true_positives: int, confidence: float,
+                    level: float = 0.05) -> dict:
+    """What a recall at this budget can show: chance recall (a detector that flags ``share`` of
+    the rows at random finds that share of the poison), the smallest recall whose one-sided
+    binomial test against chance has p < ``level``, the p-value of the recall seen, and its
+    Clopper-Pearson interval."""
+    from scipy.stats import binom
+
+    low, high = clopper_pearson(true_positives, n_poison, confidence)
+    critical = float("nan")
+    if n_poison:
+        # smallest k with P(Binomial(n_poison, share) >= k) < level
+        k = int(binom.isf(level, n_poison, share)) + 1
+        critical = min(k, n_poison + 1) / n_poison
+    p_value = float(binom.sf(true_positives - 1, n_poison, share)) if n_poison else float("nan")
+    return {"chance_recall": float(share), "recall_needed_for_p_below": level,
+            "min_detectable_recall": critical if critical <= 1 else float("nan"),
+            "detectable_at_this_budget": bool(critical <= 1),
+            "p_value_vs_chance": p_value, "recall_ci": [low, high], "recall_ci_confidence": confidence,
+            "test": "one-sided exact binomial, chance recall = budget share; interval clopper-pearson"}
 
 
 @register_check("poisoning")
 class PoisoningCheck(Check):
     metrics = ("backdoor_success_rate", "clean_accuracy_drop", "detector_precision", "detector_recall",
-               "flagged_fraction")
+               "best_detector_recall", "best_detector_precision", "flagged_fraction")
 
     class Params(CheckParams):
         rates: list[Share] = Field(default_factory=lambda: [0.01, 0.05], min_length=1)  # shares of the training rows poisoned
@@ -123,7 +232,16 @@ class PoisoningCheck(Check):
         sensitive_immutable: bool = True
         retrain_pretrain_epochs: int | None = Field(1, ge=0)  # the shorter budget for retraining (null = the plan's)
         retrain_finetune_epochs: PositiveInt | None = None
-        expected_poison: Share = 0.05  # SpectralSignatureDefense flags 1.5 x this share of each class
+        detectors: list[Literal["activation_clustering", "spectral_signature", "spectre"]] = Field(
+            default_factory=lambda: list(DETECTORS), min_length=1)
+        # representations the detectors read: the classifier's penultimate layer, and the plan's
+        # self-supervised encoder fitted on the poisoned rows (when the plan pretrains)
+        representations: list[Literal["penultimate", "ssl_encoder"]] = Field(
+            default_factory=lambda: list(REPRESENTATIONS), min_length=1)
+        # each detector flags its top (flag_budget x poison rate) share of the rows it reads
+        flag_budget: float = Field(1.5, ge=1.0, le=10.0)
+        spectre_dims: int = Field(16, ge=2, le=256)  # SPECTRE's principal directions
+        expected_poison: Share = 0.05  # on the real training rows: the share of poison to budget for
         max_detection_rows: PositiveInt = 5000
         confidence: Confidence = 0.95
 
@@ -140,10 +258,11 @@ class PoisoningCheck(Check):
             return out
         budget = self._budget(ctx.plan)
         retrain = self._retrainer(ctx, budget)
+        represent = self._representer(ctx, budget)
         out += exposure(self.name, data.X_train, np.asarray(data.y_train), data.X_test, np.asarray(data.y_test),
                         retrain, trigger, rates=[float(r) for r in p["rates"]], target=target, n_classes=n_classes,
-                        seed=ctx.seed, confidence=float(p["confidence"]),
-                        expected_poison=float(p["expected_poison"]),
+                        seed=ctx.seed, confidence=float(p["confidence"]), flag_budget=float(p["flag_budget"]),
+                        detectors=tuple(p["detectors"]), represent=represent, spectre_dims=int(p["spectre_dims"]),
                         details={"trigger": trigger_info, "retrain_budget": budget})
         return out
 
@@ -192,18 +311,47 @@ class PoisoningCheck(Check):
 
         return retrain
 
+    def _representer(self, ctx: CheckContext, budget: dict) -> Callable:
+        """``represent(X, model, rows) -> {name: activations of the rows}`` for the plan's
+        representations. ``ssl_encoder``: the plan's pretraining method, run without DP for the
+        retrain budget's epochs on all rows of ``X`` (the poisoned copy), from a fresh initialisation
+        of the classifier's encoder; DP is left out because the detector is the data owner's tool
+        and is not released. Left out when the plan does not pretrain."""
+        wanted = list(self.params["representations"])
+        spec = ctx.plan.training.pretrain
+        epochs = int(budget["pretrain_epochs"])
+        data = ctx.dataset
+
+        def represent(X: np.ndarray, model, rows: np.ndarray) -> dict[str, np.ndarray]:
+            out = {}
+            if "penultimate" in wanted:
+                out["penultimate"] = penultimate(model, X[rows])
+            if "ssl_encoder" in wanted and spec.method != "none" and epochs > 0:
+                encoder = ssl_encoder(model, X, spec.model_copy(update={"epochs": epochs}), spec.method,
+                                      ctx.seed, data.encoder, ctx.progress)
+                out["ssl_encoder"] = penultimate(_with_head(encoder), X[rows])
+            return out
+
+        return represent
+
     def _detection_on_real_data(self, ctx: CheckContext, n_classes: int) -> list[Measurement]:
+        """Flags on the real labelled training rows (penultimate layer): the share of each class
+        each detector puts in its top ``expected_poison x flag_budget`` of the rows."""
+        p = self.params
         rows = np.asarray(ctx.train.labelled_rows)
         rng = np.random.default_rng(ctx.seed + 53)
-        cap = int(self.params["max_detection_rows"])
+        cap = int(p["max_detection_rows"])
         if len(rows) > cap:
             rows = np.sort(rng.choice(rows, size=cap, replace=False))
         y = np.asarray(ctx.dataset.y_train[rows])
-        flags = detect(penultimate(ctx.train.model, ctx.dataset.X_train[rows]), y, n_classes,
-                       expected_poison=float(self.params["expected_poison"]), seed=ctx.seed + 59)
-        conf = float(self.params["confidence"])
+        share = min(1.0, float(p["expected_poison"]) * float(p["flag_budget"]))
+        scores = detector_scores(penultimate(ctx.train.model, ctx.dataset.X_train[rows]), y, n_classes,
+                                 detectors=tuple(p["detectors"]), seed=ctx.seed + 59,
+                                 spectre_dims=int(p["spectre_dims"]))
+        conf = float(p["confidence"])
         out = []
-        for detector, flagged in flags.items():
+        for detector, score in scores.items():
+            flagged = flag_top(score, share)
             for c in range(n_classes):
                 in_class = y == c
                 k, n = int(flagged[in_class].sum()), int(in_class.sum())
@@ -211,16 +359,60 @@ class PoisoningCheck(Check):
                 out.append(Measurement(self.name, "flagged_fraction", k / n if n else float("nan"),
                                        f"{detector} class={c}", low, high, n,
                                        {"detector": detector, "class": c, "data": "labelled training rows",
-                                        "n_rows": len(rows), "expected_poison": float(self.params["expected_poison"]),
+                                        "n_rows": len(rows), "expected_poison": float(p["expected_poison"]),
+                                        "flag_budget": float(p["flag_budget"]), "flagged_share": share,
                                         "activations": "penultimate layer"}))
         return out
 
 
+def _with_head(encoder):
+    """The encoder followed by a placeholder head, so that :func:`penultimate` reads its output."""
+    import torch
+
+    return torch.nn.Sequential(*encoder, torch.nn.Identity())
+
+
+def ssl_encoder(model, X: np.ndarray, spec, method: str, seed: int, table_encoder, progress=None):
+    """A fresh copy of ``model``'s encoder (re-initialised with ``seed``) pretrained without labels
+    by govssl's trainer (``method``, ``spec``) on the rows ``X``, without DP."""
+    import copy
+
+    import torch
+
+    from govssl.progress import NullProgress
+    from govssl.train._pretrain import pretrain
+    from govssl.train.models import split_classifier
+
+    encoder = copy.deepcopy(split_classifier(model)[0])
+    torch.manual_seed(seed)
+    for layer in encoder:
+        if hasattr(layer, "reset_parameters"):
+            layer.reset_parameters()
+    groups = categorical = None
+    if table_encoder is not None:
+        groups = [block for _, block in table_encoder.groups]
+        categorical = [name in table_encoder.categorical_names for name, _ in table_encoder.groups]
+    pretrain(method, encoder, torch.as_tensor(X, dtype=torch.float32), groups, spec, seed,
+             progress or NullProgress(), categorical=categorical)
+    return encoder.eval()
+
+
 def exposure(check: str, X_train, y_train, X_test, y_test, retrain: Callable, trigger: Callable, *,
              rates: list[float], target: int, n_classes: int, seed: int, confidence: float,
-             expected_poison: float, details: dict) -> list[Measurement]:
-    """Backdoor exposure and detector quality. ``retrain(X, y) -> (model, labelled rows)``."""
+             flag_budget: float = 1.5, detectors=DETECTORS, represent: Callable | None = None,
+             spectre_dims: int = 16, details: dict) -> list[Measurement]:
+    """Backdoor exposure and detector quality. ``retrain(X, y) -> (model, labelled rows)``;
+    ``represent(X, model, rows) -> {representation: activations}`` (default: the penultimate layer).
+
+    Each detector flags the top ``flag_budget x rate`` share of the labelled rows of the poisoned
+    copy by its score; its recall and precision against the poisoned labelled rows are reported
+    with their power (:func:`detection_power`), and ``best_detector_recall`` names the best
+    detector and representation at that budget (ties: the higher precision, then the first)."""
     from govssl.train.models import predict_proba
+
+    if represent is None:
+        def represent(X, model, rows):
+            return {"penultimate": penultimate(model, X[rows])}
 
     others = np.flatnonzero(np.asarray(y_test) != target)
     X_trig = trigger(X_test[others]).astype(np.float32)
@@ -245,17 +437,35 @@ def exposure(check: str, X_train, y_train, X_test, y_test, retrain: Callable, tr
         out.append(Measurement(check, "backdoor_success_rate", k / n if n else float("nan"), subject, low, high, n,
                                {**d, "interval": "clopper-pearson", "confidence": confidence}))
         out.append(Measurement(check, "clean_accuracy_drop", clean_acc - acc, subject, n=int(len(y_test)), details=d))
-        acts = penultimate(model, X_p[labelled])
-        flags = detect(acts, y_p[labelled], n_classes, expected_poison=expected_poison, seed=seed + 11 * i)
         is_poison = np.isin(labelled, poison)
-        for detector, flagged in flags.items():
-            tp = int(np.sum(flagged & is_poison))
-            precision = tp / int(flagged.sum()) if flagged.any() else float("nan")
-            recall = tp / int(is_poison.sum()) if is_poison.any() else float("nan")
-            dd = {**d, "detector": detector, "flagged": int(flagged.sum()), "true_positives": tp,
-                  "expected_poison": expected_poison}
-            out.append(Measurement(check, "detector_precision", float(precision), f"{detector} {subject}",
-                                   n=int(flagged.sum()), details=dd))
-            out.append(Measurement(check, "detector_recall", float(recall), f"{detector} {subject}",
-                                   n=int(is_poison.sum()), details=dd))
+        share = min(1.0, flag_budget * rate)
+        found = []
+        for representation, acts in represent(X_p, model, labelled).items():
+            scores = detector_scores(acts, y_p[labelled], n_classes, detectors=detectors, seed=seed + 11 * i,
+                                     spectre_dims=spectre_dims)
+            for detector, score in scores.items():
+                flagged = flag_top(score, share)
+                tp, n_poison = int(np.sum(flagged & is_poison)), int(is_poison.sum())
+                precision = tp / int(flagged.sum()) if flagged.any() else float("nan")
+                recall = tp / n_poison if n_poison else float("nan")
+                dd = {**d, "detector": detector, "representation": representation, "flag_budget": flag_budget,
+                      "flagged_share": share, "flagged": int(flagged.sum()), "true_positives": tp,
+                      "power": detection_power(n_poison, share, tp, confidence)}
+                name = f"{detector} {representation} {subject}"
+                out.append(Measurement(check, "detector_precision", float(precision), name,
+                                       n=int(flagged.sum()), details=dd))
+                low, high = dd["power"]["recall_ci"]
+                out.append(Measurement(check, "detector_recall", float(recall), name, low, high,
+                                       n=n_poison, details=dd))
+                found.append((recall, precision, detector, representation, dd))
+        ranked = [f for f in found if np.isfinite(f[0])]
+        if ranked:
+            best = max(ranked, key=lambda f: (f[0], f[1] if np.isfinite(f[1]) else -1.0))
+            recall, precision, detector, representation, dd = best
+            bd = {**dd, "best_of": sorted(f"{f[2]} {f[3]}" for f in found)}
+            low, high = dd["power"]["recall_ci"]
+            out.append(Measurement(check, "best_detector_recall", float(recall), subject, low, high,
+                                   n=int(is_poison.sum()), details=bd))
+            out.append(Measurement(check, "best_detector_precision", float(precision), subject,
+                                   n=dd["flagged"], details=bd))
     return out

@@ -30,8 +30,10 @@ METRIC_MEANINGS: dict[str, str] = {
     "fairness.accuracy": "The share of a group's test rows classified correctly.",
     # robustness
     "clean_accuracy": "Accuracy on the attacked sample before any attack.",
-    "robust_accuracy": "The share of test rows still classified correctly after an adversarial attack moves "
-                       "their inputs within the stated strength (eps).",
+    "robust_accuracy": "The share of test rows still classified correctly under every adversarial attack run "
+                       "(FGSM, PGD, APGD) that moves their inputs within the stated strength (eps): the worst case.",
+    "attack_robust_accuracy": "The share of test rows still classified correctly under one adversarial attack.",
+    "half_accuracy_eps": "The attack strength (eps) at which worst-case accuracy falls to half the clean accuracy.",
     "group_robust_accuracy": "Accuracy under attack within one group.",
     "robust_accuracy_gap": "The difference between the groups with the highest and the lowest accuracy under attack.",
     "immutable_features_changed": "How many features that the attack must not change were changed anyway.",
@@ -41,6 +43,8 @@ METRIC_MEANINGS: dict[str, str] = {
     "clean_accuracy_drop": "How much accuracy on untouched test rows fell after poisoning.",
     "detector_precision": "Of the training rows the backdoor detector flagged, the share that were really poisoned.",
     "detector_recall": "Of the poisoned training rows, the share the backdoor detector found.",
+    "best_detector_recall": "The recall of the best backdoor detector at the fixed flagging budget.",
+    "best_detector_precision": "The precision of the detector with the best recall at the fixed flagging budget.",
     "flagged_fraction": "The share of the real training rows the backdoor detector flags.",
     # privacy
     "membership_auc": "How well an attacker can tell training rows from held-out rows by the model's outputs "

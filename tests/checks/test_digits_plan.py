@@ -19,4 +19,5 @@ def test_digits_backdoor_plan__pattern_backdoor_at_5_percent(tmp_path):
     assert poisoning.status == "measured", poisoning.reason
     by = {(m.metric, m.subject): m for m in poisoning.measurements}
     assert by[("backdoor_success_rate", "rate=0.05")].value > 0.8
-    assert 0 <= by[("detector_recall", "activation_clustering rate=0.05")].value <= 1
+    assert 0 <= by[("detector_recall", "activation_clustering penultimate rate=0.05")].value <= 1
+    assert by[("best_detector_recall", "rate=0.05")].details["detector"] in ("activation_clustering", "spectral_signature", "spectre")

@@ -9,7 +9,9 @@ import torch
 import yaml
 from torch import nn
 
-from govssl.checks.poisoning import PoisoningCheck, backdoor_trigger, detect, exposure, poison_copy
+from govssl.checks.poisoning import (
+    PoisoningCheck, backdoor_trigger, detection_power, detector_scores, exposure, flag_top, poison_copy,
+)
 
 from ._trained import cached_context
 
@@ -28,16 +30,47 @@ def test_poison_copy__rate_rows_and_labels():
 
 
 def test_detect__finds_a_planted_cluster_of_activations():
-    """A tight, shifted 5% of one class: both detectors must find it (Tran et al.'s setting)."""
+    """A tight, shifted 5% of one class: every detector must find it at 1.5 x the poison rate
+    (Tran et al.'s setting)."""
     rng = np.random.default_rng(3)
     acts = np.abs(rng.normal(1.0, 1.0, size=(2000, 32))).astype(np.float32)
     y = np.repeat([0, 1], 1000)
-    planted = rng.choice(1000, size=50, replace=False)
+    planted = rng.choice(1000, size=100, replace=False)
     acts[planted] += 3.0 * np.sign(rng.normal(size=32)).astype(np.float32)
-    flags = detect(acts, y, 2, expected_poison=0.05, seed=0)
-    for detector, flagged in flags.items():
+    scores = detector_scores(acts, y, 2, seed=0)
+    assert set(scores) == {"activation_clustering", "spectral_signature", "spectre"}
+    for detector, score in scores.items():
+        flagged = flag_top(score, 1.5 * 0.05)
+        assert flagged.sum() == 150
         recall = flagged[planted].mean()
         assert recall > 0.9, (detector, recall)
+
+
+def test_detect__spectre_finds_poison_off_the_top_direction():
+    """The class varies most along one direction (SD 5); the poison (5%) sits 4 SD off along
+    another. The top singular vector is the natural one, so spectral signatures miss the poison;
+    SPECTRE whitens with a robust covariance first (Hayase et al. 2021) and finds it."""
+    rng = np.random.default_rng(5)
+    acts = rng.normal(size=(2000, 20))
+    acts[:, 0] *= 5.0
+    y = np.zeros(2000, dtype=np.int64)
+    planted = rng.choice(2000, size=100, replace=False)
+    acts[planted, 3] += 4.0
+    scores = detector_scores(acts.astype(np.float32), y, 1, detectors=("spectral_signature", "spectre"), seed=0)
+    recall = {d: flag_top(s, 0.075)[planted].mean() for d, s in scores.items()}
+    assert recall["spectre"] > 0.8 and recall["spectral_signature"] < 0.3, recall
+
+
+def test_detection_power__binomial_threshold_and_interval():
+    from scipy.stats import binom
+
+    power = detection_power(33, 0.015, 3, 0.95)
+    assert power["min_detectable_recall"] == pytest.approx(3 / 33)
+    assert binom.sf(2, 33, 0.015) < 0.05 < binom.sf(1, 33, 0.015)  # 3 finds beat chance, 2 do not
+    assert power["p_value_vs_chance"] == pytest.approx(binom.sf(2, 33, 0.015))
+    assert power["recall_ci"][0] < 3 / 33 < power["recall_ci"][1] and power["detectable_at_this_budget"]
+    hopeless = detection_power(2, 0.5, 2, 0.95)  # even finding both of 2 rows has p = 0.25
+    assert not hopeless["detectable_at_this_budget"] and np.isnan(hopeless["min_detectable_recall"])
 
 
 def _digits():
@@ -73,17 +106,21 @@ def test_poisoning__digits_pattern_backdoor_succeeds_and_recall_is_reported():
     triggered = trigger(X_test[:3])
     assert triggered.shape == X_test[:3].shape and np.all(triggered[:, 0, -2, -2] == X_train.max())
     out = exposure("poisoning", X_train, y_train, X_test, y_test, _train_cnn, trigger, rates=[0.05], target=0,
-                   n_classes=10, seed=0, confidence=0.95, expected_poison=0.05, details={})
+                   n_classes=10, seed=0, confidence=0.95, flag_budget=1.5, details={})
     by = {(m.metric, m.subject): m for m in out}
     success = by[("backdoor_success_rate", "rate=0.05")]
     assert success.value > 0.8, success.value
     assert success.details["clean_retrain_success_rate"] < 0.3
     assert abs(by[("clean_accuracy_drop", "rate=0.05")].value) < 0.05
-    for detector in ("activation_clustering", "spectral_signature"):
-        recall = by[("detector_recall", f"{detector} rate=0.05")]
-        assert recall.n == 70 and 0.0 <= recall.value <= 1.0
-        print(detector, "recall", recall.value, "precision", by[("detector_precision", f"{detector} rate=0.05")].value)
-    print("success", success.value)
+    recalls = {}
+    for detector in ("activation_clustering", "spectral_signature", "spectre"):
+        recall = by[("detector_recall", f"{detector} penultimate rate=0.05")]
+        assert recall.n == 70 and recall.details["flagged"] == round(0.075 * 1400)
+        assert recall.ci_low <= recall.value <= recall.ci_high
+        recalls[detector] = recall.value
+    best = by[("best_detector_recall", "rate=0.05")]
+    assert best.value == max(recalls.values()) and recalls[best.details["detector"]] == best.value
+    assert best.value > best.details["power"]["min_detectable_recall"], "the best detector must beat chance"
 
 
 @pytest.mark.slow
@@ -102,8 +139,13 @@ def test_poisoning__tabular_check_on_adult(adult_csvs, tmp_path_factory):
     assert set(success.details["trigger"]["features"]) == {"capital-loss", "hours-per-week"}
     assert success.value > success.details["clean_retrain_success_rate"] + 0.2
     for c in (0, 1):
-        assert 0 <= by[("flagged_fraction", f"spectral_signature class={c}")].value <= 1
-    assert by[("detector_recall", "activation_clustering rate=0.05")].n == success.details["n_poison_labelled"]
+        assert 0 <= by[("flagged_fraction", f"spectre class={c}")].value <= 1
+    for representation in ("penultimate", "ssl_encoder"):  # the plan pretrains (SCARF)
+        recall = by[("detector_recall", f"spectre {representation} rate=0.05")]
+        assert recall.n == success.details["n_poison_labelled"]
+        assert recall.details["power"]["chance_recall"] == pytest.approx(0.075)
+    best = by[("best_detector_recall", "rate=0.05")]
+    assert best.value >= 0.8, best.details["best_of"]
 
 
 def test_poisoning__trigger_on_a_sensitive_feature_is_refused(adult_csvs, tmp_path_factory):
