@@ -102,3 +102,27 @@ def test_calibrate_phases__composed_epsilon_meets_the_target_with_the_smallest_n
     assert 3.0 - 0.05 <= composed <= 3.0
     # a little less noise in fine-tuning would overspend
     assert epsilon([(noise_pre, *pre), (noise_fine * 0.97, *fine)]) > 3.0
+
+
+def test_calibrate_phases__a_share_below_opacus_orders_floor_is_reached_and_the_total_is_opacus_figure():
+    # At delta 1e-5 Opacus's RDP orders (up to 63) never convert to an epsilon below about 0.1:
+    # the temperature's 10% of epsilon 1 is calibrated with higher orders, and the composed
+    # epsilon by Opacus's own accountant still meets the target.
+    import math
+
+    from opacus.accountants import create_accountant
+
+    from govssl.train._dp import _WIDE_ORDERS, calibrate_phases, poisson_schedule
+
+    spec = DPSpec(enabled=True, target_epsilon=1.0, delta=1e-5, accountant="rdp")
+    fine, cal = poisson_schedule(2000, 250, 10), poisson_schedule(500, 500, 60)
+    noise_fine, noise_cal = calibrate_phases(spec, [fine, cal], [None, 0.1])
+
+    def epsilon(history, alphas=None):
+        acc = create_accountant(mechanism="rdp")
+        acc.history = history
+        return acc.get_epsilon(delta=1e-5, alphas=alphas)
+
+    assert epsilon([(1e5, *cal)]) > 0.1 - 1e-9  # Opacus's own orders cannot reach the share at any noise
+    assert epsilon([(noise_cal, *cal)], _WIDE_ORDERS) <= 0.1
+    assert math.isfinite(noise_fine) and 1.0 - 0.05 <= epsilon([(noise_fine, *fine), (noise_cal, *cal)]) <= 1.0
