@@ -10,7 +10,7 @@ import secrets
 import signal
 import threading
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 import shutil
 import time
 import warnings
@@ -229,7 +229,7 @@ def run_audit(
             policy_version=policy.version,
             policy_path=policy.path,
             policy_sha256=policy.sha256,
-            dataset=dataset.summary(),
+            dataset=replace(dataset.summary(), manifest=manifest.to_dict() if manifest is not None else {}),
             training=record,
             results=results,
             decision=decision,

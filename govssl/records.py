@@ -60,6 +60,9 @@ class DatasetSummary:
     missing: dict = field(default_factory=dict)  # column -> count of missing values (train+test)
     task: str = "tabular-classification"  # or image-classification
     classes: tuple[str, ...] = ()  # class names in label order
+    # the data manifest verified before training ({path, sha256, source, license, creator,
+    # collection_notes, ...}), whatever checks the plan runs; {} when the plan names none
+    manifest: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

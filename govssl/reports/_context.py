@@ -156,15 +156,18 @@ def data_origin(run: AuditRun) -> dict:
     """Source, licence, creator and collection notes of the audited data.
 
     The plan's (or the built-in dataset's) statement wins; what it leaves out comes from the data
-    manifest the audit verified (the provenance check's ``manifest_verified`` measurement), and
-    ``from_manifest`` names the fields that did. Unknown fields are "" (documents say "not declared").
+    manifest the audit verified before training (recorded with the dataset summary whatever checks
+    the plan runs; runs stored before that record it only in the provenance check's
+    ``manifest_verified`` measurement), and ``from_manifest`` names the fields that did. Unknown
+    fields are "" (documents say "not declared").
     """
     verified = next(
         (m for r in run.results if r.check == "provenance" and r.status == "measured"
          for m in r.measurements if m.metric == "manifest_verified" and m.value is True),
         None,
     )
-    manifest = (verified.details.get("manifest") if verified is not None else None) or {}
+    manifest = (getattr(run.dataset, "manifest", None)
+                or (verified.details.get("manifest") if verified is not None else None) or {})
     ds = run.dataset
     stated = {"source": ds.source, "license": ds.license, "creator": "", "collection_notes": ""}
     origin: dict[str, Any] = {"from_manifest": [], "manifest": PurePath(manifest["path"]).name

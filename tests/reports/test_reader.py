@@ -99,6 +99,18 @@ def test_data_origin__a_verified_manifest_fills_what_the_plan_leaves_out(tmp_pat
     assert "- Source: Supplier X export\n- Licence: CC-BY-4.0\n- Creator: Supplier X\n" in head
 
 
+def test_data_origin__the_manifest_verified_before_training_counts_without_the_provenance_check(tmp_path):
+    # the README's plan template runs performance and fairness only: the manifest the audit
+    # verified before training still names the data's origin
+    run = make_run(tmp_path, dataset=replace(undeclared(), manifest=MANIFEST), results=[performance_result()])
+    docs = rendered(run)
+    evaluation = section(docs["model_card.md"], "Evaluation data")
+    assert "- Source: Supplier X export\n- License: CC-BY-4.0\n- Creator: Supplier X\n" in evaluation
+    assert "From the verified data manifest `manifest.json`: source, license, creator" in evaluation
+    head = docs["datasheet.md"].split("\n## ")[0]
+    assert "- Source: Supplier X export\n- Licence: CC-BY-4.0\n- Creator: Supplier X\n" in head
+
+
 def test_data_origin__the_plan_wins_and_an_unverified_manifest_is_not_used(tmp_path):
     run = make_run(tmp_path, results=[performance_result(), provenance_result(MANIFEST)])
     evaluation = section(rendered(run)["model_card.md"], "Evaluation data")
