@@ -133,12 +133,15 @@ class seeded:
 
 
 def line_chart_svg(title: str, x_label: str, y_label: str,
-                   panels: dict[str, dict[str, list[tuple[float, float]]]], overall: str = "all test rows") -> str:
+                   panels: dict[str, dict[str, list[tuple[float, float]]]], overall: str = "all test rows",
+                   thresholds: list[tuple[float | None, float, str]] = ()) -> str:
     """An SVG line chart drawn by matplotlib (Agg backend), one panel per key of ``panels``.
 
     Each panel maps a series name to its (x, y) points, y in [0, 1] (accuracies, rates); the
-    series named ``overall`` is drawn thick and black, the others (per group) thin. The file is
-    reproducible: a fixed ``svg.hashsalt`` for element ids and no creation date in its metadata.
+    series named ``overall`` is drawn thick and black, the others (per group) thin. Each of
+    ``thresholds`` (x or None, y, label) is a dashed red line at y in every panel (a policy's
+    limit), with a cross at x where the limit applies to one x only. The file is reproducible: a
+    fixed ``svg.hashsalt`` for element ids and no creation date in its metadata.
     """
     import io
 
@@ -162,6 +165,12 @@ def line_chart_svg(title: str, x_label: str, y_label: str,
                     (line,) = ax.plot(xs, ys, color="black", linewidth=2.4, marker="o", zorder=3)
                 else:
                     (line,) = ax.plot(xs, ys, color=f"C{i % 10}", linewidth=1.2, marker=".", alpha=0.85)
+                handles.setdefault(label, line)
+            for x, y, label in thresholds:
+                (line,) = ax.plot([], [], color="#c0392b", linestyle="--", linewidth=1.2)
+                ax.axhline(y, color="#c0392b", linestyle="--", linewidth=1.2, zorder=2)
+                if x is not None:
+                    ax.plot([x], [y], color="#c0392b", marker="x", markersize=8, zorder=4)
                 handles.setdefault(label, line)
             ax.set_title(name)
             ax.set_xlabel(x_label)

@@ -160,6 +160,24 @@ def eps_in_feature_units(dataset, space, eps: float) -> dict[str, dict]:
     return out
 
 
+def policy_limits(policy) -> list[tuple[float | None, float, str]]:
+    """The policy's limits on robust accuracy as chart lines: (eps or None, limit, label)."""
+    limits = []
+    for rule in getattr(policy, "rules", ()) or ():
+        if rule.check != "robustness" or rule.metric != "robust_accuracy" or rule.min is None:
+            continue
+        eps = None
+        if rule.subject and rule.subject.startswith("eps="):
+            try:
+                eps = float(rule.subject[4:])
+            except ValueError:
+                eps = None
+        where = f" at {rule.subject}" if rule.subject else ""
+        bound = "" if rule.use == "estimate" else f" ({rule.use})"
+        limits.append((eps, float(rule.min), f"policy {rule.id}: min {rule.min:g}{bound}{where}"))
+    return limits
+
+
 @register_check("robustness")
 class RobustnessCheck(Check):
     metrics = ("clean_accuracy", "robust_accuracy", "attack_robust_accuracy", "half_accuracy_eps",
@@ -269,7 +287,8 @@ class RobustnessCheck(Check):
             **({"eps_in_feature_units": eps_in_feature_units(data, space, half)} if np.isfinite(half) else {})}))
         if ctx.out_dir is not None:
             svg = line_chart_svg("Accuracy under attack, all test rows and per group",
-                                 "eps (L-inf, model input space)", "accuracy", curves)
+                                 "eps (L-inf, model input space)", "accuracy", curves,
+                                 thresholds=policy_limits(ctx.policy))
             (ctx.out_dir / "robustness.svg").write_text(svg, encoding="utf-8")
         return out
 

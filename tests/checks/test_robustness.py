@@ -256,3 +256,17 @@ def test_robustness__unknown_attack_is_refused_with_its_name():
     with pytest.raises(CheckParamsError) as info:
         RobustnessCheck(attacks=["cw"], max_rows=50)
     assert str(info.value) == "checks.robustness.attacks[0]: Input should be 'fgsm', 'pgd' or 'apgd'; got 'cw'"
+
+
+def test_robustness_chart__draws_the_policys_limit_on_robust_accuracy():
+    from govssl.checks._art import line_chart_svg
+    from govssl.checks.robustness import policy_limits
+    from govssl.policy import builtin_policy_path, load_policy
+
+    limits = policy_limits(load_policy(builtin_policy_path("default")))
+    assert limits == [(0.1, 0.7, "policy robustness-pgd: min 0.7 (ci_low) at eps=0.1")]
+    assert policy_limits(None) == []
+    curves = {"worst of attacks": {"all test rows": [(0.0, 0.84), (0.1, 0.81)]}}
+    with_limit = line_chart_svg("t", "eps", "accuracy", curves, thresholds=limits)
+    assert "<!-- policy robustness-pgd: min 0.7 (ci_low) at eps=0.1 -->" in with_limit
+    assert "policy robustness-pgd" not in line_chart_svg("t", "eps", "accuracy", curves)
