@@ -39,4 +39,4 @@ def test_run_audit__digits_end_to_end(tmp_path):
     assert abs(sum(probabilities) - 1) < 1e-5
     assert float(rows[0]["score"]) == max(probabilities)
     card = (Path(run.out_dir) / "model_card.md").read_text()
-    assert "type: image-classification" in card and "tabular-classification" not in card
+    assert 'type: "image-classification"' in card and "tabular-classification" not in card  # front matter: quoted
