@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from govssl.errors import ConfigError
+
 __all__ = ["Private", "make_private", "dp_record_of", "quiet_opacus", "calibrate_phases", "composed_epsilon",
            "poisson_schedule", "fit_scale_private", "GradientCanaries"]
 
@@ -57,8 +59,11 @@ def _smallest_noise(target: float, delta: float, accountant: str, prefix: list, 
     while eps_high > target:
         low, high = high, 2 * high
         if high > 1e6:
-            raise ValueError(f"an epsilon of {target:.3g} at delta {delta:g} cannot be reached with any noise "
-                             f"for {steps} steps at sample rate {rate:.3g}")
+            # the plan asks for the impossible: an input error naming the key, not a bug
+            raise ConfigError(f"training.dp.target_epsilon: an epsilon of {target:.3g} at delta {delta:g} cannot be "
+                              f"reached with any noise for {steps} steps at sample rate {rate:.3g} (a phase's share "
+                              "of the target, or the target itself); raise target_epsilon or delta, or train fewer "
+                              "steps")
         eps_high = epsilon(high)
     while target - eps_high > tolerance and high - low > 1e-6:
         mid = (low + high) / 2

@@ -72,3 +72,16 @@ def test_fit__contrastive_pretraining_on_declared_public_data_runs_under_dp(adul
     assert record.end_to_end_dp is True and record.dp_scope == "finetune"
     assert [p["phase"] for p in record.dp["phases"]] == ["finetune", "calibration"]
     assert np.isfinite(record.dp["epsilon"]) and record.dp["epsilon"] <= 3.0
+
+
+def test_audit__a_target_epsilon_no_noise_can_reach_exits_2_naming_the_key(adult_csvs, write_plan, capsys, tmp_path):
+    # at delta 1e-5 no noise brings this many steps under epsilon 0.005: an input error, not a bug
+    data = _dp_plan(adult_csvs, method="vime")
+    data["training"]["dp"]["target_epsilon"] = 0.005
+    path = write_plan(data)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["audit", str(path), "--db", f"sqlite:///{tmp_path / 'a.db'}", "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "training.dp.target_epsilon" in err and "cannot be reached" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
