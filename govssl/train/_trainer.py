@@ -137,6 +137,25 @@ def _check_recipe(plan, data, public: bool) -> None:
                               "sampling rates (pretraining and fine-tuning); use rdp or prv")
 
 
+def _refuse_an_empty_claim(dp, history: list[tuple[float, float, int]]) -> None:
+    """A fixed ``noise_multiplier`` whose composed epsilon is infinite (noise 0) or past
+    ``MAX_EPSILON`` would tag the model "differential privacy" with no guarantee behind it: refused
+    before training, as a target epsilon past the bound is refused when the plan is read."""
+    if dp.noise_multiplier is None:
+        return
+    import math
+
+    from govssl.plan import MAX_EPSILON
+    from govssl.train._dp import composed_epsilon
+
+    epsilon = math.inf if dp.noise_multiplier <= 0 else composed_epsilon(history, dp.delta, dp.accountant)
+    if not math.isfinite(epsilon) or epsilon > MAX_EPSILON:
+        raise ConfigError(
+            f"training.dp.noise_multiplier: {dp.noise_multiplier:g} gives epsilon {epsilon:.4g} at delta "
+            f"{dp.delta:g} for this training, past the {MAX_EPSILON:g} a differential-privacy claim may make; "
+            "raise the noise, or give training.dp.target_epsilon instead")
+
+
 def _check_calibration(spec) -> None:
     """Under DP a calibration phase composes with fine-tuning (and private pretraining)."""
     if spec.calibration.method == "none" or not spec.dp.enabled:
@@ -286,6 +305,7 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
             phases.append(("calibration", poisson_schedule(len(held), len(held), PRIVATE_STEPS)))
             shares.append(spec.calibration.epsilon_share)
         noises = calibrate_phases(dp, [schedule for _, schedule in phases], shares)
+        _refuse_an_empty_claim(dp, [(noise, *schedule) for (_, schedule), noise in zip(phases, noises)])
         noise_of = {name: noise for (name, _), noise in zip(phases, noises)}
         noise_pre, noise_fine, noise_cal = noise_of.get("pretrain"), noise_of["finetune"], noise_of.get("calibration")
 

@@ -85,3 +85,19 @@ def test_audit__a_target_epsilon_no_noise_can_reach_exits_2_naming_the_key(adult
     assert exit_info.value.code == 2, err
     assert "training.dp.target_epsilon" in err and "cannot be reached" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.05])
+def test_audit__a_fixed_noise_whose_epsilon_promises_nothing_exits_2_before_training(adult_csvs, write_plan, capsys,
+                                                                                       tmp_path, noise):
+    # noise 0 claims an infinite epsilon, noise 0.05 one far past 100: neither may tag a card "DP"
+    data = _dp_plan(adult_csvs, method="vime")
+    data["training"]["dp"]["noise_multiplier"] = noise
+    data["training"]["calibration"] = {"method": "none"}
+    path = write_plan(data)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["audit", str(path), "--db", f"sqlite:///{tmp_path / 'a.db'}", "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "training.dp.noise_multiplier" in err and "past the 100" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
