@@ -83,12 +83,17 @@ def test_canary_audit__model_without_dp_shows_its_canaries(capsys, tmp_path, mon
     assert code == 1 and run["decision"]["nothing_evaluated"], run["decision"]
 
 
-def test_canary_audit__falls_back_to_input_canaries_with_its_reason(capsys, tmp_path, monkeypatch, adult_csvs):
-    # a linear probe trains the 64 x 2 head alone: too few coordinates for 1,000 gradient canaries
+def test_canary_audit__a_small_head_gets_fewer_white_box_canaries_and_their_ceiling(capsys, tmp_path, monkeypatch,
+                                                                                     adult_csvs):
+    # a linear probe trains the 64 x 2 head alone: 128 coordinates for gradient canaries. Fewer
+    # canaries certify less; a claim past that ceiling is inconclusive (it blocks), never a pass
+    # from canaries too weak to see a breach
     code, run = _audit(capsys, tmp_path, monkeypatch, adult_csvs, dp=True, mode="linear_probe")
     bound = _canary(run, "canary_epsilon_lower_bound")
-    assert bound["details"]["canary_kind"] == "input"
-    assert bound["details"]["canary_kind_fallback"] == (
-        "white-box canaries need 1000 distinct coordinates of the head's weight matrix the fine-tuning phase "
-        "trains, which has 128")
-    assert _outcome(run)["status"] in ("pass", "inconclusive")
+    details = bound["details"]
+    assert details["canary_kind"] == "whitebox" and details["canaries"] == 128
+    assert details["canaries_reduced"].startswith("1000 canaries asked for, but the head's weight matrix")
+    status = _outcome(run)["status"]
+    excess = _canary(run, "canary_epsilon_excess")["details"]["max_detectable"]
+    assert status == ("inconclusive" if excess <= 0 else "pass"), (status, excess)
+    assert (code == 1) == (status == "inconclusive")
