@@ -182,6 +182,9 @@ class DPSpec(_Strict):
     # pretrain_share * target_epsilon alone, then fine-tuning's noise is the smallest that keeps
     # the composed epsilon of both phases within target_epsilon.
     pretrain_share: float = Field(0.5, gt=0, lt=1)
+    # When some categorical input's levels are not declared (dataset.levels): their private
+    # selection reaches levels_share * target_epsilon alone, and the training phases the rest.
+    levels_share: float = Field(0.1, gt=0, lt=1)
 
 
 class CalibrationSpec(_Strict):

@@ -231,7 +231,7 @@ def test_preflight__declared_and_dropped_columns_train_without_their_values(tmp_
     assert feature_columns == {"age", "priors_count", "decile_score", "c_charge_degree", "c_charge_desc"}
 
 
-def test_preflight__levels_under_dp_are_private_only_when_declared(tmp_path, write_plan, capsys):
+def test_preflight__levels_under_dp_are_declared_or_privately_selected(tmp_path, write_plan, capsys):
     import json
 
     columns = _people()
@@ -246,8 +246,34 @@ def test_preflight__levels_under_dp_are_private_only_when_declared(tmp_path, wri
                                  f"sqlite:///{tmp_path / 'audit.db'}", "-q", "--json")
         records.append(json.loads(out)["training"]["category_levels"])
     read, declared = records
-    assert read["private"] is False and "not private" in read["note"]
+    # undeclared levels under DP: a private selection, its cost composed into epsilon
+    assert read["private"] is True and set(read["columns"].values()) == {"training rows, private selection"}
+    assert "composed into the epsilon" in read["note"] and read["selection"]["columns"] == 3
     assert declared["private"] is True and set(declared["columns"].values()) == {"declared"}
+    assert "selection" not in declared
+
+
+def test_strict_pack__blocks_at_preflight_on_sensitive_inputs_and_passes_it_without(tmp_path, write_plan, capsys):
+    import json
+
+    data = _write_csv(tmp_path / "people.csv", _people())
+    base = dict(drop=["id", "is_recid", "c_case_number", "name", "first", "last", "dob"])
+    verdicts = {}
+    for as_input in (True, False):
+        plan_data = _plan(data, tmp_path / f"out-{as_input}", **base, sensitive_as_input=as_input)
+        plan_data["policy"] = "strict"
+        code, out, err = run_cli(capsys, "audit", str(write_plan(plan_data, f"plan-{as_input}.yaml")), "--db",
+                                 f"sqlite:///{tmp_path / 'audit.db'}", "-q", "--json")
+        run = json.loads(out)
+        outcomes = {o["rule_id"]: o["status"] for o in run["decision"]["outcomes"]}
+        verdicts[as_input] = (code, outcomes, run["training"]["trained"])
+    code, outcomes, trained = verdicts[True]
+    assert code == 1 and trained is False and outcomes["preflight-sensitive-as-input"] == "fail"
+    code, outcomes, trained = verdicts[False]
+    assert trained is True
+    assert all(outcomes[r] == "pass" for r in ("preflight-personal-data", "preflight-identifiers-as-input",
+                                               "preflight-personal-data-as-input", "preflight-leakage",
+                                               "preflight-sensitive-as-input")), outcomes
 
 
 def test_preflight__personal_data_as_input_must_be_declared(tmp_path, write_plan, capsys):

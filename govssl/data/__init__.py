@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from govssl.data._builtin import load_builtin
+from govssl.data._builtin import documented_levels, load_builtin
 from govssl.data._table import MISSING, TableEncoder, as_category_strings
 from govssl.errors import DataError
 from govssl.preflight import check_header_row, excluded_inputs, spec_problems
@@ -329,6 +329,8 @@ def load(plan) -> Dataset:
         positive = spec.positive_label if spec.positive_label is not None else source.positive_label
         sensitive = list(spec.sensitive if spec.sensitive is not None else source.sensitive)
         forced = set(spec.categorical) | set(source.categorical)
+        # the dataset's documented values: no level is read from the (private) rows
+        declared = {**documented_levels(source), **spec.levels}
         name, origin, licence, citation = (
             spec.name or source.name, spec.source or source.source,
             spec.license or source.license, spec.citation or source.citation,
@@ -350,6 +352,7 @@ def load(plan) -> Dataset:
                 )
             test = test[list(train.columns)]
         target, positive = spec.target, spec.positive_label
+        declared = dict(spec.levels)
         if not target:
             raise DataError(f"{where}: dataset.target is required for a table: name the label column")
         sensitive = list(spec.sensitive or [])
@@ -365,7 +368,7 @@ def load(plan) -> Dataset:
         raise DataError(f"{where}: {len(problems)} problem(s) with the data", problems)
     # not model inputs (still audited): dropped, declared personal data, sensitive if the plan says so
     dropped = excluded_inputs(spec, sensitive)
-    numeric, categorical = _type_features(full, target, dropped, forced | set(spec.levels))
+    numeric, categorical = _type_features(full, target, dropped, forced | set(declared))
     if not numeric and not categorical:
         raise DataError(f"{where}: no feature columns left after dropping {', '.join(spec.drop)}")
     # each file on its own, so that a row number counts the rows of the file it names
@@ -386,8 +389,15 @@ def load(plan) -> Dataset:
     if len(np.unique(y_train)) < 2:
         raise DataError(f"{where}: the training rows hold only one class of '{target}'")
 
-    levels = {c: spec.levels[c] for c in categorical if c in spec.levels}
-    encoder = TableEncoder(numeric, categorical, levels=levels).fit(train)
+    levels = {c: declared[c] for c in categorical if c in declared}
+    selection = None
+    undeclared = [c for c in categorical if c not in levels]
+    if plan.training.dp.enabled and undeclared:
+        # under DP the levels of these columns are chosen privately; the trainer composes the cost
+        from govssl.train._dp import level_selection
+
+        selection = level_selection(plan.training.dp, len(undeclared), plan.seed)
+    encoder = TableEncoder(numeric, categorical, levels=levels, selection=selection).fit(train)
     X_train, X_test = encoder.transform(train), encoder.transform(test)
     _require_finite(where, encoder, X_train, "the training rows")
     _require_finite(test_where or where, encoder, X_test, "the test rows")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import hashlib
 from dataclasses import dataclass
 
@@ -25,6 +26,9 @@ class BuiltinSource:
     sensitive: tuple[str, ...]
     categorical: tuple[str, ...]
     files: tuple[tuple[str, str], ...]  # (file name, sha256 of the uncompressed bytes)
+    # The documented values of each categorical column (the dataset's own description, a public
+    # document): the model's category levels, so that none is read from the private rows.
+    levels_file: str = ""
 
 
 ADULT_COLUMNS = [
@@ -49,7 +53,25 @@ ADULT = BuiltinSource(
         ("adult.data.gz", "5b00264637dbfec36bdeaab5676b0b309ff9eb788d63554ca0a249491c86603d"),
         ("adult.test.gz", "a2a9044bc167a35b2361efbabec64e89d69ce82d9790d2980119aac5fd7e9c05"),
     ),
+    levels_file="adult.names",
 )
+
+
+def documented_levels(source: BuiltinSource) -> dict[str, list[str]]:
+    """The levels of each categorical column as the dataset's description lists them: in
+    adult.names, a line ``column: value, value, ... .`` per attribute ("continuous." for numbers)."""
+    if not source.levels_file:
+        return {}
+    text = (datasets_dir() / source.name / source.levels_file).read_text(encoding="utf-8")
+    levels: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        match = re.match(r"^([A-Za-z][\w-]*): (.+)\.\s*$", line)
+        if match and match.group(1) in source.categorical:
+            levels[match.group(1)] = [v.strip() for v in match.group(2).split(",") if v.strip()]
+    missing = sorted(set(source.categorical) - set(levels))
+    if missing:  # the shipped file is part of the package: a bug, not an input error
+        raise RuntimeError(f"{source.levels_file} lists no values for {', '.join(missing)}")
+    return levels
 
 
 def _read_verified(name: str, expected: str) -> tuple[bytes, dict]:

@@ -13,9 +13,11 @@ The level names travel with the model (``feature_names`` in its safetensors meta
 is a value written into a released file. Only values held by at least ``MIN_LEVEL_ROWS`` training
 rows become levels; rarer ones share the OTHER level, so a name, a date of birth or a case number
 of one person never reaches the model file. Under differential privacy that threshold is not
-private (whether a value reaches ten rows depends on each of those rows); a column's levels are
-private only when the plan declares them (``dataset.levels``), and ``level_sources`` says which
-columns' levels were declared and which were read from the training rows.
+private (whether a value reaches ten rows depends on each of those rows), so under DP a column's
+levels are either declared (``dataset.levels``, or a built-in dataset's documented values) or
+chosen by a private selection (``selection``: Gaussian noise on every count, then a threshold;
+see :func:`govssl.train._dp.level_selection`), whose cost the trainer composes into epsilon.
+``level_sources`` says which columns' levels were declared and which were read from the rows.
 """
 
 from __future__ import annotations
@@ -78,13 +80,20 @@ class TableEncoder:
     """Fitted on the training rows only; applied unchanged to the test rows."""
 
     def __init__(self, numeric: list[str], categorical: list[str], *, levels: dict[str, list[str]] | None = None,
-                 min_rows: int = MIN_LEVEL_ROWS):
+                 min_rows: int = MIN_LEVEL_ROWS, selection: dict | None = None):
         """``levels``: declared level lists by column (used as given, never read from the rows);
-        other categorical columns keep their values held by at least ``min_rows`` training rows."""
+        other categorical columns keep their values held by at least ``min_rows`` training rows.
+
+        ``selection`` (under DP): {"sigma", "threshold", "seed", ...}; the other columns keep the
+        values whose count plus Gaussian noise of standard deviation ``sigma`` reaches both
+        ``threshold`` and ``min_rows`` (at most MAX_LEVELS of them, the largest noisy counts).
+        MISSING and OTHER are levels of every such column whatever the rows hold, so that their
+        presence tells nothing."""
         self.numeric_names = list(numeric)
         self.categorical_names = list(categorical)
         self.declared_levels = {str(k): [str(v) for v in vs] for k, vs in (levels or {}).items()}
         self.min_rows = int(min_rows)
+        self.selection = dict(selection) if selection else None
         self.numeric: list[NumericColumn] = []
         self.categorical: list[CategoricalColumn] = []
         self.groups: list[tuple[str, slice]] = []
@@ -104,10 +113,18 @@ class TableEncoder:
             self.groups.append((name, slice(start, start + 1)))
             self.feature_names.append(name)
             start += 1
+        rng = np.random.default_rng(self.selection["seed"]) if self.selection else None
         for name in self.categorical_names:
             if name in self.declared_levels:
                 levels = list(dict.fromkeys(self.declared_levels[name])) + [MISSING, OTHER]
                 levels = tuple(sorted(set(levels)))
+            elif rng is not None:
+                counts = as_category_strings(frame[name]).value_counts()
+                counts = counts[counts.index != MISSING].sort_index()  # a fixed order for the noise draws
+                noisy = counts.to_numpy(dtype=np.float64) + rng.normal(0.0, self.selection["sigma"], len(counts))
+                keep = noisy >= max(float(self.selection["threshold"]), float(self.min_rows))
+                order = np.argsort(-noisy[keep], kind="stable")[:MAX_LEVELS]
+                levels = tuple(sorted({*counts.index[keep][order], MISSING, OTHER}))
             else:
                 values = as_category_strings(frame[name])
                 counts = values.value_counts()
@@ -126,17 +143,27 @@ class TableEncoder:
     def level_sources(self) -> dict[str, str]:
         """Categorical column -> "declared" (the plan's list) or "training rows" (values held by at
         least ``min_rows`` rows)."""
-        return {name: "declared" if name in self.declared_levels else "training rows"
-                for name in self.categorical_names}
+        read = "training rows, private selection" if self.selection else "training rows"
+        return {name: "declared" if name in self.declared_levels else read for name in self.categorical_names}
 
     def levels_record(self, dp: bool) -> dict:
         """For the training record: where each column's levels came from and whether that is private."""
         sources = self.level_sources
-        read = sorted(c for c, how in sources.items() if how == "training rows")
+        read = sorted(c for c, how in sources.items() if how != "declared")
         if not sources:
             note = "no categorical features"
         elif not read:
-            note = "every category level was declared by the plan (dataset.levels); none was read from the rows"
+            note = ("every category level was declared (dataset.levels, or the built-in dataset's documented "
+                    "values); none was read from the rows")
+        elif self.selection:
+            sel = self.selection
+            note = (f"the levels of {', '.join(read)} were chosen by a private selection: each value's count plus "
+                    f"Gaussian noise (standard deviation {sel['sigma']:.4g}) had to reach {sel['threshold']:.4g} "
+                    f"rows; its cost (noise multiplier {sel['noise_multiplier']:.4g}, and {sel['delta']:.3g} of "
+                    "delta for a value held by one row crossing the threshold) is composed into the epsilon "
+                    "of the training")
+            return {"columns": sources, "min_rows": self.min_rows, "private": True, "selection": dict(sel),
+                    "note": note}
         else:
             note = (f"the levels of {', '.join(read)} are the values held by at least {self.min_rows} training rows "
                     "(k-threshold rule); "

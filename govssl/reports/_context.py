@@ -73,9 +73,18 @@ DP_COVERAGE = (
     "under its own DP-SGD run, so publishing it too would add its ε), the poisoning check's "
     "retrained copies, the membership-inference evaluation, and the counts and statistics of the "
     "training rows in the datasheet and the data-quality results. Preprocessing fitted on the "
-    "training rows (for tables, the standardisation of numeric features and the list of category "
-    "levels) ran without DP."
+    "training rows (for tables, the standardisation of numeric features) ran without DP."
 )
+
+
+def _levels_paragraph(training: TrainRecord) -> list[str]:
+    """Where the category levels written into the model file came from, and whether that is
+    inside the guarantee (declared, or chosen by the private selection composed into epsilon)."""
+    levels = training.category_levels or {}
+    if not levels.get("columns"):
+        return []
+    inside = "inside" if levels.get("private") else "outside"
+    return [f"Category levels ({inside} the guarantee): {levels.get('note', '')}."]
 PARTIAL_DP = (
     "Differential privacy covers only part of training: {scope}. No differential-privacy "
     "guarantee holds for the training data as a whole."
@@ -312,7 +321,7 @@ def privacy_statement(training: TrainRecord) -> dict:
             "scope": training.dp_scope,
             "summary": "every phase that read the private training rows",
             "headline": END_TO_END_DP,
-            "paragraphs": [DP_COVERAGE],
+            "paragraphs": [DP_COVERAGE, *_levels_paragraph(training)],
             "parameters": parameters,
         }
     scope_text, phase = _DP_SCOPES.get(
@@ -339,7 +348,7 @@ def privacy_statement(training: TrainRecord) -> dict:
         "scope": training.dp_scope,
         "summary": f"partial: the {phase} only",
         "headline": PARTIAL_DP.format(scope=scope_text),
-        "paragraphs": [encoder, DP_COVERAGE],
+        "paragraphs": [encoder, DP_COVERAGE, *_levels_paragraph(training)],
         "parameters": parameters,
     }
 

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from govssl.errors import ConfigError
 
 __all__ = ["Private", "make_private", "dp_record_of", "quiet_opacus", "calibrate_phases", "composed_epsilon",
-           "poisson_schedule", "fit_scale_private", "GradientCanaries"]
+           "poisson_schedule", "fit_scale_private", "GradientCanaries", "level_selection", "SELECTION_DELTA_SHARE"]
 
 
 def poisson_schedule(n: int, batch_size: int, epochs: int) -> tuple[float, int]:
@@ -75,7 +75,8 @@ def _smallest_noise(target: float, delta: float, accountant: str, prefix: list, 
     return high
 
 
-def calibrate_phases(dp, phases: list[tuple[float, int]], shares: list[float | None] | None = None) -> list[float]:
+def calibrate_phases(dp, phases: list[tuple[float, int]], shares: list[float | None] | None = None,
+                     prefix: list | None = None) -> list[float]:
     """Noise multipliers for the phases [(sample rate, steps), ...] in training order.
 
     ``shares`` gives, for each phase, the share of ``dp.target_epsilon`` it reaches on its own,
@@ -83,6 +84,9 @@ def calibrate_phases(dp, phases: list[tuple[float, int]], shares: list[float | N
     composition of every phase within the target. By default one phase takes the whole target,
     and of two (pretraining, then fine-tuning) pretraining reaches ``dp.pretrain_share * target``
     alone. A fixed ``dp.noise_multiplier`` is used for every phase instead.
+
+    ``prefix``: mechanisms already spent [(noise, sample rate, steps), ...] (the private selection
+    of category levels), composed with the phases when the last one's noise is calibrated.
     """
     if dp.noise_multiplier is not None:
         return [float(dp.noise_multiplier)] * len(phases)
@@ -91,7 +95,7 @@ def calibrate_phases(dp, phases: list[tuple[float, int]], shares: list[float | N
     if len(shares) != len(phases) or sum(share is None for share in shares) != 1:
         raise ValueError("give one share per phase, exactly one of them None (the phase that takes the rest)")
     noises: list[float] = [0.0] * len(phases)
-    prefix = []  # the composition is a sum over phases (RDP, PRV), so order does not matter
+    prefix = [tuple(h) for h in prefix or []]  # the composition is a sum over phases (RDP, PRV): order does not matter
     for i, ((rate, steps), share) in enumerate(zip(phases, shares)):
         if share is not None:
             noises[i] = _smallest_noise(dp.target_epsilon * share, dp.delta, dp.accountant, [], rate, steps,
@@ -101,6 +105,50 @@ def calibrate_phases(dp, phases: list[tuple[float, int]], shares: list[float | N
     rate, steps = phases[rest]
     noises[rest] = _smallest_noise(dp.target_epsilon, dp.delta, dp.accountant, prefix, rate, steps)
     return noises
+
+
+# The share of the plan's delta that the private selection of category levels spends on its one
+# failure: a value held by a single row crossing the threshold. The accountant converts the
+# composition of every Gaussian phase at the rest of delta.
+SELECTION_DELTA_SHARE = 0.1
+
+
+def level_selection(dp, n_columns: int, seed: int) -> dict:
+    """The private choice of category levels for ``n_columns`` columns that the plan does not
+    declare: the Gaussian thresholding of a histogram (Korolova et al. 2009, "Releasing search
+    queries and clicks privately"; Gopi et al. 2020, "Differentially private set union").
+
+    One row adds 1 to one value's count in each column, so the vector of all counts has L2
+    sensitivity sqrt(C) for C columns. Noise of standard deviation ``sigma = z * sqrt(C)`` makes
+    the noisy counts of the values present in both neighbouring tables a Gaussian mechanism of
+    noise multiplier ``z``: one step at sample rate 1 in the accountant's history, composed with
+    the training phases. What that accounting misses is a value held by the one differing row
+    appearing at all; its noisy count (1 plus noise) reaches the threshold ``1 + sigma * Q(d / C)``
+    with probability at most d / C in each of the C columns, so with probability at most
+    ``d = SELECTION_DELTA_SHARE * delta`` in all, which is added to delta (approximate RDP composes
+    by adding the deltas: Bun and Steinke 2016, "Concentrated differential privacy"). The
+    accountant then converts at the remaining delta.
+
+    ``z`` reaches ``dp.levels_share * target_epsilon`` on its own (at the remaining delta), or is
+    the plan's fixed ``noise_multiplier``.
+    """
+    from scipy.stats import norm
+
+    if dp.accountant == "gdp":
+        raise ConfigError("training.dp.accountant: 'gdp' cannot compose the private selection of category levels "
+                          "(one full-table step) with the training phases; use rdp or prv, or declare every "
+                          "categorical input's levels under dataset.levels")
+    delta = dp.delta * SELECTION_DELTA_SHARE
+    if dp.noise_multiplier is not None:
+        z = float(dp.noise_multiplier)
+    else:
+        z = _smallest_noise(dp.target_epsilon * dp.levels_share, dp.delta - delta, dp.accountant, [], 1.0, 1,
+                            wide_orders=True)
+    sigma = z * float(np.sqrt(n_columns))
+    threshold = 1.0 + sigma * float(norm.isf(delta / n_columns))
+    return {"mechanism": "Gaussian thresholding of the value counts", "columns": int(n_columns),
+            "noise_multiplier": z, "sigma": sigma, "threshold": threshold, "delta": delta, "seed": int(seed),
+            "epsilon_share": None if dp.noise_multiplier is not None else float(dp.levels_share)}
 
 
 def quiet_opacus() -> None:

@@ -270,6 +270,14 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
     model = build_classifier(arch)
     encoder, _ = split_classifier(model)
     dp = spec.dp if spec.dp.enabled else None
+    # Category levels chosen by a private selection (govssl.train._dp.level_selection): its one
+    # Gaussian step opens the accountant's history, and the accountant converts at the delta the
+    # selection leaves.
+    selection = data.encoder.selection if dp is not None and data.encoder is not None else None
+    spent = []
+    if selection:
+        dp = dp.model_copy(update={"delta": spec.dp.delta - selection["delta"]})
+        spent = [(float(selection["noise_multiplier"]), 1.0, 1)]
 
     rows = label_subset(data.y_train, spec.finetune.label_fraction, seed)
     calibrating = spec.calibration.method == "temperature"
@@ -304,8 +312,8 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
         if calibrating:
             phases.append(("calibration", poisson_schedule(len(held), len(held), PRIVATE_STEPS)))
             shares.append(spec.calibration.epsilon_share)
-        noises = calibrate_phases(dp, [schedule for _, schedule in phases], shares)
-        _refuse_an_empty_claim(dp, [(noise, *schedule) for (_, schedule), noise in zip(phases, noises)])
+        noises = calibrate_phases(dp, [schedule for _, schedule in phases], shares, prefix=spent)
+        _refuse_an_empty_claim(dp, spent + [(noise, *schedule) for (_, schedule), noise in zip(phases, noises)])
         noise_of = {name: noise for (name, _), noise in zip(phases, noises)}
         noise_pre, noise_fine, noise_cal = noise_of.get("pretrain"), noise_of["finetune"], noise_of.get("calibration")
 
@@ -323,6 +331,8 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
         history["pretrain_loss"] = losses
         if engine is not None:
             prior_history = [tuple(h) for h in engine.accountant.history]
+    if spent:
+        prior_history = spent + (prior_history or [])
 
     fine_dp = dp
     if canaries is not None and dp is None:  # audit of a model without DP: clipped SGD, no noise
@@ -336,6 +346,13 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
             {"phase": name, "noise_multiplier": float(noise_of[name]), "sample_rate": float(rate), "steps": int(steps)}
             for name, (rate, steps) in phases
         ]
+        if selection:
+            dp_record["phases"].insert(0, {"phase": "category levels", "noise_multiplier": spent[0][0],
+                                           "sample_rate": 1.0, "steps": 1})
+            # the guarantee is (epsilon, delta) at the plan's delta: the accountant's conversion
+            # at accountant_delta plus the selection's threshold failure
+            dp_record.update(delta=float(spec.dp.delta), accountant_delta=float(dp.delta),
+                             level_selection={k: v for k, v in selection.items() if k != "seed"})
         if private_pretrain:
             dp_record["pretrain_share"] = float(dp.pretrain_share)
             if method == "vime":

@@ -119,14 +119,28 @@ def test_load_builtin__encoder_is_fitted_on_train_only(adult):
     assert gain.log is True
     assert gain.mean == pytest.approx(np.log1p(adult.train["capital-gain"]).mean(), abs=1e-12)
     assert adult.X_train[:, 0].mean() == pytest.approx(0.0, abs=1e-5)
-    # levels come from the training rows only, and only values of at least MIN_LEVEL_ROWS rows:
-    # Holand-Netherlands (one training row, none in test) folds into OTHER
-    from govssl.data._table import MIN_LEVEL_ROWS
+    # the levels are the values adult.names documents (a public file), none read from the rows:
+    # Holand-Netherlands has one training row, yet is a level, as the description lists it
+    from govssl.data._builtin import ADULT, documented_levels
 
-    assert (adult.train["native-country"] == "Holand-Netherlands").sum() < MIN_LEVEL_ROWS
-    assert "native-country=Holand-Netherlands" not in adult.encoder.feature_names
-    assert "native-country=(other)" in adult.encoder.feature_names
-    assert "Holand-Netherlands" not in set(adult.test["native-country"].dropna())
+    documented = documented_levels(ADULT)
+    assert (adult.train["native-country"] == "Holand-Netherlands").sum() == 1
+    assert "native-country=Holand-Netherlands" in adult.encoder.feature_names
+    for spec in adult.encoder.categorical:
+        assert set(spec.levels) == set(documented[spec.name]) | {"(missing)", "(other)"}
+    record = adult.encoder.levels_record(dp=True)
+    assert record["private"] is True and set(record["columns"].values()) == {"declared"}
+
+
+def test_documented_levels__cover_every_value_of_adult(adult):
+    from govssl.data._builtin import ADULT, documented_levels
+
+    documented = documented_levels(ADULT)
+    assert sorted(documented) == sorted(ADULT.categorical)
+    assert len(documented["native-country"]) == 41 and documented["sex"] == ["Female", "Male"]
+    for column in ADULT.categorical:
+        seen = set(adult.train[column].dropna()) | set(adult.test[column].dropna())
+        assert seen <= set(documented[column]), column
 
 
 def test_load_builtin__files_record_their_hashes(adult):

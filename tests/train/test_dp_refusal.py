@@ -70,7 +70,7 @@ def test_fit__contrastive_pretraining_on_declared_public_data_runs_under_dp(adul
     assert record.method == "scarf" and record.pretrain_data.startswith("public: ")
     assert record.n_pretrain_rows == 500
     assert record.end_to_end_dp is True and record.dp_scope == "finetune"
-    assert [p["phase"] for p in record.dp["phases"]] == ["finetune", "calibration"]
+    assert [p["phase"] for p in record.dp["phases"]] == ["category levels", "finetune", "calibration"]
     assert np.isfinite(record.dp["epsilon"]) and record.dp["epsilon"] <= 3.0
 
 
