@@ -401,14 +401,19 @@ def _problems_beyond_schema(path: Path, data: dict) -> list[str]:
 
 
 class _AttestationSpec(_Strict):
-    subcategory: str
+    framework: Literal["nist-ai-rmf", "eu-ai-act"] = "nist-ai-rmf"
+    subcategory: str | None = None  # nist-ai-rmf (the original key)
+    item: str | None = None  # either framework: a subcategory, or an EU AI Act article / Annex IV point
     by: str = Field(min_length=1)
     date: date_type
     statement: str = Field(min_length=1)
 
 
 def load_attestations(path: Path) -> list:
-    """An attestations file: a YAML list of {subcategory, by, date, statement} records."""
+    """An attestations file: a YAML list of {subcategory, by, date, statement} records (NIST AI
+    RMF), or {framework: eu-ai-act, item, by, date, statement} (an EU AI Act article "Art. 14" or
+    Annex IV point "Annex IV(8)")."""
+    from govssl.formats.annex_iv import UNKNOWN_ITEM, is_item, stored_item
     from govssl.records import Attestation
     from govssl.rmf import is_subcategory
 
@@ -424,10 +429,21 @@ def load_attestations(path: Path) -> list:
         except ValidationError as exc:
             problems += [p.replace(f"{path}: ", f"{path}: [{i}].", 1) for p in pydantic_problems(path, exc)]
             continue
-        if not is_subcategory(spec.subcategory):
-            problems.append(f"{path}: [{i}].subcategory: '{spec.subcategory}' is not a NIST AI RMF 1.0 subcategory")
+        if (spec.subcategory is None) == (spec.item is None):
+            problems.append(f"{path}: [{i}]: give exactly one of subcategory or item")
             continue
-        out.append(Attestation(spec.subcategory, spec.by, spec.date.isoformat(), spec.statement))
+        if spec.subcategory is not None and spec.framework != "nist-ai-rmf":
+            problems.append(f"{path}: [{i}].subcategory: a subcategory is a NIST AI RMF id; "
+                            f"use item for framework {spec.framework}")
+            continue
+        key, value = ("subcategory", spec.subcategory) if spec.subcategory is not None else ("item", spec.item)
+        if spec.framework == "nist-ai-rmf" and not is_subcategory(value):
+            problems.append(f"{path}: [{i}].{key}: '{value}' is not a NIST AI RMF 1.0 subcategory")
+            continue
+        if spec.framework == "eu-ai-act" and not is_item(value):
+            problems.append(f"{path}: [{i}].{key}: " + UNKNOWN_ITEM.format(id=value))
+            continue
+        out.append(Attestation(stored_item(spec.framework, value), spec.by, spec.date.isoformat(), spec.statement))
     if problems:
         raise ConfigError(f"{path}: {len(problems)} problem(s) in the attestations", problems)
     return out

@@ -296,7 +296,7 @@ def stop_decision(policy, result: CheckResult):
             continue
         outcomes.append(RuleOutcome(rule_id=rule.id, check=rule.check, metric=rule.metric, severity=rule.severity,
                                     status="skipped", observed=None, subject="", threshold=rule.threshold_text(),
-                                    message=NOT_REACHED, rmf=rule.rmf))
+                                    message=NOT_REACHED, rmf=rule.rmf, eu_ai_act=rule.eu_ai_act))
     return Decision(tuple(outcomes))
 
 

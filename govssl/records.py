@@ -126,9 +126,11 @@ class Waiver:
 
 @dataclass(frozen=True)
 class Attestation:
-    """A person's statement for a NIST AI RMF subcategory that no check can evidence."""
+    """A person's statement for an item of a framework that no check can evidence: a NIST AI RMF
+    subcategory ("GOVERN 1.1"), or an EU AI Act article or Annex IV point, stored with its
+    framework as "eu-ai-act:Art. 14" (see govssl.formats.annex_iv)."""
 
-    subcategory: str  # e.g. "GOVERN 1.1"
+    subcategory: str  # e.g. "GOVERN 1.1", "eu-ai-act:Annex IV(8)"
     by: str
     date: str  # ISO date
     statement: str

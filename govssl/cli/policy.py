@@ -69,12 +69,12 @@ def policy_explain(file: str, as_json: bool) -> None:
     if pol.description:
         out.print(pol.description, markup=False)
     table = Table(show_lines=True)
-    for col in ("rule", "measures", "passes when", "severity", "if missing", "NIST AI RMF", "why"):
+    for col in ("rule", "measures", "passes when", "severity", "if missing", "NIST AI RMF", "EU AI Act", "why"):
         table.add_column(col)
     for r in pol.rules:
         subject = f" [{r.subject}]" if r.subject else " (worst subject)"
         small = f"; n >= {r.min_n}" if r.min_n else ""
         table.add_row(esc(r.id), esc(f"{r.check}.{r.metric}{subject}"), esc(r.threshold_text() + small), esc(r.severity),
-                      esc(r.on_missing), esc(", ".join(r.rmf)), esc(r.rationale))
+                      esc(r.on_missing), esc(", ".join(r.rmf)), esc(", ".join(r.eu_ai_act)), esc(r.rationale))
     out.print(table)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from govssl.cli._common import (
-    _store_label, cli, out,
+    _store_label, cli, db_option, out,
 )
 
 
@@ -69,9 +69,43 @@ def keys_generate(prefix: Path) -> None:
     out.print(f"private key {private} (keep it secret), public key {public}, key id {load_public_key(public).keyid}")
 
 
-@cli.group()
-def attest() -> None:
-    """Signed in-toto evidence of audit runs."""
+#: parameter of `govssl attest` -> its option
+_ATTEST_OPTIONS = {"framework": "--framework", "run_id": "--run", "item": "--item", "by": "--by",
+                   "statement": "--statement", "on": "--date", "db_url": "--db"}
+
+
+@cli.group(invoke_without_command=True, no_args_is_help=True)
+@click.option("--framework", type=click.Choice(["nist-ai-rmf", "eu-ai-act"]), default=None,
+              help="The framework of the item: nist-ai-rmf or eu-ai-act.")
+@click.option("--run", "run_id", default=None, help="The audit run the statement belongs to.")
+@click.option("--item", default=None,
+              help="nist-ai-rmf: a subcategory such as 'GOVERN 1.1'; eu-ai-act: an article 'Art. 9' to "
+                   "'Art. 15' or a point of Annex IV 'Annex IV(1)' to 'Annex IV(9)'.")
+@click.option("--by", "by", default=None, help="Who attests (name and role).")
+@click.option("--statement", default=None, help="What is attested, in a sentence or two.")
+@click.option("--date", "on", type=click.DateTime(formats=["%Y-%m-%d"]), default=None,
+              help="Date of the statement (YYYY-MM-DD; default today, UTC).")
+@db_option
+@click.pass_context
+def attest(ctx: click.Context, framework, run_id, item, by, statement, on, db_url) -> None:
+    """Record a person's attestation for an item no check can evidence:
+    `govssl attest --framework eu-ai-act --run RUN --item 'Art. 14' --by WHO --statement TEXT`
+    (`govssl report RUN` then shows it). `govssl attest verify` checks signed in-toto evidence."""
+    given = [option for name, option in _ATTEST_OPTIONS.items()
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if ctx.invoked_subcommand is not None:
+        if given:
+            raise click.UsageError(f"{', '.join(given)} record an attestation and do not go with "
+                                   f"`govssl attest {ctx.invoked_subcommand}`")
+        return
+    values = {"--framework": framework, "--run": run_id, "--item": item, "--by": by, "--statement": statement}
+    missing = [name for name, value in values.items() if value is None]
+    if missing:
+        raise click.UsageError(f"missing option(s) {', '.join(missing)}: recording an attestation needs "
+                               f"--framework, --run, --item, --by and --statement")
+    from govssl.cli.release import record_attestation
+
+    record_attestation(framework, run_id, item, by, statement, on, db_url)
 
 
 @attest.command("verify")

@@ -1,4 +1,4 @@
-"""Release decisions on stored runs: gate, waive, attest-rmf."""
+"""Release decisions on stored runs: gate, waive, attest-rmf (and the recording behind `govssl attest`)."""
 
 from __future__ import annotations
 
@@ -138,6 +138,37 @@ def _created(run):
     return created.replace(tzinfo=_tz.utc) if created.tzinfo is None else created
 
 
+def record_attestation(framework: str, run_id: str, item: str, by: str, statement: str, on, db_url: str | None,
+                       item_option: str = "--item") -> None:
+    """Store a person's attestation for an item of ``framework`` on a stored run: a NIST AI RMF
+    subcategory as it is, an EU AI Act article or Annex IV point as ``eu-ai-act:<item>`` (see
+    govssl.formats.annex_iv). Bad input is refused before the store is opened for writing."""
+    from datetime import datetime as _dt, timezone as _tz
+
+    from govssl.errors import ConfigError
+    from govssl.formats.annex_iv import FRAMEWORKS, UNKNOWN_ITEM, is_item, stored_item
+    from govssl.records import Attestation
+    from govssl.rmf import is_subcategory
+    from govssl.store import AuditStore
+
+    item = item.strip()
+    if framework not in FRAMEWORKS:
+        raise ConfigError(f"--framework: '{framework}' is not a framework; choose from {', '.join(FRAMEWORKS)}")
+    if framework == "nist-ai-rmf" and not is_subcategory(item):
+        raise ConfigError(f"{item_option}: '{item}' is not a NIST AI RMF 1.0 subcategory (e.g. 'GOVERN 1.1')")
+    if framework == "eu-ai-act" and not is_item(item):
+        raise ConfigError(f"{item_option}: " + UNKNOWN_ITEM.format(id=item))
+    for name, value in (("--by", by), ("--statement", statement)):
+        if not value.strip():
+            raise ConfigError(f"{name}: must not be empty")
+    store = AuditStore(db_url, create=False)
+    (run,), _ = store.read_runs([run_id])
+    day = (on.date() if on else _dt.now(_tz.utc).date()).isoformat()
+    store.add_attestations(run.run_id, [Attestation(stored_item(framework, item), by.strip(), day, statement.strip())])
+    out.print(f"attested {framework} {item} for run {run.run_id} by {by.strip()} on {day}; "
+              f"`govssl report {run.run_id}` re-renders the documents", markup=False)
+
+
 @cli.command("attest-rmf")
 @click.option("--run", "run_id", required=True, help="The audit run the statement belongs to.")
 @click.option("--subcategory", required=True, help="NIST AI RMF subcategory, e.g. 'GOVERN 1.1'.")
@@ -147,23 +178,6 @@ def _created(run):
               help="Date of the statement (YYYY-MM-DD; default today, UTC).")
 @db_option
 def attest_rmf(run_id: str, subcategory: str, by: str, statement: str, on, db_url: str | None) -> None:
-    """Record a person's attestation for a NIST AI RMF subcategory no check can evidence."""
-    from datetime import datetime as _dt, timezone as _tz
-
-    from govssl.errors import ConfigError
-    from govssl.records import Attestation
-    from govssl.rmf import is_subcategory
-    from govssl.store import AuditStore
-
-    if not is_subcategory(subcategory):
-        raise ConfigError(f"--subcategory: '{subcategory}' is not a NIST AI RMF 1.0 subcategory (e.g. 'GOVERN 1.1')")
-    for name, value in (("--by", by), ("--statement", statement)):
-        if not value.strip():
-            raise ConfigError(f"{name}: must not be empty")
-    store = AuditStore(db_url, create=False)
-    (run,), _ = store.read_runs([run_id])
-    day = (on.date() if on else _dt.now(_tz.utc).date()).isoformat()
-    store.add_attestations(run.run_id, [Attestation(subcategory, by.strip(), day, statement.strip())])
-    out.print(f"attested {subcategory} for run {run.run_id} by {by.strip()} on {day}; "
-              f"`govssl report {run.run_id}` re-renders the documents", markup=False)
-
+    """Record a person's attestation for a NIST AI RMF subcategory no check can evidence (the
+    same as `govssl attest --framework nist-ai-rmf --item SUBCATEGORY`)."""
+    record_attestation("nist-ai-rmf", run_id, subcategory, by, statement, on, db_url, item_option="--subcategory")

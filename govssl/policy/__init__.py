@@ -36,6 +36,7 @@ class _RuleSpec(BaseModel):
     severity: Literal["block", "warn"] = "block"
     on_missing: Literal["fail", "skip"] = "fail"
     rmf: list[str] = []
+    eu_ai_act: list[str] = []  # articles of the EU AI Act, "Art. 9" .. "Art. 15"
     rationale: str = ""
     stage: Literal["preflight", "checks"] = "checks"  # preflight rules are decided before training
 
@@ -77,6 +78,7 @@ def _semantic_problems(path: Path, rules: Any) -> list[str]:
     """Problems the schema cannot see, read from the raw rules so they are reported alongside it."""
     from govssl.checks.base import registered_checks
     from govssl.preflight import PreflightStage, stage_problems
+    from govssl.formats.annex_iv import UNKNOWN_ARTICLE, is_article
     from govssl.rmf import is_subcategory
 
     if not isinstance(rules, list):
@@ -105,6 +107,10 @@ def _semantic_problems(path: Path, rules: Any) -> list[str]:
         for j, rmf_id in enumerate(rmf if isinstance(rmf, list) else []):
             if isinstance(rmf_id, str) and not is_subcategory(rmf_id):
                 problems.append(f"{where}.rmf[{j}]: '{rmf_id}' is not a NIST AI RMF 1.0 subcategory (e.g. 'MEASURE 2.11')")
+        articles = rule.get("eu_ai_act")
+        for j, article in enumerate(articles if isinstance(articles, list) else []):
+            if isinstance(article, str) and not is_article(article):
+                problems.append(f"{where}.eu_ai_act[{j}]: " + UNKNOWN_ARTICLE.format(id=article))
     return problems
 
 
@@ -136,7 +142,8 @@ def load_policy(path: str | Path) -> Policy:
     if problems:
         raise PolicyError(f"{path}: the policy has {len(problems)} problem(s)", problems)
     rules = tuple(
-        Rule(**{**r.model_dump(), "rmf": tuple(r.rmf)}) for r in spec.rules
+        Rule(**{**r.model_dump(), "rmf": tuple(r.rmf), "eu_ai_act": tuple(dict.fromkeys(r.eu_ai_act))})
+        for r in spec.rules
     )
     return Policy(
         name=spec.policy, version=spec.version, rules=rules, path=str(path.resolve()),

@@ -80,7 +80,7 @@ def _without_power(rule: Rule, m: Measurement) -> str:
 
 def evaluate_rule(rule: Rule, results: dict[str, CheckResult]) -> RuleOutcome:
     base = dict(rule_id=rule.id, check=rule.check, metric=rule.metric, severity=rule.severity,
-                threshold=rule.threshold_text(), rmf=rule.rmf)
+                threshold=rule.threshold_text(), rmf=rule.rmf, eu_ai_act=rule.eu_ai_act)
     missing_status = "skipped" if rule.on_missing == "skip" else "missing"
     result = results.get(rule.check)
     if result is None:

@@ -29,6 +29,7 @@ class Rule:
     on_missing: Literal["fail", "skip"] = "fail"
     rmf: tuple[str, ...] = ()
     rationale: str = ""
+    eu_ai_act: tuple[str, ...] = ()  # articles of Regulation (EU) 2024/1689 the rule evidences, "Art. 15"
     stage: Literal["preflight", "checks"] = "checks"  # preflight: decided before training
 
     def threshold_text(self) -> str:
@@ -70,6 +71,7 @@ class RuleOutcome:
     message: str
     rmf: tuple[str, ...] = ()
     waiver: dict | None = None
+    eu_ai_act: tuple[str, ...] = ()
 
     @property
     def blocking(self) -> bool:
@@ -88,6 +90,7 @@ class RuleOutcome:
             "message": self.message,
             "rmf": list(self.rmf),
             "waiver": self.waiver,
+            "eu_ai_act": list(self.eu_ai_act),
         }
 
     @classmethod
@@ -104,6 +107,7 @@ class RuleOutcome:
             message=d.get("message", ""),
             rmf=tuple(d.get("rmf") or ()),
             waiver=d.get("waiver"),
+            eu_ai_act=tuple(d.get("eu_ai_act") or ()),
         )
 
 

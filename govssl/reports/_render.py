@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from govssl.formats.annex_iv import annex_iv_context, framework_of
 from govssl.records import Artifact, AuditRun
 from govssl.reports._context import evidence, model_card_context, rmf_report_context
 from govssl.reports._datasheet import datasheet_context
@@ -24,9 +25,11 @@ DOCUMENTS = (
     ("model_card", "md", "model_card", "model_card.md.j2", "model_card.md"),
     ("rmf_report", "md", "rmf_report", "rmf_report.md.j2", "rmf_report.md"),
     ("datasheet", "md", "datasheet", "datasheet.md.j2", "datasheet.md"),
+    ("annex_iv", "md", "annex_iv", "annex_iv.md.j2", "annex_iv.md"),
     ("model_card_html", "html", "model_card", "model_card.html.j2", "model_card.html"),
     ("rmf_report_html", "html", "rmf_report", "rmf_report.html.j2", "rmf_report.html"),
     ("datasheet_html", "html", "datasheet", "datasheet.html.j2", "datasheet.html"),
+    ("annex_iv_html", "html", "annex_iv", "annex_iv.html.j2", "annex_iv.html"),
 )
 #: (artifact kind, output file) of the documents written as JSON (format "json")
 JSON_DOCUMENTS = (
@@ -81,7 +84,8 @@ def render(
     ``formats``: "md" (model_card.md, rmf_report.md), "html" (model_card.html,
     rmf_report.html, datasheet.html), "json" (model_card.json in the Model Card Toolkit schema, evidence.json);
     an unknown one is a ValueError. ``template_dir`` overrides any shipped template by file name;
-    ``attestations`` are ``{subcategory, by, date, statement}`` records for the RMF report.
+    ``attestations`` are ``{subcategory, by, date, statement}`` records: NIST AI RMF subcategories
+    for the RMF report, ``eu-ai-act:<item>`` for the EU AI Act Annex IV report.
     Raises TemplateError (and writes nothing) if any template fails. Does not change ``run``:
     evidence.json lists the artifacts the run had before rendering, and the caller adds the
     returned ones.
@@ -89,11 +93,16 @@ def render(
     wanted = _formats(formats)
     out_dir = Path(out_dir)
     env = environment(template_dir)
-    # both contexts always: an invalid attestation is bad input whichever formats are asked for
+    # every context always: an invalid attestation is bad input whichever formats are asked for
+    attestations = list(attestations or ())
+    nist = [a for a in attestations
+            if not isinstance(a, Mapping) or framework_of(a.get("subcategory"))[0] == "nist-ai-rmf"]
+    rmf = rmf_report_context(run, nist)
     contexts = {
         "model_card": model_card_context(run, out_dir),
-        "rmf_report": rmf_report_context(run, attestations),
+        "rmf_report": rmf,
         "datasheet": datasheet_context(run),
+        "annex_iv": annex_iv_context(run, attestations, rmf=rmf),
     }
     texts: dict[str, str] = {}
     files: dict[str, str] = {}

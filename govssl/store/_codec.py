@@ -105,6 +105,25 @@ def _encode(where: str, obj: Any) -> str:
         raise ValueError(f"{where} is not JSON data: {exc}") from None
 
 
+#: prefix of an EU AI Act article in a rule outcome's ``rmf_json`` list (see ``_framework_ids``)
+EU_AI_ACT_PREFIX = "eu-ai-act:"
+
+
+def _framework_ids(outcome: RuleOutcome) -> list[str]:
+    """The framework ids of a rule outcome as one stored list: its NIST AI RMF subcategories as
+    they are, then its EU AI Act articles prefixed ``eu-ai-act:`` ("eu-ai-act:Art. 15"). An
+    outcome without articles is stored exactly as before the articles existed, so no migration
+    and no change to the rows (and ledger hashes) of stored runs."""
+    return [*outcome.rmf, *(EU_AI_ACT_PREFIX + article for article in outcome.eu_ai_act)]
+
+
+def _split_framework_ids(ids: list) -> dict[str, tuple[str, ...]]:
+    """``_framework_ids`` read back: ``{"rmf": (...), "eu_ai_act": (...)}``."""
+    rmf = tuple(i for i in ids if not (isinstance(i, str) and i.startswith(EU_AI_ACT_PREFIX)))
+    eu = tuple(i[len(EU_AI_ACT_PREFIX):] for i in ids if isinstance(i, str) and i.startswith(EU_AI_ACT_PREFIX))
+    return {"rmf": rmf, "eu_ai_act": eu}
+
+
 def run_to_rows(run: AuditRun) -> dict[str, list[dict[str, Any]]]:
     """The rows of every record table for ``run``, keyed by table name, in writing order.
 
@@ -159,7 +178,7 @@ def run_to_rows(run: AuditRun) -> dict[str, list[dict[str, Any]]]:
                 "subject": o.subject,
                 "threshold": o.threshold,
                 "message": o.message,
-                "rmf_json": _encode(f"{where}: rmf", list(o.rmf)),
+                "rmf_json": _encode(f"{where}: rmf", _framework_ids(o)),
                 "waiver_json": _encode(f"{where}: waiver", o.waiver),
             }
         )
@@ -336,7 +355,7 @@ def rows_to_run(
             subject=o["subject"],
             threshold=o["threshold"],
             message=o["message"],
-            rmf=tuple(loads(o["rmf_json"])),
+            **_split_framework_ids(loads(o["rmf_json"])),
             waiver=loads(o["waiver_json"]),
         )
         for o in outcome_rows

@@ -64,7 +64,7 @@ def test_load_policy__default_pack_loads():
     assert policy.rules[0] == Rule(
         id="performance-roc-auc", check="performance", metric="roc_auc", min=0.70, use="ci_low",
         severity="block", on_missing="fail", rmf=("MEASURE 2.5", "MEASURE 2.3"),
-        rationale=policy.rules[0].rationale,
+        eu_ai_act=("Art. 15", "Art. 9"), rationale=policy.rules[0].rationale,
     )
     assert [(r.severity, r.max, r.min) for r in policy.rules[1:5]] == [
         ("warn", 0.05, None), ("block", 0.10, None), ("warn", None, 0.80), ("warn", 0.0, None),

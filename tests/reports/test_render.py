@@ -43,14 +43,17 @@ FILES = (
     "model_card.md",
     "rmf_report.md",
     "datasheet.md",
+    "annex_iv.md",
     "model_card.html",
     "rmf_report.html",
     "datasheet.html",
+    "annex_iv.html",
     "model_card.json",
     "evidence.json",
 )
 KINDS = (
-    "model_card", "rmf_report", "datasheet", "model_card_html", "rmf_report_html", "datasheet_html", "model_card_json", "evidence",
+    "model_card", "rmf_report", "datasheet", "annex_iv", "model_card_html", "rmf_report_html", "datasheet_html",
+    "annex_iv_html", "model_card_json", "evidence",
 )
 SUBCATEGORY_HEADING = re.compile(r"^#### ((?:GOVERN|MAP|MEASURE|MANAGE) \d+\.\d+): ([\w ,]+)$", re.M)
 MET, FAILED, UNGATED = "evidenced, meets policy", "evidenced, fails policy", "evidenced, not gated by the policy"
@@ -295,12 +298,12 @@ def test_render__writes_every_document_with_matching_artifacts(tmp_path):
 @pytest.mark.parametrize(
     "formats, files",
     [
-        (("md",), ["model_card.md", "rmf_report.md", "datasheet.md"]),
-        (("html",), ["model_card.html", "rmf_report.html", "datasheet.html"]),
+        (("md",), ["model_card.md", "rmf_report.md", "datasheet.md", "annex_iv.md"]),
+        (("html",), ["model_card.html", "rmf_report.html", "datasheet.html", "annex_iv.html"]),
         (("json",), ["model_card.json", "evidence.json"]),
         (
             ("json", "md", "md"),
-            ["model_card.md", "rmf_report.md", "datasheet.md", "model_card.json", "evidence.json"],
+            ["model_card.md", "rmf_report.md", "datasheet.md", "annex_iv.md", "model_card.json", "evidence.json"],
         ),
         ((), []),
     ],

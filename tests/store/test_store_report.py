@@ -76,7 +76,7 @@ def test_report__after_a_waiver_writes_a_new_folder_recorded_in_the_chain(capsys
     (new,) = (folder / "reports").iterdir()
     assert sorted(p.name for p in new.iterdir()) == sorted([
         "model_card.md", "rmf_report.md", "datasheet.md", "model_card.html", "rmf_report.html", "datasheet.html",
-        "model_card.json", "evidence.json",
+        "model_card.json", "evidence.json", "annex_iv.md", "annex_iv.html",
     ])
     card = (new / "model_card.md").read_text(encoding="utf-8")
     assert "Dana Reviewer" in card and "gap accepted for the pilot" in card
@@ -84,7 +84,7 @@ def test_report__after_a_waiver_writes_a_new_folder_recorded_in_the_chain(capsys
     code, out, err = run_cli(capsys, "verify", "--db", backend.url)
     assert code == 0, (out, err)
     report = json.loads(run_cli(capsys, "verify", "--db", backend.url, "--json")[1])
-    assert report["files_checked"] == 2 * 4 + 8 + 2  # the run folders' files, the new documents, the models
+    assert report["files_checked"] == 2 * 4 + 10 + 2  # the run folders' files, the new documents, the models
 
     (rendering,) = AuditStore(backend.url, read_only=True).renderings(R1)
     assert rendering["folder"] == str(new)
@@ -116,7 +116,7 @@ def test_report__out_never_replaces_a_stored_artifact(capsys, backend, stored, t
     docs = tmp_path / "docs"
     code, out, err = run_cli(capsys, "report", R1, "--out", str(docs), "--format", "md", "--db", backend.url)
     assert code == 0, (out, err)
-    assert backend.count_rows()["artifacts"] == rows["artifacts"] + 3
+    assert backend.count_rows()["artifacts"] == rows["artifacts"] + 4  # model card, RMF report, datasheet, Annex IV
     written = {p: p.read_bytes() for p in docs.iterdir()}
     code, _, err = run_cli(capsys, "report", R1, "--out", str(docs), "--format", "md", "--db", backend.url)
     assert code == 2 and "never replaced" in one_line(err)
