@@ -98,14 +98,14 @@ def _finite(value) -> bool:
 
 def interval_chart_svg(title: str, panels: dict[str, list[Interval]], x_label: str = "",
                        limits: dict[str, list[tuple[float, str]]] | None = None,
-                       x_range: tuple[float, float] | None = (0.0, 1.0)) -> str:
+                       x_range: tuple[float, float] | dict | None = (0.0, 1.0)) -> str:
     """Estimates with their intervals, one row per :class:`Interval`, one panel per key of
     ``panels`` (e.g. per-group rates with their 95% intervals, one panel per metric).
 
     A dot is the estimate, the bar its interval (no bar where none was computed); a value that
     is not a finite number is left out and its label says "(no value)". ``limits`` maps a panel
     to (x, label) lines drawn dashed red (a policy's limit, a reference value). ``x_range``
-    fixes the x axis (None: from the data).
+    fixes the x axis (None: from the data), or each panel's when it maps panels to ranges.
     """
     limits = limits or {}
     panels = {name: rows for name, rows in panels.items() if rows}
@@ -131,8 +131,9 @@ def interval_chart_svg(title: str, panels: dict[str, list[Interval]], x_label: s
             if limits.get(name):
                 ax.legend(loc="lower right", fontsize=7, frameon=False)
             ax.set_title(name)
-            if x_range is not None:
-                ax.set_xlim(*x_range)
+            limits_x = x_range.get(name) if isinstance(x_range, dict) else x_range
+            if limits_x is not None:
+                ax.set_xlim(*limits_x)
             ax.set_xlabel(x_label)
             ax.grid(True, axis="x", color="#dddddd", linewidth=0.6)
         axes[0].set_yticks(list(ys.values()), list(ys.keys()))
