@@ -29,13 +29,13 @@ class Interval(NamedTuple):
 
 
 @contextmanager
-def _figure(size: tuple[float, float]) -> Iterator:
+def _figure(size: tuple[float, float], layout: str | None = None) -> Iterator:
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     with matplotlib.rc_context(_RC):
-        figure = Figure(figsize=size)
+        figure = Figure(figsize=size, layout=layout)
         FigureCanvasAgg(figure)
         yield figure
 
@@ -111,7 +111,7 @@ def interval_chart_svg(title: str, panels: dict[str, list[Interval]], x_label: s
     panels = {name: rows for name, rows in panels.items() if rows}
     n_rows = max((len(rows) for rows in panels.values()), default=1)
     n = max(len(panels), 1)
-    with _figure((3.6 * n + 2.2, 0.9 + 0.28 * n_rows)) as figure:
+    with _figure((3.6 * n + 2.2, 1.4 + 0.28 * n_rows), layout="constrained") as figure:
         axes = figure.subplots(1, n, sharey=True, squeeze=False)[0]
         labels = list(dict.fromkeys(row.label for rows in panels.values() for row in rows))
         ys = {label: i for i, label in enumerate(reversed(labels))}
