@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import math
+import threading
 from contextlib import contextmanager
 from typing import Iterator, NamedTuple
 
@@ -17,6 +18,9 @@ __all__ = ["Interval", "interval_chart_svg", "line_chart_svg"]
 
 _RC = {"svg.hashsalt": "govssl", "svg.fonttype": "path", "font.size": 9}
 LIMIT_COLOUR = "#c0392b"
+# matplotlib's rcParams are global: one chart at a time, so that no thread's rc_context is undone
+# under another's drawing (the dashboard draws in a thread pool)
+_DRAWING = threading.RLock()
 
 
 class Interval(NamedTuple):
@@ -34,7 +38,7 @@ def _figure(size: tuple[float, float], layout: str | None = None) -> Iterator:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    with matplotlib.rc_context(_RC):
+    with _DRAWING, matplotlib.rc_context(_RC):
         figure = Figure(figsize=size, layout=layout)
         FigureCanvasAgg(figure)
         yield figure
@@ -56,9 +60,7 @@ def line_chart_svg(title: str, x_label: str, y_label: str,
     ``thresholds`` (x or None, y, label) is a dashed red line at y in every panel (a policy's
     limit), with a cross at x where the limit applies to one x only.
     """
-    import matplotlib
-
-    with matplotlib.rc_context(_RC), _figure((4.2 * max(len(panels), 1) + 2.4, 3.8)) as figure:
+    with _figure((4.2 * max(len(panels), 1) + 2.4, 3.8)) as figure:
         n = max(len(panels), 1)
         axes = figure.subplots(1, n, sharey=True, squeeze=False)[0]
         handles: dict[str, object] = {}

@@ -146,7 +146,10 @@ def _day(value: str, name: str) -> date | None:
 
 def create_app(view: StoreView, token: str | None = None) -> Starlette:
     """The dashboard over ``view`` (a store opened read-only); ``token``: every request must
-    carry it (``Authorization: Bearer``, or once as ``?token=`` which sets a cookie)."""
+    carry it (``Authorization: Bearer``, or once as ``?token=`` which sets a cookie).
+
+    The page handlers are plain functions, which Starlette runs in its thread pool: a walk of
+    the chain or a chart being drawn does not hold up other pages."""
     env = _environment()
 
     def page(request: Request, template: str, state: State, status: int = 200, **context) -> HTMLResponse:
@@ -167,7 +170,7 @@ def create_app(view: StoreView, token: str | None = None) -> Starlette:
             raise HTTPException(404, f"no run '{run_id}' in {view.label}")
         return state.run(run_id)
 
-    async def runs(request: Request):
+    def runs(request: Request):
         state = state_or_failure(request)
         require_ok(request, state)
         q = request.query_params
@@ -188,7 +191,7 @@ def create_app(view: StoreView, token: str | None = None) -> Starlette:
                     page=number, pages=max((len(rows) + PAGE_SIZE - 1) // PAGE_SIZE, 1),
                     all_runs=len(state.snapshot.runs))
 
-    async def run_page(request: Request):
+    def run_page(request: Request):
         state = state_or_failure(request)
         require_ok(request, state)
         run_id = request.path_params["run_id"]
@@ -207,7 +210,7 @@ def create_app(view: StoreView, token: str | None = None) -> Starlette:
                     charts=[(name, *CHARTS[name]) for name in charts_of(run)], documents=documents,
                     waivers=waivers, renderings=state.snapshot.renderings(run_id), others=others)
 
-    async def chart(request: Request):
+    def chart(request: Request):
         state = state_or_failure(request)
         require_ok(request, state)
         run_id, name = request.path_params["run_id"], request.path_params["name"]
@@ -220,7 +223,7 @@ def create_app(view: StoreView, token: str | None = None) -> Starlette:
         return Response(state.cache[key], media_type="image/svg+xml",
                         headers={"content-security-policy": DOCUMENT_CSP})
 
-    async def document(request: Request):
+    def document(request: Request):
         state = state_or_failure(request)
         require_ok(request, state)
         run_id = request.path_params["run_id"]
@@ -245,7 +248,7 @@ def create_app(view: StoreView, token: str | None = None) -> Starlette:
             headers["content-disposition"] = f"attachment; filename*=UTF-8''{quote(path.name)}"
         return Response(data, media_type=media, headers=headers)
 
-    async def export(request: Request):
+    def export(request: Request):
         state = state_or_failure(request)
         require_ok(request, state)
         run_id = request.path_params["run_id"]
@@ -258,7 +261,7 @@ def create_app(view: StoreView, token: str | None = None) -> Starlette:
         return Response(data, media_type="application/zip",
                         headers={"content-disposition": f'attachment; filename="{run_id}.zip"'})
 
-    async def diff(request: Request):
+    def diff(request: Request):
         state = state_or_failure(request)
         require_ok(request, state)
         a, b = request.query_params.get("a", ""), request.query_params.get("b", "")
@@ -268,7 +271,7 @@ def create_app(view: StoreView, token: str | None = None) -> Starlette:
         result = diff_runs(state.stored_run(a), state.stored_run(b))
         return page(request, "diff.html", state, diff=result, a=state.row(a), b=state.row(b))
 
-    async def model(request: Request):
+    def model(request: Request):
         state = state_or_failure(request)
         require_ok(request, state)
         sha = request.path_params["sha256"].lower()
@@ -279,7 +282,7 @@ def create_app(view: StoreView, token: str | None = None) -> Starlette:
         waivers = [{**asdict(w), "active": w.active(now)} for w in state.snapshot.waivers if w.model_sha256 == sha]
         return page(request, "model.html", state, sha256=sha, rows=rows, waivers=waivers)
 
-    async def integrity(request: Request):
+    def integrity(request: Request):
         full = request.query_params.get("full") == "1"
         state = view.state(force=full)
         live_head, head_problem = None, ""
