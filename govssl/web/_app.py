@@ -135,6 +135,15 @@ class _Security:
         return await self.app(scope, receive, send_with_headers)
 
 
+def _paged(rows: list, asked: str) -> tuple[list, int, int]:
+    """The rows of page ``asked`` (1-based, PAGE_SIZE to a page), its number and the page count."""
+    try:
+        number = max(int(asked), 1)
+    except ValueError:
+        raise HTTPException(400, f"page: {asked!r} is not a whole number") from None
+    return rows[(number - 1) * PAGE_SIZE: number * PAGE_SIZE], number, max(-(-len(rows) // PAGE_SIZE), 1)
+
+
 def _day(value: str, name: str) -> date | None:
     if not value:
         return None
@@ -181,15 +190,10 @@ def create_app(view: StoreView, token: str | None = None) -> Starlette:
                    "since": q.get("since", ""), "until": q.get("until", "")}
         rows = state.find(filters["model"], filters["plan"], decision, _day(filters["since"], "since"),
                           _day(filters["until"], "until"))
-        try:
-            number = max(int(q.get("page", "1")), 1)
-        except ValueError:
-            raise HTTPException(400, "page: not a whole number") from None
-        shown = rows[(number - 1) * PAGE_SIZE: number * PAGE_SIZE]
+        shown, number, pages = _paged(rows, q.get("page", "1"))
         plans = sorted({r["plan_name"] for r in state.snapshot.runs})
         return page(request, "runs.html", state, rows=shown, total=len(rows), filters=filters, plans=plans,
-                    page=number, pages=max((len(rows) + PAGE_SIZE - 1) // PAGE_SIZE, 1),
-                    all_runs=len(state.snapshot.runs))
+                    page=number, pages=pages, all_runs=len(state.snapshot.runs))
 
     def run_page(request: Request):
         state = state_or_failure(request)
@@ -280,7 +284,9 @@ def create_app(view: StoreView, token: str | None = None) -> Starlette:
             raise HTTPException(404, f"no run of a model with sha256 {sha} in {view.label}")
         now = datetime.now(timezone.utc)
         waivers = [{**asdict(w), "active": w.active(now)} for w in state.snapshot.waivers if w.model_sha256 == sha]
-        return page(request, "model.html", state, sha256=sha, rows=rows, waivers=waivers)
+        shown, number, pages = _paged(rows, request.query_params.get("page", "1"))
+        return page(request, "model.html", state, sha256=sha, rows=shown, total=len(rows), page=number, pages=pages,
+                    latest=rows[:2], waivers=waivers)
 
     def integrity(request: Request):
         full = request.query_params.get("full") == "1"
