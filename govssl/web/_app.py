@@ -39,7 +39,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from govssl import __version__
-from govssl.errors import GovsslError, IntegrityError
+from govssl.errors import DataError, GovsslError, IntegrityError, StoreError
 from govssl.reports import privacy_statement
 from govssl.reports._context import policy_rationales, verdict_reasons
 from govssl.reports._format import num
@@ -313,7 +313,8 @@ def create_app(view: StoreView, token: str | None = None) -> Starlette:
                     message="Nothing is shown from a store that does not verify: see the integrity page.")
 
     async def on_govssl(request: Request, exc: GovsslError):
-        status = 503 if isinstance(exc, IntegrityError) else 404 if "no run" in str(exc) else 500
+        # a store or file that does not verify: 503; a run or file that is not there: 404
+        status = 503 if isinstance(exc, IntegrityError) else 404 if isinstance(exc, (DataError, StoreError)) else 500
         return page(request, "error.html", view._state, status=status,
                     title="integrity failure" if isinstance(exc, IntegrityError) else "error", message=str(exc))
 

@@ -175,3 +175,25 @@ def test_serve__never_writes_to_the_store(store):
     for url in ["/", f"/runs/{BLOCKED}", "/integrity?full=1", f"/runs/{BLOCKED}/export.zip"]:
         c.get(url)
     assert store["path"].read_bytes() == before
+
+
+def test_documents__a_file_not_on_this_machine_is_named_not_served(store):
+    c = client(store["db"])
+    link = next(link for link in re.findall(r'class="doc-link" href="([^"]+)"', c.get(f"/runs/{BLOCKED}").text)
+                if link.endswith("model_card.md"))
+    (store["folder"] / f"{BLOCKED}-model_card.md").unlink()
+    r = c.get(link)
+    assert r.status_code == 404 and "is not on this machine" in r.text
+    r = c.get(f"/runs/{BLOCKED}/export.zip")
+    assert r.status_code == 404 and "is not on this machine" in r.text
+
+
+def test_runs_and_model_history__are_paged(store, monkeypatch):
+    monkeypatch.setattr("govssl.web._app.PAGE_SIZE", 1)
+    c = client(store["db"])
+    first, second = c.get("/").text, c.get("/?page=2").text
+    assert BLOCKED in first and PASSED not in first and "page 1 of 2" in first
+    assert PASSED in second and BLOCKED not in second
+    history = c.get(f"/models/{'cd' * 32}?page=2").text
+    assert PASSED in history and "2 audit(s)" in history and "page 2 of 2" in history
+    assert c.get("/?page=two").status_code == 400
