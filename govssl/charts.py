@@ -10,7 +10,8 @@ import io
 import math
 import threading
 from contextlib import contextmanager
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 

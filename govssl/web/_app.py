@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import asdict
 from datetime import date, datetime, timezone
 from pathlib import Path, PurePosixPath
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote
 
 from jinja2 import PackageLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
@@ -47,7 +47,7 @@ from govssl.store import diff_runs, export_run
 from govssl.web._charts import CHARTS, chart_svg, charts_of
 from govssl.web._view import State, StoreView
 
-__all__ = ["create_app", "CSP", "DOCUMENT_CSP"]
+__all__ = ["CSP", "DOCUMENT_CSP", "create_app"]
 
 log = logging.getLogger("govssl.serve")
 
@@ -90,8 +90,6 @@ class _Security:
             name, _, value = part.strip().partition("=")
             if name == TOKEN_COOKIE:
                 given.append(value)
-        from urllib.parse import parse_qs
-
         query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [])
         expected = self.token.encode("utf-8")
         for value in given:

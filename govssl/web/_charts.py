@@ -13,12 +13,12 @@ __all__ = ["CHARTS", "chart_svg", "charts_of"]
 
 #: the charts a run page may show: name -> (title, what it shows)
 CHARTS = {
-    "fairness": ("Per-group rates", "Selection, true positive and false positive rates of each group, "
-                 "with their 95% intervals (fairness check)"),
-    "robustness": ("Accuracy under attack", "Worst-case accuracy under attack against the attack "
-                   "strength eps, for all attacked rows and per group (robustness check)"),
-    "privacy": ("Privacy", "Membership-inference AUC with its interval, and the empirical lower "
-                "bounds on epsilon against the epsilon the training accounted (privacy check)"),
+    "fairness": ("Per-group rates", ("Selection, true positive and false positive rates of each group, "
+                                     "with their 95% intervals (fairness check)")),
+    "robustness": ("Accuracy under attack", ("Worst-case accuracy under attack against the attack "
+                                             "strength eps, for all attacked rows and per group (robustness check)")),
+    "privacy": ("Privacy", ("Membership-inference AUC with its interval, and the empirical lower "
+                            "bounds on epsilon against the epsilon the training accounted (privacy check)")),
 }
 
 RATES = ("selection_rate", "true_positive_rate", "false_positive_rate")

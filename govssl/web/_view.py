@@ -25,7 +25,7 @@ from govssl.errors import GovsslError, StoreError
 from govssl.records import AuditRun
 from govssl.store import AuditStore, StoreSnapshot, VerifyReport
 
-__all__ = ["StoreView", "State"]
+__all__ = ["State", "StoreView"]
 
 RUN_CACHE = 64  # rebuilt runs kept per state (a run is rebuilt from its rows in ~10 ms)
 
@@ -123,7 +123,7 @@ class State:
 class StoreView:
     """The store opened read-only, and the newest verified :class:`State` of it."""
 
-    def __init__(self, url: str | None, recheck_seconds: float = 60.0):
+    def __init__(self, url: str | None, recheck_seconds: float = 300.0):
         self.store = AuditStore(url, read_only=True)
         self.label = self.store.shown_url
         self.recheck_seconds = recheck_seconds

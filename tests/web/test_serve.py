@@ -51,7 +51,7 @@ def client(db: str, token: str | None = None):
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "example.org", "::"])
 def test_serve__a_non_loopback_host_without_a_token_refuses_to_start(capsys, tmp_path, host, monkeypatch):
     monkeypatch.delenv("GOVSSL_SERVE_TOKEN", raising=False)
-    code, out, err = run_cli(capsys, "serve", "--db", f"sqlite:///{tmp_path / 'none.db'}", "--host", host)
+    code, _, err = run_cli(capsys, "serve", "--db", f"sqlite:///{tmp_path / 'none.db'}", "--host", host)
     assert code == 2
     assert f"--host {host}: not a loopback address" in err and "--token" in err
     assert not (tmp_path / "none.db").exists()
