@@ -9,8 +9,8 @@ from __future__ import annotations
 import io
 import math
 import threading
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
