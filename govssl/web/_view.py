@@ -80,15 +80,16 @@ class State:
         return [w for w in self.snapshot.waivers
                 if w.run_id == row["run_id"] or (w.model_sha256 is not None and w.model_sha256 == model)]
 
-    def verdict(self, row: dict) -> tuple[str, int]:
-        """The decision now (waivers in force applied) and how many rules waivers turned, for a
-        run's row; only runs that a waiver names are rebuilt to find out."""
+    def verdict(self, row: dict) -> tuple[str, int, int]:
+        """The decision now (waivers in force applied), how many rules waivers turned and how
+        many still block, for a run's row; only runs that a waiver names are rebuilt to find out."""
         if not self.waivers_of(row):
-            return row["verdict"], 0
+            return row["verdict"], 0, row["n_blocking"]
         key = row["run_id"]
         if key not in self._verdicts:
             decision = self.run(key).decision
-            self._verdicts[key] = (decision.verdict, sum(o.status == "waived" for o in decision.outcomes))
+            self._verdicts[key] = (decision.verdict, sum(o.status == "waived" for o in decision.outcomes),
+                                   len(decision.blockers))
         return self._verdicts[key]
 
     def find(self, model: str = "", plan: str = "", decision: str = "", since: date | None = None,
@@ -108,12 +109,12 @@ class State:
                 continue
             if until and day > until.isoformat():
                 continue
-            verdict, waived = self.verdict(row)
+            verdict, waived, blocking = self.verdict(row)
             if decision == "waived" and not (verdict == "pass" and waived):
                 continue
             if decision in ("pass", "blocked") and verdict != decision:
                 continue
-            rows.append({**row, "decision": verdict, "n_waived": waived})
+            rows.append({**row, "decision": verdict, "n_waived": waived, "n_blocking_now": blocking})
         return rows
 
     def row(self, run_id: str) -> dict | None:

@@ -139,7 +139,10 @@ def test_waiver__turns_the_decision_and_shows_approver_and_expiry(store):
         reason="pilot only", expires="2099-12-31", created_at="", run_id=BLOCKED,
     ))
     c = client(store["db"])
-    assert BLOCKED in c.get("/?decision=waived").text and BLOCKED not in c.get("/?decision=blocked").text
+    waived = c.get("/?decision=waived").text
+    assert BLOCKED in waived and BLOCKED not in c.get("/?decision=blocked").text
+    row = re.search(rf"{BLOCKED}</a></td>.*?</tr>", waived, re.S).group(0)
+    assert "1 waived" in row and row.endswith("<td>0</td>\n</tr>")  # no rule blocks it now
     page = c.get(f"/runs/{BLOCKED}").text
     assert "Chief &lt;Risk&gt; Officer" in page and "2099-12-31" in page and "PASS" in page
 
