@@ -247,6 +247,7 @@ def test_cli__every_command_has_help_and_is_in_the_readme(capsys):
     from govssl.cli import cli
 
     readme = (REPO / "README.md").read_text()
+    readme += "".join(page.read_text() for page in sorted((REPO / "docs").glob("**/*.md")))  # the docs pages too
     names = []
     for name, command in cli.commands.items():
         sub = getattr(command, "commands", None)
@@ -254,7 +255,7 @@ def test_cli__every_command_has_help_and_is_in_the_readme(capsys):
     for name in names:
         code, out, _ = run_cli(capsys, *name.split(), "--help")
         assert code == 0 and "Usage" in out, name
-        assert f"govssl {name}" in readme, f"`govssl {name}` is not documented in README.md"
+        assert f"govssl {name}" in readme, f"`govssl {name}` is not documented in README.md or docs/"
 
 
 def test_policy_validate__default_passes_and_bad_exits_2(capsys, tmp_path):

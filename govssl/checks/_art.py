@@ -1,5 +1,5 @@
 """Shared pieces of the security and privacy checks: ART estimators, the attackable input space,
-penultimate activations, exact binomial intervals and an SVG line chart (matplotlib).
+penultimate activations and exact binomial intervals; the SVG line chart is govssl.charts'.
 
 ART (Nicolae et al. 2018, "Adversarial Robustness Toolbox v1.0.0") does the attacks and
 defences; this module only shapes what govssl hands it.
@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from govssl.charts import line_chart_svg
 
 __all__ = [
     "art_classifier",
@@ -130,58 +132,3 @@ class seeded:
         np.random.set_state(self._np)
         torch.set_rng_state(self._torch)
         return False
-
-
-def line_chart_svg(title: str, x_label: str, y_label: str,
-                   panels: dict[str, dict[str, list[tuple[float, float]]]], overall: str = "all test rows",
-                   thresholds: list[tuple[float | None, float, str]] = ()) -> str:
-    """An SVG line chart drawn by matplotlib (Agg backend), one panel per key of ``panels``.
-
-    Each panel maps a series name to its (x, y) points, y in [0, 1] (accuracies, rates); the
-    series named ``overall`` is drawn thick and black, the others (per group) thin. Each of
-    ``thresholds`` (x or None, y, label) is a dashed red line at y in every panel (a policy's
-    limit), with a cross at x where the limit applies to one x only. The file is reproducible: a
-    fixed ``svg.hashsalt`` for element ids and no creation date in its metadata.
-    """
-    import io
-
-    import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    with matplotlib.rc_context({"svg.hashsalt": "govssl", "svg.fonttype": "path", "font.size": 9}):
-        n = max(len(panels), 1)
-        figure = Figure(figsize=(4.2 * n + 2.4, 3.8))
-        FigureCanvasAgg(figure)
-        axes = figure.subplots(1, n, sharey=True, squeeze=False)[0]
-        handles: dict[str, object] = {}
-        for ax, (name, series) in zip(axes, panels.items()):
-            for i, (label, points) in enumerate(series.items()):
-                points = sorted((float(x), float(y)) for x, y in points if np.isfinite(y))
-                if not points:
-                    continue
-                xs, ys = zip(*points)
-                if label == overall:
-                    (line,) = ax.plot(xs, ys, color="black", linewidth=2.4, marker="o", zorder=3)
-                else:
-                    (line,) = ax.plot(xs, ys, color=f"C{i % 10}", linewidth=1.2, marker=".", alpha=0.85)
-                handles.setdefault(label, line)
-            for x, y, label in thresholds:
-                (line,) = ax.plot([], [], color="#c0392b", linestyle="--", linewidth=1.2)
-                ax.axhline(y, color="#c0392b", linestyle="--", linewidth=1.2, zorder=2)
-                if x is not None:
-                    ax.plot([x], [y], color="#c0392b", marker="x", markersize=8, zorder=4)
-                handles.setdefault(label, line)
-            ax.set_title(name)
-            ax.set_xlabel(x_label)
-            ax.set_ylim(-0.02, 1.02)
-            ax.grid(True, color="#dddddd", linewidth=0.6)
-        axes[0].set_ylabel(y_label)
-        figure.suptitle(title)
-        if handles:
-            figure.legend(list(handles.values()), list(handles), loc="center left",
-                          bbox_to_anchor=(0.80, 0.5), frameon=False, fontsize=8)
-        figure.subplots_adjust(left=0.07, right=0.78, bottom=0.15, top=0.85, wspace=0.08)
-        out = io.StringIO()
-        figure.savefig(out, format="svg", metadata={"Date": None}, bbox_inches="tight")
-    return out.getvalue()

@@ -29,7 +29,7 @@ from govssl.store import _codec, _ledger, _migrate
 from govssl.store._ledger import LedgerHead, VerifyReport
 from govssl.store._tables import ALL_TABLES, CHAIN_HEAD, LEDGER, RECORD_TABLES
 
-__all__ = ["AuditStore", "default_url", "DEFAULT_URL", "ENV_VAR"]
+__all__ = ["AuditStore", "StoreSnapshot", "default_url", "DEFAULT_URL", "ENV_VAR"]
 
 ENV_VAR = "GOVSSL_DB_URL"
 DEFAULT_URL = "sqlite:///.govssl/audit.db"
@@ -284,6 +284,8 @@ class AuditStore:
         self._shown_url = parsed.render_as_string(hide_password=True)
         sqlite_file = _sqlite_file(parsed)
         self.read_only = read_only
+        #: the URL as it may be shown (password hidden), and the file of a SQLite store (else None)
+        self.shown_url, self.sqlite_file = self._shown_url, sqlite_file
         if (read_only or not create) and sqlite_file is not None and not sqlite_file.is_file():
             raise StoreError(NO_STORE.format(url=self._shown_url))
         try:
@@ -775,6 +777,59 @@ class AuditStore:
         if active_at is not None:
             found = [w for w in found if w.active(active_at)]
         return found
+
+    def snapshot(self, check_files: bool = False) -> "StoreSnapshot":
+        """Everything the store holds, from one verified walk of the whole chain in one read
+        snapshot: the verify report (run with the database's own consistency check first, and
+        with ``check_files`` the artifact files hashed), and, when it is ok, every run's
+        records and every waiver exactly as the walk read and hashed them. When the store does
+        not verify, the snapshot holds the report alone (nothing in it is trusted).
+
+        For readers that serve many views of one state of the store (``govssl serve``)."""
+        snapshot = _Snapshot()
+
+        def visit(seq: int, table: str, row: dict) -> None:
+            if table == "runs":
+                snapshot.heads.append((seq, dict(row)))
+                snapshot.records[row["run_id"]] = {"runs": [row]}
+            elif table == "waivers":
+                snapshot.waivers.append(row)
+            elif row.get("run_id") in snapshot.records:
+                snapshot.records[row["run_id"]].setdefault(table, []).append(row)
+
+        with self._reading() as conn:
+            report = _ledger.verify(conn, visit=visit, check_files=check_files, check_database=True)
+        if not report.ok:
+            return StoreSnapshot(self, report, [], {}, [])
+        order = sorted(snapshot.heads, key=lambda pair: (pair[1]["created_at"], pair[0]), reverse=True)
+        return StoreSnapshot(
+            self, report, [row for _, row in order], snapshot.records,
+            [_codec.row_to_waiver(row) for row in snapshot.waivers],
+        )
+
+
+@dataclasses.dataclass
+class StoreSnapshot:
+    """What :meth:`AuditStore.snapshot` read: ``report`` (the verify report), ``runs`` (each
+    run's row, newest first), ``waivers`` and, through :meth:`run`, each full run."""
+
+    store: AuditStore
+    report: VerifyReport
+    runs: list[dict]
+    records: dict[str, dict[str, list[dict]]]
+    waivers: list[Waiver]
+
+    def run(self, run_id: str) -> AuditRun:
+        """The run with this exact id (StoreError if none), rebuilt from the verified rows; a
+        run id or folder not of the form govssl gives them raises IntegrityError."""
+        if run_id not in self.records:
+            raise StoreError(NO_RUN.format(run_id=run_id, url=self.store._shown_url))
+        return self.store._to_run(self.records[run_id], strict=True)
+
+    def renderings(self, run_id: str) -> list[dict]:
+        """The run's re-renderings (exact run id) in order."""
+        rows = self.records.get(run_id, {}).get("renderings", [])
+        return [_codec.row_to_rendering(row) for row in sorted(rows, key=itemgetter("position"))]
 
 
 def _is_head(pair) -> bool:
