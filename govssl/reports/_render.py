@@ -11,7 +11,12 @@ from pathlib import Path
 
 from govssl.errors import IntegrityError
 from govssl.records import Artifact, AuditRun
-from govssl.reports._context import CHARTS, evidence, model_card_context, rmf_report_context
+from govssl.reports._context import (
+    CHARTS,
+    evidence,
+    model_card_context,
+    rmf_report_context,
+)
 from govssl.reports._datasheet import datasheet_context
 from govssl.reports._jinja import environment, render_template
 from govssl.reports._mct import model_card_json_from_context
