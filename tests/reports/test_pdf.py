@@ -213,3 +213,23 @@ def test_report_pdf__without_pango_is_exit_2_naming_what_to_install(stored, tmp_
     assert "Pango" in message and "apt-get install libpango-1.0-0" in message and "pango" in message.split("(", 1)[1]
     assert not (Path(run.out_dir) / "reports").exists()
     assert AuditStore(url, read_only=True).verify().head_seq == before
+
+
+def test_render_pdf__a_template_linking_anything_else_is_refused_and_writes_nothing(stored, tmp_path):
+    from govssl.errors import TemplateError
+    from govssl.reports import render
+
+    run, _ = stored
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    shipped = (REPO / "templates" / "model_card.html.j2").read_text(encoding="utf-8")
+    (templates / "model_card.html.j2").write_text(
+        shipped.replace("{% block body %}", '{% block body %}<img src="file:///etc/hostname" alt="x">', 1),
+        encoding="utf-8",
+    )
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    with pytest.raises(TemplateError) as info:
+        render(run, folder, template_dir=templates, formats=["pdf"])
+    assert "model_card.pdf" in str(info.value) and "file:///etc/hostname" in str(info.value)
+    assert list(folder.iterdir()) == []
