@@ -37,7 +37,7 @@ def load_weasyprint():
     except ImportError as exc:
         raise ConfigError(PDF_MISSING.format(
             what="the Python package weasyprint is not installed", detail=exc,
-            install="it with `pip install -c constraints.txt govssl` (it is a dependency of govssl)",
+            install="it with `pip install weasyprint` (a dependency of govssl; constraints.txt pins the tested version)",
         )) from None
     except OSError as exc:  # cffi could not load a shared library: the message names it
         raise ConfigError(PDF_MISSING.format(
