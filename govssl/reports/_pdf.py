@@ -9,6 +9,8 @@ missing, the error says what to install.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import mimetypes
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +21,7 @@ from govssl.errors import ConfigError, TemplateError
 __all__ = ["PDF_MISSING", "html_to_pdf", "load_weasyprint", "page_css"]
 
 PDF_MISSING = (
-    "PDF documents need WeasyPrint and the Pango text library it draws with, and {what} "
+    "PDF documents need WeasyPrint and the Pango text library it draws with, but {what} "
     "({detail}). Install {install}, then run the command again"
 )
 SYSTEM_PACKAGES = "libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz0b libfontconfig1 fonts-dejavu-core"
@@ -33,7 +35,9 @@ def load_weasyprint():
     """The ``weasyprint`` module; ConfigError (exit 2) naming what to install when the package
     or a system library it loads (Pango, HarfBuzz, fontconfig) is missing."""
     try:
-        import weasyprint
+        # on a missing library WeasyPrint prints a banner to stdout before raising: ours says it
+        with contextlib.redirect_stdout(io.StringIO()):
+            import weasyprint
     except ImportError as exc:
         raise ConfigError(PDF_MISSING.format(
             what="the Python package weasyprint is not installed", detail=exc,
