@@ -73,8 +73,9 @@ def show(run_id: str, db_url: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("run_id")
-@click.option("--format", "formats", type=click.Choice(["md", "html", "json"]), multiple=True,
-              help="Which documents to write (repeatable; default all).")
+@click.option("--format", "formats", type=click.Choice(["md", "html", "json", "pdf"]), multiple=True,
+              help="Which documents to write (repeatable; default md, html and json). pdf: the model card, "
+                   "RMF report and datasheet as PDF (needs WeasyPrint and the Pango library).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder to write into (default: a new folder reports/<UTC time>/ in the run's folder); "
                    "a file there that is a stored artifact is never replaced.")
@@ -83,7 +84,9 @@ def report(run_id: str, formats: tuple[str, ...], out_dir: Path | None, db_url: 
     """Re-render a stored run's documents from the store alone (current waivers and
     attestations), without retraining. The stored documents are never overwritten: the new
     ones go to a new folder and are recorded in the store as artifacts of the run, with the
-    waivers and attestations they reflect."""
+    waivers and attestations they reflect. `--format pdf` writes model_card.pdf,
+    rmf_report.pdf and datasheet.pdf: verdict at the top of every page, run id, model sha256 and
+    page number at the bottom, the run's charts embedded."""
     import shutil
     from dataclasses import asdict
     from datetime import timezone
@@ -98,6 +101,9 @@ def report(run_id: str, formats: tuple[str, ...], out_dir: Path | None, db_url: 
     formats = formats or reports.FORMATS
     names = [name for _, fmt, _, _, name in reports.DOCUMENTS if fmt in formats]
     names += [name for _, name in reports.JSON_DOCUMENTS] if "json" in formats else []
+    names += [name for *_, name in reports.PDF_DOCUMENTS] if "pdf" in formats else []
+    if "pdf" in formats:
+        reports.load_weasyprint()  # a missing library is exit 2 before anything is written
     if out_dir is None:  # the run's folder: its form was checked on reading
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         target = (Path(run.out_dir) / "reports" / stamp).resolve()

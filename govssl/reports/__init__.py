@@ -2,7 +2,8 @@
 
 Contexts (what each document says) are plain functions in ``_context``; Markdown and HTML are
 rendered by sandboxed Jinja over the shipped ``templates/`` folder, which a user folder may
-override file by file; ``model_card.json`` (Model Card Toolkit schema) comes from the same context.
+override file by file; ``model_card.json`` (Model Card Toolkit schema) comes from the same context;
+PDFs are the HTML documents laid out for print by WeasyPrint (``_pdf``).
 """
 
 from govssl.reports._context import (
@@ -18,15 +19,21 @@ from govssl.reports._context import (
     privacy_statement,
     rmf_report_context,
 )
+from govssl.reports._pdf import load_weasyprint
 from govssl.reports._mct import MCT_SCHEMA_VERSION, model_card_json
-from govssl.reports._render import DOCUMENTS, FORMATS, JSON_DOCUMENTS, UNKNOWN_FORMAT, render
+from govssl.reports._render import (
+    ALL_FORMATS, DOCUMENTS, FORMATS, JSON_DOCUMENTS, PDF_DOCUMENTS, UNKNOWN_FORMAT, render,
+)
 from govssl.reports._datasheet import DATASHEETS_CITATION, datasheet_context, load_datasheet_answers
 
 __all__ = [
+    "ALL_FORMATS",
+    "PDF_DOCUMENTS",
     "DATASHEETS_CITATION",
     "DOCUMENTS",
     "datasheet_context",
     "load_datasheet_answers",
+    "load_weasyprint",
     "DP_COVERAGE",
     "END_TO_END_DP",
     "FORMATS",

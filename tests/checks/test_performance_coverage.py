@@ -75,7 +75,7 @@ def test_accuracy_coverage__every_split(index):
         assert new[side] <= 0.025 + 3 * se(0.025), (side, new)
 
 
-# Figures of benchmarks/bench_calibration_intervals.py with its defaults are in README.md; the
+# Figures of benchmarks/bench_calibration_intervals.py with its defaults are in docs/checks.md; the
 # thresholds below hold for the debiased interval in every scenario, and the percentile interval
 # fails them in all but the 16,281-row clearly overconfident one.
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from govssl.errors import ConfigError, TemplateError
 from govssl.policy.model import Decision, RuleOutcome
 from govssl.records import Artifact, AuditRun, DatasetSummary, TrainRecord
 from govssl.reports import (
+    ALL_FORMATS,
     DP_COVERAGE,
     END_TO_END_DP,
     FORMATS,
@@ -315,13 +316,13 @@ def test_render__formats_select_the_documents(tmp_path, formats, files):
     assert sorted(p.name for p in Path(run.out_dir).iterdir()) == sorted(files)
 
 
-@pytest.mark.parametrize("formats", [("md", "pdf"), ("HTML",), "docx"])
+@pytest.mark.parametrize("formats", [("md", "docx"), ("HTML",), "odt"])
 def test_render__unknown_format_is_a_value_error_naming_it(tmp_path, formats):
     run = make_run(tmp_path)
-    bad = next(f for f in ([formats] if isinstance(formats, str) else formats) if f not in FORMATS)
+    bad = next(f for f in ([formats] if isinstance(formats, str) else formats) if f not in ALL_FORMATS)
     with pytest.raises(ValueError) as info:
         render(run, Path(run.out_dir), formats=formats)
-    assert str(info.value) == UNKNOWN_FORMAT.format(format=bad, choices="md, html, json")
+    assert str(info.value) == UNKNOWN_FORMAT.format(format=bad, choices="md, html, json, pdf")
     assert list(Path(run.out_dir).iterdir()) == []
 
 
