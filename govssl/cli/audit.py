@@ -14,6 +14,7 @@ from govssl.cli._common import (
     RichProgress,
 )
 from govssl.errors import ConfigError
+from govssl.plan import MAX_NPROC
 
 
 @cli.command()
@@ -25,7 +26,11 @@ from govssl.errors import ConfigError
 @db_option
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: str | None, as_json: bool, quiet: bool) -> None:
+@click.option("--nproc", type=click.IntRange(1, MAX_NPROC), default=None, metavar="N",
+              help="Train on N processes of this machine under torch.distributed (default: the plan's "
+                   "training.distributed.nproc, 1).")
+def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: str | None, as_json: bool, quiet: bool,
+          nproc: int | None) -> None:
     """Train and audit the model an audit PLAN describes; exit 0 if the policy passes, 1 if blocked."""
     from govssl.audit import Terminated, run_audit, stop_on_signals
 
@@ -34,7 +39,7 @@ def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: s
         err.print(f"govssl {__version__}: auditing {plan}", markup=False)
     try:
         with stop_on_signals():  # SIGTERM / SIGHUP clean up as Ctrl-C does, then exit 128 + signal
-            run = run_audit(plan, policy_path, db_url=db_url, out_root=out_root, progress=progress)
+            run = run_audit(plan, policy_path, db_url=db_url, out_root=out_root, progress=progress, nproc=nproc)
     except Terminated as exc:
         kept = f"run {exc.run_id} was stored before it arrived" if exc.run_id else "nothing of the run was kept"
         err.print(f"stopped by {exc.name}; {kept}", markup=False)
