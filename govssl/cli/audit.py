@@ -34,6 +34,7 @@ def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: s
     """Train and audit the model an audit PLAN describes; exit 0 if the policy passes, 1 if blocked."""
     from govssl.audit import Terminated, run_audit, stop_on_signals
 
+    _refuse_an_outside_launcher()
     progress = RichProgress(err, enabled=not quiet and not as_json and err.is_terminal)
     if not as_json:
         err.print(f"govssl {__version__}: auditing {plan}", markup=False)
@@ -50,6 +51,19 @@ def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: s
         _print_run(run, out)
         out.print(f"stored as run {esc(run.run_id)} in {esc(_store_label(db_url))}  ({run.seconds:.1f} s)")
     sys.exit(run.decision.exit_code)
+
+
+def _refuse_an_outside_launcher() -> None:
+    """An audit started as one of several processes of ``torchrun`` (or another torch elastic
+    launcher) would run once per process and store as many runs: refused, exit 2. ``--nproc``
+    starts the training processes itself."""
+    import os
+
+    world = os.environ.get("WORLD_SIZE", "")
+    if os.environ.get("TORCHELASTIC_RUN_ID") and world.isdigit() and int(world) > 1:
+        raise ConfigError(f"govssl audit was started by torchrun as one of {world} processes, each of which would "
+                          "run and store its own audit; start one `govssl audit PLAN --nproc N` instead, which "
+                          "launches the N training processes itself (training across machines is not supported)")
 
 
 @cli.group("plan")

@@ -324,9 +324,11 @@ def fit_distributed(plan, data, out_dir: Path, progress, nproc: int):
                     raise Terminated(int(exc.sigval)) from None
                 except ChildFailedError as exc:
                     message, details = _failure_message(exc, launch)
-                    failure = errors.GovsslError(f"distributed training failed: {message}; the audit stops")
-                    if details:
-                        failure.add_note(details)
+                    message = f"distributed training failed: {message}"
+                    if details is None:  # killed, or ended without a Python exception: exit 4, no log
+                        raise errors.GovsslError(message + "; the audit stops") from None
+                    failure = RuntimeError(message)  # a bug in a training process: logged as one
+                    failure.add_note("the training process's traceback:\n" + details)
                     raise failure from None
     finally:
         shutil.rmtree(launch, ignore_errors=True)
