@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -221,9 +222,40 @@ def test_sigterm_to_the_audit_during_distributed_training__stops_every_process(a
     assert "stopped by SIGTERM; nothing of the run was kept" in stderr, stderr
 
 
-def test_started_by_torchrun_as_several_processes__exit_2(capsys, adult_csvs, write_plan, tmp_path, monkeypatch):
-    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "x")
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    code, _, err = run_cli(capsys, "audit", str(write_plan(fast_plan_data(*adult_csvs))), "--out", str(tmp_path / "out"))
-    assert code == 2 and "started by torchrun as one of 4 processes" in err and "--nproc N" in err, err
+def test_nproc_under_torchrun__exit_2(capsys, adult_csvs, write_plan, tmp_path, monkeypatch):
+    for name, value in {"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "4", "RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    code, _, err = run_cli(capsys, "audit", str(write_plan(fast_plan_data(*adult_csvs))), "--out", str(tmp_path / "out"),
+                           "--nproc", "2")
+    assert code == 2 and "--nproc: torchrun started 4 processes already" in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_two_nodes_started_by_torchrun__one_run_with_world_size_2(adult_csvs, write_plan, tmp_path):
+    """Two torchrun agents (two "machines" on 127.0.0.1), one process each, one shared store."""
+    data = fast_plan_data(*adult_csvs, dp=True)
+    data["training"]["pretrain"] = {"method": "vime", "epochs": 1, "batch_size": 256}
+    plan = write_plan(data)
+    out, db = tmp_path / "out", tmp_path / "audit.db"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "govssl-test",
+               "--local-addr", "127.0.0.1", "-m", "govssl.cli", "audit", str(plan), "--out", str(out),
+               "--db", f"sqlite:///{db}", "-q"]
+    nodes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    stderr = "\n".join(e for _, e in outputs)
+    assert "rank 1 of 2: training done; rank 0 runs the checks and stores the run" in stderr, stderr
+    (run,) = AuditStore(f"sqlite:///{db}").list_runs()
+    assert AuditStore(f"sqlite:///{db}").verify().ok
+    assert [p.name for p in out.iterdir()] == [run["run_id"]]
+    (stored,), _ = AuditStore(f"sqlite:///{db}").read_runs([run["run_id"]])
+    distributed = stored.training.distributed
+    assert distributed["world_size"] == 2 and distributed["nodes"] == 2, distributed
+    assert distributed["launcher"].startswith("torchrun") and distributed["backend"] == "gloo"
+    # the accountant's history is the one-process one: epsilon within the plan's target
+    assert stored.training.dp["epsilon"] <= 3.0 and stored.training.dp["phases"][0]["phase"] == "pretrain"

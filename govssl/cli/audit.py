@@ -34,7 +34,14 @@ def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: s
     """Train and audit the model an audit PLAN describes; exit 0 if the policy passes, 1 if blocked."""
     from govssl.audit import Terminated, run_audit, stop_on_signals
 
-    _refuse_an_outside_launcher()
+    launched = _torchrun_rank()
+    if launched is not None:  # torchrun started this command on every process: train together
+        rank, world = launched
+        if nproc is not None:
+            raise ConfigError(f"--nproc: torchrun started {world} processes already; leave --nproc out")
+        if rank != 0:
+            _train_as_rank(plan, rank, world)
+        nproc = world
     progress = RichProgress(err, enabled=not quiet and not as_json and err.is_terminal)
     if not as_json:
         err.print(f"govssl {__version__}: auditing {plan}", markup=False)
@@ -53,17 +60,32 @@ def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: s
     sys.exit(run.decision.exit_code)
 
 
-def _refuse_an_outside_launcher() -> None:
-    """An audit started as one of several processes of ``torchrun`` (or another torch elastic
-    launcher) would run once per process and store as many runs: refused, exit 2. ``--nproc``
-    starts the training processes itself."""
+def _torchrun_rank() -> tuple[int, int] | None:
+    """(rank, world size) when ``torchrun`` started this audit as one of several processes.
+    (The same test as ``govssl.train._distributed.torchrun_rank``, without importing torch.)"""
     import os
 
-    world = os.environ.get("WORLD_SIZE", "")
-    if os.environ.get("TORCHELASTIC_RUN_ID") and world.isdigit() and int(world) > 1:
-        raise ConfigError(f"govssl audit was started by torchrun as one of {world} processes, each of which would "
-                          "run and store its own audit; start one `govssl audit PLAN --nproc N` instead, which "
-                          "launches the N training processes itself (training across machines is not supported)")
+    world, rank = os.environ.get("WORLD_SIZE", ""), os.environ.get("RANK", "")
+    if os.environ.get("TORCHELASTIC_RUN_ID") and world.isdigit() and int(world) > 1 and rank.isdigit():
+        return int(rank), int(world)
+    return None
+
+
+def _train_as_rank(plan: Path, rank: int, world: int) -> None:
+    """A rank other than 0 of a ``torchrun`` launch: train with the others and keep nothing;
+    rank 0 runs the checks and stores the one run."""
+    from govssl.audit import Terminated, stop_on_signals
+    from govssl.plan import load_plan
+    from govssl.train._distributed import train_under_torchrun
+
+    try:
+        with stop_on_signals():
+            train_under_torchrun(load_plan(plan))
+    except Terminated as exc:
+        err.print(f"rank {rank} of {world}: stopped by {exc.name}", markup=False)
+        sys.exit(exc.exit_code)
+    err.print(f"rank {rank} of {world}: training done; rank 0 runs the checks and stores the run", markup=False)
+    sys.exit(0)
 
 
 @cli.group("plan")

@@ -49,7 +49,9 @@ __all__ = ["Dist", "context", "rank_seed", "generator", "ShardedBatches", "Shard
 
 # The trainer computes on the CPU, where gloo is torch's collective backend (NCCL moves CUDA tensors only).
 BACKEND = "gloo"
-LAUNCHER = "torch.distributed.elastic (elastic_launch, c10d rendezvous)"
+LAUNCHERS = {"govssl": "govssl --nproc: torch.distributed.elastic (elastic_launch, c10d rendezvous on 127.0.0.1)",
+             "torchrun": "torchrun (govssl audit started on every process; rank 0 audits and stores)"}
+_launcher = "govssl"  # which started this process's group (set before training in it)
 # Rank r > 0 draws its Poisson samples and augmentations from seed + r * RANK_SEED_STEP: rank 0
 # keeps the one-process stream, and no rank's stream meets the seed + 1, + 3 of other draws.
 RANK_SEED_STEP = 1_000_003
@@ -163,7 +165,8 @@ def record() -> dict:
     return {
         "world_size": ctx.world_size,
         "backend": torch.distributed.get_backend(),
-        "launcher": LAUNCHER,
+        "launcher": LAUNCHERS[_launcher],
+        "nodes": int(os.environ.get("GROUP_WORLD_SIZE", "0")) or None,
         "sharding": ("without DP: DistributedSampler shards, batch_size / world size rows per process per step, "
                      "gradients averaged by DistributedDataParallel; under DP: each process Poisson-samples its "
                      "shard at the one-process rate, Opacus DPDDP with its distributed optimizer (noise added "
@@ -188,13 +191,32 @@ def fingerprint(data) -> str:
 # ---------------------------------------------------------------- the processes
 
 
+def _train_in_group(plan, dataset, public_X, folder: Path, progress, expected: str | None = None):
+    """Train in the process group (already joined) on this process's ``dataset``, after checking
+    that every rank holds the same training rows (and ``expected``'s, when given)."""
+    from govssl.errors import IntegrityError
+    from govssl.train._trainer import fixed_threads, _fit
+
+    rank = torch.distributed.get_rank()
+    mine = fingerprint(dataset)
+    everyone = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(everyone, mine)
+    if any(f != everyone[0] for f in everyone) or (expected is not None and mine != expected):
+        raise IntegrityError(f"{plan.source_path or 'the plan'}: the training processes read different training "
+                             f"rows (ranks {', '.join(str(r) for r, f in enumerate(everyone) if f != everyone[0]) or rank} "
+                             "differ from rank 0 or from the rows the audit verified): did the data file change, "
+                             "or differ between machines?")
+    folder.mkdir(parents=True, exist_ok=True)
+    with fixed_threads() as threads:
+        return _fit(plan, dataset, folder, progress, public_X, threads)
+
+
 def _worker(plan, out_dir: str, expected: str):
     """One training process (the launcher's entry point). Returns, on rank 0, what the audit
     needs of the training; ``{"error": ...}`` for bad input found by every rank alike."""
     from govssl import data as data_module
-    from govssl.errors import GovsslError, IntegrityError
+    from govssl.errors import GovsslError
     from govssl.progress import NullProgress
-    from govssl.train._trainer import fixed_threads, _fit
 
     rank = int(os.environ["RANK"])
     run_folder = Path(out_dir)
@@ -205,12 +227,7 @@ def _worker(plan, out_dir: str, expected: str):
         try:
             dataset = data_module.load(plan)
             public_X = data_module.load_public(plan, dataset)
-            if fingerprint(dataset) != expected:
-                raise IntegrityError(f"{plan.source_path or 'the plan'}: training process {rank} read other "
-                                     "training rows than the audit verified (did the data file change?)")
-            own.mkdir(parents=True, exist_ok=True)
-            with fixed_threads() as threads:
-                result = _fit(plan, dataset, own, NullProgress(), public_X, threads)
+            result = _train_in_group(plan, dataset, public_X, own, NullProgress(), expected)
         except GovsslError as exc:  # raised before any collective, by every rank alike
             return {"error": (type(exc).__name__, str(exc))}
         except BaseException:
@@ -354,3 +371,48 @@ def fit_distributed(plan, data, out_dir: Path, progress, nproc: int):
     return TrainResult(model=module(result["state"]), architecture=arch, record=record,
                        labelled_rows=result["labelled_rows"], baseline=module(result["baseline"]),
                        calibration_rows=result["calibration_rows"])
+
+
+# ---------------------------------------------------------------- started by torchrun
+
+
+def torchrun_rank() -> tuple[int, int] | None:
+    """(rank, world size) when this process is one of several that ``torchrun`` started, else None."""
+    world = os.environ.get("WORLD_SIZE", "")
+    rank = os.environ.get("RANK", "")
+    if os.environ.get("TORCHELASTIC_RUN_ID") and world.isdigit() and int(world) > 1 and rank.isdigit():
+        return int(rank), int(world)
+    return None
+
+
+@contextmanager
+def _torchrun_group():
+    global _launcher
+    torch.distributed.init_process_group(BACKEND)  # env://: torchrun set the rendezvous
+    _launcher = "torchrun"
+    try:
+        yield
+    finally:
+        _launcher = "govssl"
+        torch.distributed.destroy_process_group()
+
+
+def fit_under_torchrun(plan, data, public_X, out_dir: Path, progress):
+    """Rank 0 of a ``torchrun`` launch: train with the other ranks (each running
+    :func:`train_under_torchrun`), in this process; the audit then goes on here alone."""
+    with _torchrun_group():
+        return _train_in_group(plan, data, public_X, Path(out_dir), progress)
+
+
+def train_under_torchrun(plan, out_root: Path | None = None) -> None:
+    """A rank other than 0 of a ``torchrun`` launch: load the plan's data, train with the other
+    ranks, keep nothing (the weights file goes to a temporary folder, removed after)."""
+    import tempfile
+
+    from govssl import data as data_module
+    from govssl.progress import NullProgress
+
+    dataset = data_module.load(plan)
+    public_X = data_module.load_public(plan, dataset)
+    with _torchrun_group(), tempfile.TemporaryDirectory(prefix="govssl-rank-") as folder:
+        _train_in_group(plan, dataset, public_X, Path(folder), NullProgress())

@@ -260,7 +260,8 @@ def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None,
 
     ``nproc`` > 1: train on that many processes under ``torch.distributed`` (see
     :mod:`govssl.train._distributed`); each process loads the plan's data itself, so ``data`` must
-    be the plan's own (not a modified copy) and ``canaries`` cannot be given.
+    be the plan's own (not a modified copy) and ``canaries`` cannot be given. In rank 0 of a
+    ``torchrun`` launch, ``nproc`` is its world size and the other ranks are already running.
     """
     if nproc > 1:
         if canaries is not None:
@@ -269,6 +270,8 @@ def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None,
         if nproc > rows:
             raise ConfigError(f"training.distributed.nproc: {nproc} processes for {rows:,} labelled rows; "
                               "every process needs a shard of them, so use at most as many processes as rows")
+        if dist.torchrun_rank() is not None:  # started by torchrun: the other processes are running already
+            return dist.fit_under_torchrun(plan, data, public_X, out_dir, progress)
         return dist.fit_distributed(plan, data, out_dir, progress, nproc)
     with fixed_threads() as threads:
         return _fit(plan, data, out_dir, progress, public_X, threads, canaries)
