@@ -214,7 +214,7 @@ def test_training_process_killed__exit_4_nothing_stored_no_folder(adult_csvs, wr
 
 @pytest.mark.slow
 def test_sigterm_to_the_audit_during_distributed_training__stops_every_process(adult_csvs, write_plan, tmp_path):
-    process, workers, out, db = _start_two_process_audit(adult_csvs, write_plan, tmp_path)
+    process, _, out, db = _start_two_process_audit(adult_csvs, write_plan, tmp_path)
     descendants = _children(process.pid)
     process.send_signal(signal.SIGTERM)
     stderr = _assert_nothing_left(process, descendants, out, db)
@@ -259,3 +259,8 @@ def test_two_nodes_started_by_torchrun__one_run_with_world_size_2(adult_csvs, wr
     assert distributed["launcher"].startswith("torchrun") and distributed["backend"] == "gloo"
     # the accountant's history is the one-process one: epsilon within the plan's target
     assert stored.training.dp["epsilon"] <= 3.0 and stored.training.dp["phases"][0]["phase"] == "pretrain"
+
+
+def test_nproc_past_the_bound__exit_2(capsys, adult_csvs, write_plan):
+    code, _, err = run_cli(capsys, "audit", str(write_plan(fast_plan_data(*adult_csvs))), "--nproc", "1025")
+    assert code == 2 and "--nproc" in err and "1,024" in err, err

@@ -14,7 +14,6 @@ from govssl.cli._common import (
     RichProgress,
 )
 from govssl.errors import ConfigError
-from govssl.plan import MAX_NPROC
 
 
 @cli.command()
@@ -26,7 +25,7 @@ from govssl.plan import MAX_NPROC
 @db_option
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@click.option("--nproc", type=click.IntRange(1, MAX_NPROC), default=None, metavar="N",
+@click.option("--nproc", type=click.IntRange(min=1), default=None, metavar="N",
               help="Train on N processes of this machine under torch.distributed (default: the plan's "
                    "training.distributed.nproc, 1).")
 def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: str | None, as_json: bool, quiet: bool,
@@ -34,6 +33,10 @@ def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: s
     """Train and audit the model an audit PLAN describes; exit 0 if the policy passes, 1 if blocked."""
     from govssl.audit import Terminated, run_audit, stop_on_signals
 
+    from govssl.plan import MAX_NPROC  # here, not at import: `govssl --help` stays light
+
+    if nproc is not None and nproc > MAX_NPROC:
+        raise click.BadParameter(f"{nproc} is more than the {MAX_NPROC:,} processes govssl starts", param_hint="'--nproc'")
     launched = _torchrun_rank()
     if launched is not None:  # torchrun started this command on every process: train together
         rank, world = launched

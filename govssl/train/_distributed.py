@@ -24,6 +24,10 @@ the audit's own process, as after training on one process.
 
 A process that fails or is killed ends the launch: the launcher stops the others, and the audit
 fails (exit 4) with nothing stored and no run folder left.
+
+Across machines, ``torchrun`` starts ``govssl audit`` on every process instead: the processes
+train together in the same way, rank 0 runs the rest of the audit alone, and the other ranks
+exit once trained (:func:`fit_under_torchrun`, :func:`train_under_torchrun`).
 """
 
 from __future__ import annotations

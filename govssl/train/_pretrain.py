@@ -68,7 +68,7 @@ def _contrastive(method: str, encoder, X, groups, spec, seed: int, progress, lab
     optimizer = torch.optim.Adam(list(encoder.parameters()) + list(projector.parameters()), lr=spec.lr)
     generator = dist.generator(seed)
     n_batches = (len(X) + spec.batch_size - 1) // spec.batch_size
-    epoch_batches = lambda: batches(len(X), spec.batch_size, generator)  # noqa: E731
+    epoch_batches = lambda: batches(len(X), spec.batch_size, generator)
     project = None
     if dist.context() is not None:
         # one DDP forward per step over both views (a second call before backward would reduce
@@ -119,14 +119,14 @@ def pretrain(method: str, encoder: nn.Sequential, X: torch.Tensor, groups, spec,
                                noise_multiplier=noise_multiplier)
         net, optimizer, loss_fn = private.model, private.optimizer, private.criterion
         n_batches = len(private.batches)
-        epoch_batches = lambda: private.batches  # noqa: E731
+        epoch_batches = lambda: private.batches
     elif dist.context() is not None:  # a shard per process, gradients averaged by DDP
         net = dist.wrap_ddp(net)
         epoch_batches = dist.ShardedBatches(len(X), batch_size, seed)
         n_batches = len(epoch_batches)
     else:
         n_batches = (len(X) + batch_size - 1) // batch_size
-        epoch_batches = lambda: batches(len(X), batch_size, generator)  # noqa: E731
+        epoch_batches = lambda: batches(len(X), batch_size, generator)
 
     def batch_loss(idx):
         inputs, targets = objective.example(X[idx], generator)

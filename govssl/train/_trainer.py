@@ -82,14 +82,14 @@ def _supervised(model: nn.Module, params, X: torch.Tensor, y: torch.Tensor, spec
                                noise_multiplier=noise_multiplier, prior_history=prior_history, canaries=canaries)
         model, optimizer, loss_fn = private.model, private.optimizer, private.criterion
         batches_per_epoch = len(private.batches)
-        epoch_batches = lambda: private.batches  # noqa: E731
+        epoch_batches = lambda: private.batches
     elif dist.context() is not None:  # a shard per process, gradients averaged by DDP
         model = dist.wrap_ddp(model)
         epoch_batches = dist.ShardedBatches(len(X), batch_size, seed)
         batches_per_epoch = len(epoch_batches)
     else:
         batches_per_epoch = (len(X) + batch_size - 1) // batch_size
-        epoch_batches = lambda: batches(len(X), batch_size, generator)  # noqa: E731
+        epoch_batches = lambda: batches(len(X), batch_size, generator)
 
     def batch_loss(idx):
         return loss_fn(model(X[idx]), y[idx])
