@@ -243,7 +243,7 @@ def test_two_nodes_started_by_torchrun__one_run_with_world_size_2(adult_csvs, wr
         port = s.getsockname()[1]
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
                "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "govssl-test",
-               "--local-addr", "127.0.0.1", "-m", "govssl.cli", "audit", str(plan), "--out", str(out),
+               "--local-addr", "127.0.0.1", "--log-dir", str(tmp_path / "torchrun-logs"), "-m", "govssl.cli", "audit", str(plan), "--out", str(out),
                "--db", f"sqlite:///{db}", "-q"]
     nodes = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
