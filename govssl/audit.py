@@ -152,12 +152,16 @@ def run_audit(
     out_root: str | Path | None = None,
     progress=None,
     store=None,
+    nproc: int | None = None,
 ) -> AuditRun:
     """Load, train, measure, decide, document and store one audit; return the stored run.
 
     Raises a GovsslError subclass for bad input (nothing is trained or stored then). Plan, policy
     and data are validated first, then the store is opened, so that neither bad input nor an
     unusable database gets as far as training.
+
+    ``nproc`` (default: the plan's ``training.distributed.nproc``) trains on that many processes
+    under ``torch.distributed``; the checks run in this process afterwards.
     """
     started = time.perf_counter()
     progress = progress or NullProgress()
@@ -200,7 +204,8 @@ def run_audit(
         if decision is None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                trained = train.fit(plan, dataset, out_dir, progress, public_X=public_X)
+                trained = train.fit(plan, dataset, out_dir, progress, public_X=public_X,
+                                    nproc=nproc or plan.training.distributed.nproc)
                 record = trained.record
                 artifacts = [Artifact.of("model", trained.record.model_path)]
                 artifacts.append(_write_predictions(out_dir / "predictions.csv", dataset,

@@ -202,12 +202,25 @@ class CalibrationSpec(_Strict):
     epsilon_share: float = Field(0.1, gt=0, lt=1)
 
 
+MAX_NPROC = 1_024
+
+
+class DistributedSpec(_Strict):
+    """Training on ``nproc`` processes of this machine under ``torch.distributed`` (gloo on CPU),
+    started by torch's elastic launcher as ``torchrun`` starts them. 1 trains in the audit's own
+    process. Each process trains on its shard of the rows; under DP the shards are Poisson-sampled
+    at the one-process rate and Opacus adds the noise once, so epsilon is the one-process figure."""
+
+    nproc: int = Field(1, ge=1, le=MAX_NPROC)
+
+
 class TrainingSpec(_Strict):
     encoder: EncoderSpec = EncoderSpec()
     pretrain: PretrainSpec = PretrainSpec()
     finetune: FinetuneSpec = FinetuneSpec()
     dp: DPSpec = DPSpec()
     calibration: CalibrationSpec = CalibrationSpec()
+    distributed: DistributedSpec = DistributedSpec()
     # Also train a supervised-only model (same architecture, labelled rows and budget, no
     # pretraining) as evidence for the label_efficiency check. Not released.
     baseline: bool = True

@@ -102,6 +102,9 @@ class TrainRecord:
     # "temperature", "temperature", "rows" (held out from the classifier), "private", "epsilon_share"
     # (under DP) or "source", "ece_before", "ece_after" (test split)}; empty in records stored before
     calibration: dict = field(default_factory=dict)
+    # the processes training ran on: {"world_size", "backend", "launcher", "sharding", ...}; world
+    # size 1 is the audit's own process; empty in records stored before distributed training
+    distributed: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -25,16 +25,32 @@ from govssl.errors import ConfigError
 @db_option
 @json_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: str | None, as_json: bool, quiet: bool) -> None:
+@click.option("--nproc", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Train on N processes of this machine under torch.distributed (default: the plan's "
+                   "training.distributed.nproc, 1).")
+def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: str | None, as_json: bool, quiet: bool,
+          nproc: int | None) -> None:
     """Train and audit the model an audit PLAN describes; exit 0 if the policy passes, 1 if blocked."""
     from govssl.audit import Terminated, run_audit, stop_on_signals
 
+    from govssl.plan import MAX_NPROC  # here, not at import: `govssl --help` stays light
+
+    if nproc is not None and nproc > MAX_NPROC:
+        raise click.BadParameter(f"{nproc} is more than the {MAX_NPROC:,} processes govssl starts", param_hint="'--nproc'")
+    launched = _torchrun_rank()
+    if launched is not None:  # torchrun started this command on every process: train together
+        rank, world = launched
+        if nproc is not None:
+            raise ConfigError(f"--nproc: torchrun started {world} processes already; leave --nproc out")
+        if rank != 0:
+            _train_as_rank(plan, rank, world)
+        nproc = world
     progress = RichProgress(err, enabled=not quiet and not as_json and err.is_terminal)
     if not as_json:
         err.print(f"govssl {__version__}: auditing {plan}", markup=False)
     try:
         with stop_on_signals():  # SIGTERM / SIGHUP clean up as Ctrl-C does, then exit 128 + signal
-            run = run_audit(plan, policy_path, db_url=db_url, out_root=out_root, progress=progress)
+            run = run_audit(plan, policy_path, db_url=db_url, out_root=out_root, progress=progress, nproc=nproc)
     except Terminated as exc:
         kept = f"run {exc.run_id} was stored before it arrived" if exc.run_id else "nothing of the run was kept"
         err.print(f"stopped by {exc.name}; {kept}", markup=False)
@@ -45,6 +61,34 @@ def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: s
         _print_run(run, out)
         out.print(f"stored as run {esc(run.run_id)} in {esc(_store_label(db_url))}  ({run.seconds:.1f} s)")
     sys.exit(run.decision.exit_code)
+
+
+def _torchrun_rank() -> tuple[int, int] | None:
+    """(rank, world size) when ``torchrun`` started this audit as one of several processes.
+    (The same test as ``govssl.train._distributed.torchrun_rank``, without importing torch.)"""
+    import os
+
+    world, rank = os.environ.get("WORLD_SIZE", ""), os.environ.get("RANK", "")
+    if os.environ.get("TORCHELASTIC_RUN_ID") and world.isdigit() and int(world) > 1 and rank.isdigit():
+        return int(rank), int(world)
+    return None
+
+
+def _train_as_rank(plan: Path, rank: int, world: int) -> None:
+    """A rank other than 0 of a ``torchrun`` launch: train with the others and keep nothing;
+    rank 0 runs the checks and stores the one run."""
+    from govssl.audit import Terminated, stop_on_signals
+    from govssl.plan import load_plan
+    from govssl.train._distributed import train_under_torchrun
+
+    try:
+        with stop_on_signals():
+            train_under_torchrun(load_plan(plan))
+    except Terminated as exc:
+        err.print(f"rank {rank} of {world}: stopped by {exc.name}", markup=False)
+        sys.exit(exc.exit_code)
+    err.print(f"rank {rank} of {world}: training done; rank 0 runs the checks and stores the run", markup=False)
+    sys.exit(0)
 
 
 @cli.group("plan")

@@ -274,7 +274,9 @@ class Private:
         """The trained module, without hooks."""
         if self._clipper is not None:
             self._clipper.remove()
-        return getattr(self.model, "_module", self.model)
+        from govssl.train._distributed import unwrap
+
+        return unwrap(getattr(self.model, "_module", self.model))
 
 
 class _Sized:
@@ -310,21 +312,37 @@ def make_private(model, optimizer, criterion, n: int, batch_size: int, epochs: i
     from opacus import PrivacyEngine
     from opacus.optimizers import DPOptimizerFastGradientClipping
 
+    from govssl.train import _distributed as dist
     from govssl.train._clip import OnePassClipper, PoissonBatches
 
+    ctx = dist.context()
     n_real = n
     if canaries is not None:
         n += canaries.n_included
     sample_rate, steps = poisson_schedule(n, batch_size, epochs)
     if noise_multiplier is None:
         (noise_multiplier,) = calibrate_phases(dp, [(sample_rate, steps)])
-    batches = PoissonBatches(n, sample_rate, steps // epochs, generator)
     engine = PrivacyEngine(accountant=dp.accountant)
+    expected_batch_size = int(n * sample_rate)
+    optimizer_class = DPOptimizerFastGradientClipping
+    if ctx is None:
+        batches = PoissonBatches(n, sample_rate, steps // epochs, generator)
+    else:
+        # Each process samples its shard at the one-process rate; Opacus's distributed optimizer
+        # sums the clipped gradients of all processes, adds the noise on rank 0 only, and divides
+        # by this expected batch size times the world size: the one-process expected batch size.
+        if canaries is not None or OnePassClipper.unsupported(model) is not None:
+            raise ValueError("distributed DP training needs one-pass clipping and no gradient canaries")
+        from opacus.optimizers import DistributedDPOptimizerFastGradientClipping
+
+        batches = dist.ShardedPoisson(n, sample_rate, steps // epochs, generator)
+        expected_batch_size = expected_batch_size / ctx.world_size
+        optimizer_class = DistributedDPOptimizerFastGradientClipping
     if OnePassClipper.unsupported(model) is None:
         clipper = OnePassClipper(model, dp.max_grad_norm)
-        optimizer = DPOptimizerFastGradientClipping(
+        optimizer = optimizer_class(
             optimizer, noise_multiplier=noise_multiplier, max_grad_norm=dp.max_grad_norm,
-            expected_batch_size=int(n * sample_rate), loss_reduction="mean", generator=generator,
+            expected_batch_size=expected_batch_size, loss_reduction="mean", generator=generator,
         )
         optimizer.attach_step_hook(engine.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
         criterion = copy.deepcopy(criterion)
@@ -334,6 +352,10 @@ def make_private(model, optimizer, criterion, n: int, batch_size: int, epochs: i
                           canaries)
         if canaries is not None:
             canaries.attach(model, optimizer, n_real, dp.max_grad_norm)
+        if ctx is not None:
+            from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+
+            private.model = DPDDP(model)  # the same start on every process (rank 0's weights)
     else:
         if canaries is not None:
             raise ValueError(f"gradient canaries need one-pass clipping: {OnePassClipper.unsupported(model)}")

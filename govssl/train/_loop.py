@@ -6,6 +6,8 @@ from typing import Callable, Iterable
 
 import torch
 
+from govssl.train._distributed import epoch_mean
+
 __all__ = ["batches", "train_epochs"]
 
 
@@ -54,5 +56,5 @@ def train_epochs(
                 optimizer.step()
                 total, count = total + value * size, count + size
                 task.advance(1, loss=value)
-            losses.append(total / max(count, 1))
+            losses.append(epoch_mean(total, count))  # over every process's rows under torch.distributed
     return losses

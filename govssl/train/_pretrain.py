@@ -13,6 +13,7 @@ import copy
 import torch
 from torch import nn
 
+from govssl.train import _distributed as dist
 from govssl.train._loop import batches, train_epochs
 from govssl.train.augment import augment
 from govssl.train.scarf import InfoNCELoss, ScarfCorruption
@@ -65,17 +66,27 @@ def _contrastive(method: str, encoder, X, groups, spec, seed: int, progress, lab
     else:
         loss_fn = NTXentLoss(spec.temperature)
     optimizer = torch.optim.Adam(list(encoder.parameters()) + list(projector.parameters()), lr=spec.lr)
-    generator = torch.Generator().manual_seed(seed)
+    generator = dist.generator(seed)
     n_batches = (len(X) + spec.batch_size - 1) // spec.batch_size
+    epoch_batches = lambda: batches(len(X), spec.batch_size, generator)
+    project = None
+    if dist.context() is not None:
+        # one DDP forward per step over both views (a second call before backward would reduce
+        # the gradients twice); each process contrasts the rows of its own batch only
+        project = dist.wrap_ddp(nn.Sequential(encoder, projector))
+        epoch_batches = dist.ShardedBatches(len(X), spec.batch_size, seed)
+        n_batches = len(epoch_batches)
 
     def batch_loss(idx):
         x = X[idx]
         a, b = (x, corrupt(x, generator)) if method == "scarf" else (augment(x, generator), augment(x, generator))
+        if project is not None:
+            z = project(torch.cat([a, b]))
+            return loss_fn(z[: len(a)], z[len(a):])
         return loss_fn(projector(encoder(a)), projector(encoder(b)))
 
     encoder.train()
-    return train_epochs(optimizer, spec.epochs, lambda: batches(len(X), spec.batch_size, generator),
-                        batch_loss, progress, label, n_batches)
+    return train_epochs(optimizer, spec.epochs, epoch_batches, batch_loss, progress, label, n_batches)
 
 
 def pretrain(method: str, encoder: nn.Sequential, X: torch.Tensor, groups, spec, seed: int, progress,
@@ -97,7 +108,7 @@ def pretrain(method: str, encoder: nn.Sequential, X: torch.Tensor, groups, spec,
     objective = _PerExample(method, copy.deepcopy(encoder), X, groups, spec, categorical, private=dp is not None)
     net, loss_fn = objective.net, objective.loss
     optimizer = torch.optim.Adam(net.parameters(), lr=spec.lr)
-    generator = torch.Generator().manual_seed(seed)
+    generator = dist.generator(seed)
     batch_size = min(spec.batch_size, len(X))
     private = None
     if dp is not None:
@@ -108,17 +119,22 @@ def pretrain(method: str, encoder: nn.Sequential, X: torch.Tensor, groups, spec,
                                noise_multiplier=noise_multiplier)
         net, optimizer, loss_fn = private.model, private.optimizer, private.criterion
         n_batches = len(private.batches)
+        epoch_batches = lambda: private.batches
+    elif dist.context() is not None:  # a shard per process, gradients averaged by DDP
+        net = dist.wrap_ddp(net)
+        epoch_batches = dist.ShardedBatches(len(X), batch_size, seed)
+        n_batches = len(epoch_batches)
     else:
         n_batches = (len(X) + batch_size - 1) // batch_size
+        epoch_batches = lambda: batches(len(X), batch_size, generator)
 
     def batch_loss(idx):
         inputs, targets = objective.example(X[idx], generator)
         return loss_fn(net(inputs), targets)
 
     net.train()
-    losses = train_epochs(optimizer, spec.epochs,
-                          lambda: private.batches if private is not None else batches(len(X), batch_size, generator),
-                          batch_loss, progress, label, n_batches, private=private)
-    trained = private.trained_module() if private is not None else net
+    losses = train_epochs(optimizer, spec.epochs, epoch_batches, batch_loss, progress, label, n_batches,
+                          private=private)
+    trained = private.trained_module() if private is not None else dist.unwrap(net)
     encoder.load_state_dict(nn.Sequential(*list(trained)[:-1]).state_dict())
     return losses, (private.engine if private is not None else None)

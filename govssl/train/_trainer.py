@@ -23,6 +23,7 @@ from govssl.errors import ConfigError
 from govssl.records import TrainRecord, sha256_file
 from govssl.train.models import Architecture, build_classifier, predict_proba, split_classifier
 from govssl.train._calibrate import PRIVATE_LR, PRIVATE_MAX_GRAD_NORM, PRIVATE_STEPS, SCALE_BOUNDS, fit_scale, fold_scale, holdout_split, logits_of
+from govssl.train import _distributed as dist
 from govssl.train._loop import batches, train_epochs
 from govssl.train._pretrain import pretrain
 
@@ -69,7 +70,7 @@ def _supervised(model: nn.Module, params, X: torch.Tensor, y: torch.Tensor, spec
     Under DP, ``prior_history`` (a private pretraining phase) enters the same accountant first,
     so the recorded epsilon is the composition of both phases."""
     optimizer = torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
-    generator = torch.Generator().manual_seed(seed)
+    generator = dist.generator(seed)
     loss_fn = nn.CrossEntropyLoss()
     batch_size = min(spec.batch_size, len(X))
     private = None
@@ -81,18 +82,23 @@ def _supervised(model: nn.Module, params, X: torch.Tensor, y: torch.Tensor, spec
                                noise_multiplier=noise_multiplier, prior_history=prior_history, canaries=canaries)
         model, optimizer, loss_fn = private.model, private.optimizer, private.criterion
         batches_per_epoch = len(private.batches)
+        epoch_batches = lambda: private.batches
+    elif dist.context() is not None:  # a shard per process, gradients averaged by DDP
+        model = dist.wrap_ddp(model)
+        epoch_batches = dist.ShardedBatches(len(X), batch_size, seed)
+        batches_per_epoch = len(epoch_batches)
     else:
         batches_per_epoch = (len(X) + batch_size - 1) // batch_size
+        epoch_batches = lambda: batches(len(X), batch_size, generator)
 
     def batch_loss(idx):
         return loss_fn(model(X[idx]), y[idx])
 
     model.train()
-    losses = train_epochs(optimizer, spec.epochs,
-                          lambda: private.batches if private is not None else batches(len(X), batch_size, generator),
-                          batch_loss, progress, label, batches_per_epoch, private=private)
+    losses = train_epochs(optimizer, spec.epochs, epoch_batches, batch_loss, progress, label, batches_per_epoch,
+                          private=private)
     if private is None:
-        return model, losses, None
+        return dist.unwrap(model), losses, None
     from govssl.train._dp import dp_record_of
 
     return private.trained_module(), losses, dp_record_of(private, dp)
@@ -238,7 +244,8 @@ def fixed_threads(n: int = TRAIN_THREADS):
         torch.set_num_threads(previous)
 
 
-def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None, canaries=None) -> TrainResult:
+def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None, canaries=None,
+        nproc: int = 1) -> TrainResult:
     """Train the plan's model on ``data`` (a Dataset); save it as safetensors in ``out_dir``.
 
     ``public_X``: the rows of a declared public dataset (``training.pretrain.public_data``), already
@@ -250,7 +257,22 @@ def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None,
     ``canaries`` (a :class:`govssl.train._dp.GradientCanaries`; DP audits only, off by default):
     the fine-tuning phase carries these white-box gradient canaries as extra private rows, and
     runs as clipped SGD without noise when the plan has no DP.
+
+    ``nproc`` > 1: train on that many processes under ``torch.distributed`` (see
+    :mod:`govssl.train._distributed`); each process loads the plan's data itself, so ``data`` must
+    be the plan's own (not a modified copy) and ``canaries`` cannot be given. In rank 0 of a
+    ``torchrun`` launch, ``nproc`` is its world size and the other ranks are already running.
     """
+    if nproc > 1:
+        if canaries is not None:
+            raise ValueError("gradient canaries train in one process")
+        rows = len(label_subset(data.y_train, plan.training.finetune.label_fraction, plan.seed))
+        if nproc > rows:
+            raise ConfigError(f"training.distributed.nproc: {nproc} processes for {rows:,} labelled rows; "
+                              "every process needs a shard of them, so use at most as many processes as rows")
+        if dist.torchrun_rank() is not None:  # started by torchrun: the other processes are running already
+            return dist.fit_under_torchrun(plan, data, public_X, out_dir, progress)
+        return dist.fit_distributed(plan, data, out_dir, progress, nproc)
     with fixed_threads() as threads:
         return _fit(plan, data, out_dir, progress, public_X, threads, canaries)
 
@@ -394,6 +416,7 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
         baseline=baseline_record,
         category_levels=data.encoder.levels_record(dp is not None) if data.encoder is not None else {},
         calibration=calibration,
+        distributed=dist.record(),
     )
     return TrainResult(model=model, architecture=arch, record=record, labelled_rows=rows, baseline=baseline,
                        calibration_rows=held)
