@@ -75,7 +75,7 @@ def show(run_id: str, db_url: str | None, as_json: bool) -> None:
 @click.argument("run_id")
 @click.option("--format", "formats", type=click.Choice(["md", "html", "json", "pdf"]), multiple=True,
               help="Which documents to write (repeatable; default md, html and json). pdf: the model card, "
-                   "RMF report and datasheet as PDF (needs WeasyPrint and the Pango library).")
+                   "RMF report, datasheet and EU AI Act Annex IV report as PDF (needs WeasyPrint and the Pango library).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder to write into (default: a new folder reports/<UTC time>/ in the run's folder); "
                    "a file there that is a stored artifact is never replaced.")
@@ -85,7 +85,7 @@ def report(run_id: str, formats: tuple[str, ...], out_dir: Path | None, db_url: 
     attestations), without retraining. The stored documents are never overwritten: the new
     ones go to a new folder and are recorded in the store as artifacts of the run, with the
     waivers and attestations they reflect. `--format pdf` writes model_card.pdf,
-    rmf_report.pdf and datasheet.pdf: verdict at the top of every page, run id, model sha256 and
+    rmf_report.pdf, datasheet.pdf and annex_iv.pdf: verdict at the top of every page, run id, model sha256 and
     page number at the bottom, the run's charts embedded."""
     import shutil
     from dataclasses import asdict

@@ -52,6 +52,7 @@ PDF_DOCUMENTS = (
     ("model_card_pdf", "model_card", "model_card.html.j2", "model_card.pdf"),
     ("rmf_report_pdf", "rmf_report", "rmf_report.html.j2", "rmf_report.pdf"),
     ("datasheet_pdf", "datasheet", "datasheet.html.j2", "datasheet.pdf"),
+    ("annex_iv_pdf", "annex_iv", "annex_iv.html.j2", "annex_iv.pdf"),
 )
 CHART_NOT_RECORDED = (
     "cannot embed the chart {path} in the PDF of run '{run_id}': it is not a recorded artifact of the run"

@@ -32,7 +32,7 @@ needs_pdftoppm = pytest.mark.skipif(PDFTOPPM is None, reason="pdftoppm (Debian p
                                                              "rasterises the pages")
 
 RUN_ID = "20240501T090000Z-0000a1"
-PDFS = ("model_card.pdf", "rmf_report.pdf", "datasheet.pdf")
+PDFS = ("model_card.pdf", "rmf_report.pdf", "datasheet.pdf", "annex_iv.pdf")
 MAGENTA = (255, 0, 255)
 # a chart as the robustness check leaves it: an SVG file in the run folder, recorded as an artifact
 CHART = """<svg xmlns="http://www.w3.org/2000/svg" width="400" height="200" viewBox="0 0 400 200">
@@ -107,7 +107,7 @@ def test_report_pdf__three_documents_with_verdict_footer_charts_recorded_and_exp
     assert code == 0, (out, err)
     (new,) = (Path(run.out_dir) / "reports").iterdir()
     assert sorted(p.name for p in new.iterdir()) == sorted(PDFS)
-    assert "recorded 3 document(s)" in one_line(out)
+    assert "recorded 4 document(s)" in one_line(out)
 
     model_sha256 = run.training.model_sha256
     texts = {}
@@ -133,6 +133,7 @@ def test_report_pdf__three_documents_with_verdict_footer_charts_recorded_and_exp
         assert rule in texts["model_card.pdf"]
     assert "fairness-equalized-odds" in texts["rmf_report.pdf"] and "MEASURE 2.11" in texts["rmf_report.pdf"]
     assert "Datasheet: adult" in texts["datasheet.pdf"]
+    assert "Annex IV" in texts["annex_iv.pdf"] and "Art. 15" in texts["annex_iv.pdf"]
 
     # the chart is drawn on the page that says "Chart: robustness", and nowhere else
     reader = pypdf.PdfReader(new / "model_card.pdf")
@@ -147,7 +148,7 @@ def test_report_pdf__three_documents_with_verdict_footer_charts_recorded_and_exp
     shown = json.loads(run_cli(capsys, "show", RUN_ID, "--db", url, "--json")[1])
     recorded = {a["kind"]: a for a in shown["artifacts"]}
     for kind, name in (("model_card_pdf", "model_card.pdf"), ("rmf_report_pdf", "rmf_report.pdf"),
-                       ("datasheet_pdf", "datasheet.pdf")):
+                       ("datasheet_pdf", "datasheet.pdf"), ("annex_iv_pdf", "annex_iv.pdf")):
         assert recorded[kind]["path"] == str(new / name)
         assert recorded[kind]["sha256"] == hashlib.sha256((new / name).read_bytes()).hexdigest()
     target = tmp_path / "run.zip"
