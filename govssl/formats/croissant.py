@@ -174,7 +174,7 @@ def _rai(run: AuditRun) -> dict:
 def _audit_use(run: AuditRun) -> str:
     card = (run.plan or {}).get("model_card") or {}
     name = card.get("name") or run.plan_name
-    purpose = f" ({card['intended_use']})" if card.get("intended_use") else ""
+    purpose = f" ({str(card['intended_use']).strip().rstrip('.')})" if card.get("intended_use") else ""
     return (f"Training and testing of the model {name}{purpose}, audited by govssl in run {run.run_id} "
             f"under policy {run.policy_name} v{run.policy_version}: {run.decision.verdict}.")
 

@@ -1,5 +1,6 @@
 """One fast, real audit shared by the format tests: Adult rows as CSV files with a data manifest
-(source, licence, creator), datasheet answers and a signing key."""
+(source, licence, creator), datasheet answers, a signing key, and `--mlflow` to a SQLite
+tracking store in the test's folder."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def cli(*argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="session")
 def formats_run(tmp_path_factory, adult_csvs):
-    """The audit: its folder, store URL, run id, run folder, evidence.json and public key."""
+    """The audit: its folder, store URL, run id, run folder, evidence.json, public key and MLflow URI."""
     folder = tmp_path_factory.mktemp("formats")
     for csv in adult_csvs:
         shutil.copy(csv, folder / csv.name)
@@ -55,12 +56,14 @@ def formats_run(tmp_path_factory, adult_csvs):
                                                        "mitigation": "audited per group"}]}
     (folder / "plan.yaml").write_text(yaml.safe_dump(plan, sort_keys=False), encoding="utf-8")
     db = f"sqlite:///{folder / 'audit.db'}"
-    code, out, err = cli("audit", str(folder / "plan.yaml"), "--db", db, "--out", str(folder / "out"), "--quiet")
+    mlflow_uri = f"sqlite:///{folder / 'mlflow.db'}"
+    code, out, err = cli("audit", str(folder / "plan.yaml"), "--db", db, "--out", str(folder / "out"), "--quiet",
+                         "--mlflow", mlflow_uri)
     assert code in (0, 1), err
     run_dir = next((folder / "out").iterdir())
     evidence = json.loads((run_dir / "evidence.json").read_text(encoding="utf-8"))
     return {"folder": folder, "db": db, "run_id": run_dir.name, "run_dir": run_dir, "evidence": evidence,
-            "code": code, "out": out, "err": err, "key": folder / "signer.pub",
+            "code": code, "out": out, "err": err, "key": folder / "signer.pub", "mlflow": mlflow_uri,
             "plan": folder / "plan.yaml"}
 
 

@@ -8,6 +8,8 @@ import base64
 import json
 import shutil
 
+import mlflow
+
 from govssl.provenance import TEST_RESULT_FILE
 from govssl.records import sha256_file
 from tests.conftest import REPO, run_cli
@@ -61,3 +63,8 @@ def test_every_format_carries_the_sha256_that_gate_and_attest_verify_use(capsys,
         subjects = {s["name"]: s["digest"]["sha256"] for s in _payload(run_dir / envelope)["subject"]}
         assert subjects["model.safetensors"] == model_sha
         assert {n: subjects[f"data/{n}"] for n in data} == data_sha
+
+    mlflow.set_tracking_uri(formats_run["mlflow"])
+    logged = mlflow.search_runs(experiment_names=["adult-formats"]).iloc[0]
+    assert logged["tags.govssl.model_sha256"] == model_sha
+    assert {n: logged[f"tags.govssl.data.{n}.sha256"] for n in data} == data_sha
