@@ -125,7 +125,7 @@ def _figure(m: Mapping) -> str:
     value = m["value"]
     text = f"{value:.4g}" if isinstance(value, float) and not isinstance(value, bool) else str(value)
     if m.get("ci_low") is not None and m.get("ci_high") is not None:
-        text += f" (95% CI {m['ci_low']:.4g} to {m['ci_high']:.4g})"
+        text += f" (CI {m['ci_low']:.4g} to {m['ci_high']:.4g})"
     return text
 
 

@@ -2,9 +2,9 @@
 
 One MLflow run per audit, in the experiment named after the plan, named after the govssl run id:
 
-- params: the plan, flattened to dotted keys (``training.pretrain.epochs``); values are JSON
-  except plain strings, cut to MLflow's limit of 6,000 characters (the whole plan is logged as
-  the artifact ``govssl/plan.json`` too);
+- params: the plan, flattened to dotted keys (``training.pretrain.epochs``; characters MLflow
+  refuses in a key become "_"); values are JSON except plain strings, cut to MLflow's limit of
+  6,000 characters (the whole plan is logged as the artifact ``govssl/plan.json`` too);
 - metrics: every model-wide measurement (subject "") with a number or true/false as value, as
   ``check.metric`` (true/false as 1/0), and its confidence bounds as ``check.metric.ci_low`` /
   ``.ci_high``; a model-wide measurement with a text value is the tag ``govssl.value.check.metric``;
@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import warnings
 from contextlib import contextmanager
@@ -43,6 +44,16 @@ NOT_INSTALLED = ("--mlflow: MLflow is not installed in this environment; install
                  "mlflow extra: pip install 'govssl[mlflow]'")
 
 
+_NOT_IN_KEYS = re.compile(r"[^\w.\- ]")  # MLflow's names: letters, digits, _ - . space (and / :)
+MAX_KEY_LENGTH = 250
+
+
+def _key(name: str) -> str:
+    """``name`` as an MLflow param, metric or tag key: other characters (a slash too, which MLflow
+    reads as a path) become "_", and the key is cut at MLflow's 250 characters."""
+    return _NOT_IN_KEYS.sub("_", name)[:MAX_KEY_LENGTH]
+
+
 def resolve_uri(uri: str | None) -> str:
     """The tracking URI: ``uri`` unless empty, else ``MLFLOW_TRACKING_URI``, else :data:`DEFAULT_URI`."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
@@ -55,7 +66,7 @@ def _flatten(value, prefix: str = "") -> dict[str, str]:
             out.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
         return out
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return {prefix: text[:MAX_PARAM_LENGTH]}
+    return {_key(prefix): text[:MAX_PARAM_LENGTH]}
 
 
 def params(run: AuditRun) -> dict[str, str]:
@@ -79,7 +90,7 @@ def metrics(run: AuditRun) -> tuple[dict[str, float], dict[str, str]]:
     for m in run.measurements:
         if m.subject != "":
             continue
-        key = f"{m.check}.{m.metric}"
+        key = _key(f"{m.check}.{m.metric}")
         value = _number(m.value)
         if value is None:
             texts.setdefault(f"govssl.value.{key}", str(m.value))
@@ -106,7 +117,7 @@ def _tags(run: AuditRun) -> dict[str, str]:
         "govssl.version": run.govssl_version,
     }
     for f in run.dataset.files:
-        tags[f"govssl.data.{Path(str(f['path'])).name}.sha256"] = str(f["sha256"])
+        tags[_key(f"govssl.data.{Path(str(f['path'])).name}.sha256")] = str(f["sha256"])
     return {key: value for key, value in tags.items() if value != ""}
 
 

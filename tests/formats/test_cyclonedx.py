@@ -137,3 +137,35 @@ def test_export__existing_out_needs_force_and_is_kept(capsys, formats_run, tmp_p
     assert code == 0, err
     assert _validate(json.loads(target.read_text())) is None
     assert not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("variant", ["dp", "not-trained", "no-pretraining"])
+def test_bom__hand_made_runs_validate_too(tmp_path, variant):
+    """A private model with an errored check, an audit that stopped at preflight (no model file)
+    and a model without self-supervised pretraining."""
+    from dataclasses import replace
+
+    from govssl.formats.cyclonedx import bom as make_bom
+    from tests.reports.test_render import make_run
+
+    dp = {"epsilon": 2.9, "delta": 1e-5, "accountant": "rdp", "noise_multiplier": 1.1, "sample_rate": 0.01,
+          "steps": 900, "max_grad_norm": 1.0}
+    run = make_run(tmp_path, dp=dp if variant == "dp" else None, scope="pretrain+finetune" if variant == "dp" else "none",
+                   end_to_end=variant == "dp")
+    if variant == "not-trained":
+        run.training = replace(run.training, trained=False, model_path="", model_sha256="", architecture="",
+                               method="none", pretrain_epochs=0)
+        run.artifacts = [a for a in run.artifacts if a.kind != "model"]
+    if variant == "no-pretraining":
+        run.training = replace(run.training, method="none", pretrain_epochs=0)
+    document = make_bom(run)
+    assert _validate(document) is None
+    model = document["components"][0]
+    approach = model["modelCard"]["modelParameters"]["approach"]["type"]
+    assert approach == ("self-supervised" if variant == "dp" else "supervised")
+    assert ("hashes" in model) == (variant != "not-trained")
+    properties = {p["name"]: p["value"] for p in model["modelCard"]["properties"]}
+    assert ("govssl:epsilon" in properties) == (variant == "dp")
+    if variant == "dp":
+        assert properties["govssl:epsilon"] == "2.9"
+        assert any("robustness check errored" in t for t in model["modelCard"]["considerations"]["technicalLimitations"])

@@ -122,3 +122,19 @@ def test_mlflow__a_bad_plan_is_reported_before_the_tracking_store_is_touched(cap
     code, _, err = run_cli(capsys, "audit", str(plan), "--quiet", "--mlflow")
     assert code == 2 and "seed" in err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_mlflow__plan_keys_mlflow_would_refuse_are_made_safe(tmp_path):
+    from mlflow.utils.validation import path_not_unique, validate_param_and_metric_name
+
+    from govssl.formats.mlflow import params
+    from tests.reports.test_render import make_run
+
+    run = make_run(tmp_path)
+    run.plan = {"dataset": {"levels": {"income ($)": ["<=50K", ">50K"], "a/../b": ["x"]}, "drop": []},
+                "name": "x" * 300}
+    got = params(run)
+    assert got == {"dataset.levels.income ___": '["<=50K", ">50K"]', "dataset.levels.a_.._b": '["x"]',
+                   "dataset.drop": "[]", "name": "x" * 300}
+    for key in got:
+        assert validate_param_and_metric_name(key) and not path_not_unique(key), key
