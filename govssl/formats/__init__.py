@@ -18,8 +18,10 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from govssl.records import AuditRun
+if TYPE_CHECKING:  # the registry is imported by every command: it loads nothing but the standard library
+    from govssl.records import AuditRun
 
 __all__ = ["DEFAULT_FORMAT", "FORMATS", "ExportFormat", "export", "register_format"]
 
