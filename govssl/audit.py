@@ -247,6 +247,9 @@ def run_audit(
         # the store's head before this run: signed with a key kept outside the database, it lets
         # `govssl attest verify --db` catch a rewrite of the chain up to that entry
         anchor = store.head().to_dict()
+        # the decision in the standard in-toto test-result predicate, then govssl's own statement
+        # (which lists the first among its subjects)
+        run.artifacts.append(provenance.write_decision_attestation(run, signing_key))
         run.artifacts.append(provenance.write_attestation(run, signing_key, anchor=anchor))
         with _signals_held() as held:
             store.save(run)  # one transaction: an exception inside it rolls it back

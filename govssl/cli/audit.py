@@ -13,7 +13,7 @@ from govssl.cli._common import (
     _print_run, _store_label, cli, db_option, err, esc, json_option, out,
     RichProgress,
 )
-from govssl.errors import ConfigError
+from govssl.errors import ConfigError, GovsslError
 
 
 @cli.command()
@@ -28,8 +28,13 @@ from govssl.errors import ConfigError
 @click.option("--nproc", type=click.IntRange(min=1), default=None, metavar="N",
               help="Train on N processes of this machine under torch.distributed (default: the plan's "
                    "training.distributed.nproc, 1).")
+@click.option("--mlflow", "mlflow_uri", is_flag=False, flag_value="", default=None, metavar="[URI]",
+              help="Also log the stored run to this MLflow tracking store (default: MLFLOW_TRACKING_URI, else "
+                   "sqlite:///mlflow.db in the working folder): the plan as params, the model-wide figures as "
+                   "metrics, the decision, run id and model sha256 as tags, the documents as artifacts. Needs "
+                   "govssl[mlflow]. Give it after PLAN, or as --mlflow=URI.")
 def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: str | None, as_json: bool, quiet: bool,
-          nproc: int | None) -> None:
+          nproc: int | None, mlflow_uri: str | None) -> None:
     """Train and audit the model an audit PLAN describes; exit 0 if the policy passes, 1 if blocked."""
     from govssl.audit import Terminated, run_audit, stop_on_signals
 
@@ -48,9 +53,18 @@ def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: s
     progress = RichProgress(err, enabled=not quiet and not as_json and err.is_terminal)
     if not as_json:
         err.print(f"govssl {__version__}: auditing {plan}", markup=False)
+    policy, tracker = policy_path, None
+    if mlflow_uri is not None:  # plan, policy and tracking store are checked before anything trains
+        from govssl.formats.mlflow import Tracker
+        from govssl.plan import load_plan
+        from govssl.policy import load_policy
+
+        plan = load_plan(plan)
+        policy = load_policy(policy_path if policy_path is not None else plan.policy_path())
+        tracker = Tracker(mlflow_uri)
     try:
         with stop_on_signals():  # SIGTERM / SIGHUP clean up as Ctrl-C does, then exit 128 + signal
-            run = run_audit(plan, policy_path, db_url=db_url, out_root=out_root, progress=progress, nproc=nproc)
+            run = run_audit(plan, policy, db_url=db_url, out_root=out_root, progress=progress, nproc=nproc)
     except Terminated as exc:
         kept = f"run {exc.run_id} was stored before it arrived" if exc.run_id else "nothing of the run was kept"
         err.print(f"stopped by {exc.name}; {kept}", markup=False)
@@ -60,6 +74,15 @@ def audit(plan: Path, policy_path: Path | None, out_root: Path | None, db_url: s
     else:
         _print_run(run, out)
         out.print(f"stored as run {esc(run.run_id)} in {esc(_store_label(db_url))}  ({run.seconds:.1f} s)")
+    if tracker is not None:
+        try:
+            mlflow_run = tracker.log(run)
+        except GovsslError as exc:
+            raise type(exc)(f"{exc.args[0]} (the audit itself finished: run {run.run_id} is stored, decision "
+                            f"{run.decision.verdict.upper()})", exc.problems) from None
+        if not as_json:
+            out.print(f"logged to MLflow {tracker.uri}: run {mlflow_run} in experiment {run.plan_name!r}",
+                      markup=False)
     sys.exit(run.decision.exit_code)
 
 

@@ -119,11 +119,19 @@ def attest_verify(envelope: Path, key_path: Path, db_url: str | None) -> None:
     """Verify a run's DSSE envelope and the files beside it; exit 3 on any change. With --db, also
     check the store: its chain must verify and still hold the ledger head the signed statement
     recorded before its run was saved (exit 3 if that entry has another hash or is missing)."""
-    from govssl.errors import IntegrityError
-    from govssl.provenance import ledger_anchor, load_public_key, verify_envelope
+    from govssl.errors import ConfigError, IntegrityError
+    from govssl.provenance import ATTESTATION_FILE, TEST_RESULT_TYPE, ledger_anchor, load_public_key, verify_envelope
 
     stmt = verify_envelope(envelope, load_public_key(key_path))
     pred = stmt.get("predicate", {})
+    if stmt.get("predicateType") == TEST_RESULT_TYPE:
+        if db_url is not None:
+            raise ConfigError(f"{envelope}: a test-result statement records no ledger anchor; check the store "
+                              f"against the {ATTESTATION_FILE} beside it")
+        counts = ", ".join(f"{len(pred.get(f'{k}Tests') or [])} {k}" for k in ("passed", "warned", "failed"))
+        out.print(f"{envelope}: signature valid; {len(stmt.get('subject', []))} subject(s); "
+                  f"test result {pred.get('result')} ({counts} rule(s))", markup=False)
+        return
     out.print(f"{envelope}: signature valid; {len(stmt.get('subject', []))} subject(s); "
               f"run {pred.get('run_id')} decision {pred.get('decision', {}).get('verdict')}", markup=False)
     if db_url is None:

@@ -14,6 +14,7 @@ from govssl.cli._common import (
     EXIT_INTEGRITY, EXIT_OK, _effective, _fmt, _print_run, _store_label, cli, db_option, err, esc,
     json_option, out,
 )
+from govssl.formats import DEFAULT_FORMAT, FORMATS as EXPORT_FORMATS
 
 
 @cli.command()
@@ -236,20 +237,30 @@ def diff(run_a: str, run_b: str, db_url: str | None, as_json: bool) -> None:
         out.print(rules)
 
 
+def _format_help() -> str:
+    return "What to write: " + "; ".join(f"{f.name}: {f.summary}" for f in EXPORT_FORMATS.values()) + "."
+
+
 @cli.command()
 @click.argument("run_id")
+@click.option("--format", "format_name", type=click.Choice(list(EXPORT_FORMATS)), default=DEFAULT_FORMAT,
+              show_default=True, help=_format_help())
 @click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The zip file to write (an existing file only with --force).")
+              help="The file to write (an existing file only with --force).")
 @click.option("--force", is_flag=True, help="Replace --out if it exists.")
 @db_option
-def export(run_id: str, out_file: Path, force: bool, db_url: str | None) -> None:
-    """Write one stored run as a zip: record, documents, evidence, attestations, SHA256SUMS."""
+def export(run_id: str, format_name: str, out_file: Path, force: bool, db_url: str | None) -> None:
+    """Write one stored run in an export format: by default a zip of its record, documents,
+    evidence, attestations and SHA256SUMS; or a CycloneDX ML-BOM, or Croissant metadata of its
+    data. The run is read from the store and verified against its hash chain first, and every
+    file the export states a hash for must still have it where it is found (exit 3 otherwise)."""
     from govssl.errors import ConfigError
-    from govssl.store import AuditStore, export_run
+    from govssl.formats import export as export_as
+    from govssl.store import AuditStore
 
     if out_file.exists() and not force:
         raise ConfigError(f"--out: {out_file} already exists; pass --force to replace it")
-    (run,), _ = AuditStore(db_url, read_only=True).read_runs([run_id])
-    names = export_run(run, out_file, overwrite=force)
-    out.print(f"exported run {run.run_id} to {out_file}: {len(names)} file(s) including SHA256SUMS")
-
+    (run,), waivers = AuditStore(db_url, read_only=True).read_runs([run_id])
+    if EXPORT_FORMATS[format_name].waivers:
+        run = _effective(run, waivers)
+    out.print(export_as(run, format_name, out_file, overwrite=force), markup=False)

@@ -7,6 +7,13 @@ ledger head before the run was saved (``ledger_anchor``: store, seq, hash). Sign
 kept outside the database, that anchor is what makes a consistent rewrite of the store's whole
 chain detectable. Formats: in-toto Attestation Framework, Statement v1; DSSE (Dead Simple
 Signing Envelope) v1.
+
+Beside it, the decision is also stated in the standard in-toto test-result predicate
+(``https://in-toto.io/attestation/test-result/v0.1``; source: the in-toto Attestation Framework,
+``spec/predicates/test-result.md``, predicate version 0.1.0), signed the same way, so that a
+generic in-toto verifier reads pass or fail without knowing govssl: its subjects are the model
+file and the audited data files, ``result`` is PASSED, WARNED or FAILED, ``configuration`` the
+policy and the plan by sha256, and the policy's rules are the tests.
 """
 
 from __future__ import annotations
@@ -23,12 +30,15 @@ from govssl.records import Artifact, AuditRun, sha256_file
 __all__ = [
     "STATEMENT_TYPE", "PAYLOAD_TYPE", "PREDICATE_TYPE", "ATTESTATION_FILE",
     "statement", "envelope", "write_attestation", "verify_envelope", "ledger_anchor",
+    "TEST_RESULT_TYPE", "TEST_RESULT_FILE", "decision_statement", "write_decision_attestation",
 ]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 PREDICATE_TYPE = "urn:govssl:predicate:audit-decision:v1"
 ATTESTATION_FILE = "attestation.intoto.json"
+TEST_RESULT_TYPE = "https://in-toto.io/attestation/test-result/v0.1"
+TEST_RESULT_FILE = "test-result.intoto.json"
 
 
 def _subjects(run: AuditRun) -> list[dict]:
@@ -85,6 +95,69 @@ def statement(run: AuditRun, anchor: dict | None = None) -> dict:
             "store": str(anchor["store"]), "seq": int(anchor["seq"]), "hash": str(anchor["hash"])
         }
     return stmt
+
+
+def _tests(run: AuditRun) -> tuple[list[str], list[str], list[str]]:
+    """The policy's rules as tests: (passed, warned, failed) rule ids. A failing rule of severity
+    warn, and a blocking failure accepted by a waiver, passed with a warning; a rule that blocks
+    the release failed; a skipped rule (its check did not run) is in none of the lists."""
+    passed, warned, failed = [], [], []
+    for o in run.decision.outcomes:
+        if o.status == "pass":
+            passed.append(o.rule_id)
+        elif o.blocking:
+            failed.append(o.rule_id)
+        elif o.status != "skipped":
+            warned.append(o.rule_id)
+    return passed, warned, failed
+
+
+def decision_statement(run: AuditRun) -> dict:
+    """The run's decision as an in-toto Statement v1 with the test-result v0.1 predicate.
+
+    Subjects (the artifacts tested): the model file by its name in the run folder, and the
+    audited data files as ``data/<name>``, each by sha256. ``result``: FAILED when the release is
+    blocked, WARNED when it passes with warnings or waived failures, PASSED otherwise."""
+    subjects = []
+    model = next((a for a in run.artifacts if a.kind == "model"), None)
+    if model is not None:
+        path, out_dir = Path(model.path), Path(run.out_dir)
+        name = path.relative_to(out_dir).as_posix() if path.is_relative_to(out_dir) else path.name
+        subjects.append({"name": name, "digest": {"sha256": model.sha256}})
+    for f in run.dataset.files:
+        subjects.append({"name": f"data/{Path(f['path']).name}", "digest": {"sha256": f["sha256"]}})
+    passed, warned, failed = _tests(run)
+    result = "FAILED" if not run.decision.passed else "WARNED" if warned else "PASSED"
+    configuration = [
+        {"name": Path(run.policy_path).name or run.policy_name, "digest": {"sha256": run.policy_sha256},
+         "mediaType": "application/yaml",
+         "annotations": {"kind": "govssl policy", "policy": run.policy_name, "version": run.policy_version}},
+    ]
+    if run.plan_sha256:
+        configuration.append(
+            {"name": Path(run.plan_path).name or run.plan_name, "digest": {"sha256": run.plan_sha256},
+             "mediaType": "application/yaml", "annotations": {"kind": "govssl audit plan", "plan": run.plan_name,
+                                                              "run_id": run.run_id}})
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": subjects,
+        "predicateType": TEST_RESULT_TYPE,
+        "predicate": {
+            "result": result,
+            "configuration": configuration,
+            "passedTests": passed,
+            "warnedTests": warned,
+            "failedTests": failed,
+        },
+    }
+
+
+def write_decision_attestation(run: AuditRun, key: SigningKey | None) -> Artifact:
+    """Write the run's test-result envelope into its folder, signed like the govssl one (before
+    it, so that the govssl statement lists this file among its subjects)."""
+    path = Path(run.out_dir) / TEST_RESULT_FILE
+    path.write_text(json.dumps(envelope(decision_statement(run), key), indent=2) + "\n", encoding="utf-8")
+    return Artifact.of("attestation", path)
 
 
 def _finite(value):

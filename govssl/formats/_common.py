@@ -1,0 +1,105 @@
+"""What every export format shares: the hashes it states are checked, the file appears whole or not at all."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path, PurePath
+from typing import Any
+
+from govssl.errors import DataError, IntegrityError
+from govssl.records import AuditRun, sha256_file
+
+__all__ = ["check_files", "described_files", "first_url", "json_bytes", "model_artifact", "plain", "write_file"]
+
+EXISTS = "{out}: the export file already exists; pass --force to replace it"
+CHANGED = (
+    "cannot export run '{run_id}': its {kind} file {path} changed on disk since the audit "
+    "(sha256 {actual}, the store records {expected})"
+)
+
+_URL = re.compile(r"https?://[^\s,;()<>\"'\\]+")
+_DOI = re.compile(r"\bdoi:\s*(10\.\d{4,9}/[^\s,;()<>\"'\\]+)", re.IGNORECASE)
+
+
+def first_url(*texts: str) -> str:
+    """The first http(s) URL in the texts, else the first DOI as a doi.org URL; "" if none."""
+    for text in texts:
+        if found := _URL.search(text or ""):
+            return found.group(0).rstrip(".")
+    for text in texts:
+        if found := _DOI.search(text or ""):
+            return "https://doi.org/" + found.group(1).rstrip(".")
+    return ""
+
+
+def described_files(run: AuditRun) -> Iterator[tuple[str, str, str]]:
+    """``(kind, path, sha256)`` of every file an export names by hash: the run's artifacts
+    (model, documents, attestations) and the audited data files, as the store records them."""
+    for artifact in run.artifacts:
+        yield artifact.kind, artifact.path, artifact.sha256
+    for f in run.dataset.files:
+        yield "data", str(f["path"]), str(f["sha256"])
+
+
+def check_files(run: AuditRun) -> None:
+    """Raise IntegrityError naming the first file an export would describe that is on this
+    machine with another sha256 than the store records. A file that is not here (the run was
+    made on another machine) is described by the verified store alone, as ``attest verify``
+    treats the data files it does not find."""
+    for kind, path, expected in described_files(run):
+        file = Path(path)
+        if not file.is_file():
+            continue
+        actual = sha256_file(file)
+        if actual != expected:
+            raise IntegrityError(CHANGED.format(run_id=run.run_id, kind=kind, path=file, actual=actual,
+                                                expected=expected))
+
+
+def model_artifact(run: AuditRun):
+    """The run's model artifact (None when the audit stopped at preflight and trained nothing)."""
+    return next((a for a in run.artifacts if a.kind == "model"), None)
+
+
+def plain(value: Any) -> Any:
+    """JSON-safe: non-finite floats as the strings "nan", "inf", "-inf", tuples as lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, PurePath):
+        return str(value)
+    return value
+
+
+def json_bytes(document: dict) -> bytes:
+    """Strict JSON (no NaN), indented, UTF-8, newline at the end."""
+    return (json.dumps(plain(document), indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
+
+
+def write_file(out: Path, data: bytes, overwrite: bool) -> None:
+    """Write ``out`` whole or not at all: a ``.partial`` file beside it, then a rename (``overwrite``)
+    or a hard link that fails if ``out`` appeared meanwhile. DataError naming ``out`` otherwise."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise DataError(EXISTS.format(out=out))
+    partial = out.with_name(out.name + ".partial")
+    try:
+        partial.write_bytes(data)
+        if overwrite:
+            os.replace(partial, out)
+        else:
+            os.link(partial, out)  # never replaces a file
+            partial.unlink()
+    except FileExistsError:
+        partial.unlink(missing_ok=True)
+        raise DataError(EXISTS.format(out=out)) from None
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise DataError(f"{out}: cannot write the export: {exc}") from None
