@@ -21,7 +21,8 @@ before. Where the cap does not bind (the demo), the two give the same figures.
 
 ``--caps 10000,300000`` adds more caps to the check-alone runs (same context).
 
-Run from the repository root (times depend on the machine's load; run on an idle one):
+Times are wall-clock seconds and process (CPU) seconds; on a busy machine the CPU seconds are the
+steadier figure (training runs on one thread). Run from the repository root:
 
     python benchmarks/bench_poison_cost.py [--rows 1000000] [--skip-demo] [--caps 10000,300000]
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -97,16 +99,43 @@ def _print_figures(figures: dict) -> None:
               f"{f['n_retrain_rows']:,} retrain rows")
 
 
+class _CheckClock:
+    """A progress sink that keeps the process (CPU) seconds of each check of an audit, read where
+    the audit advances its "running checks" task; it reports nothing."""
+
+    def __init__(self):
+        self.cpu: dict[str, float] = {}
+        self._last = 0.0
+
+    @contextmanager
+    def task(self, description: str, total):
+        clock = self
+
+        class _Task:
+            def advance(self, steps: int = 1, **info) -> None:
+                if description == "running checks":
+                    now = time.process_time()
+                    clock.cpu[str(info.get("check"))] = now - clock._last
+                    clock._last = now
+
+        self._last = time.process_time()
+        yield _Task()
+
+    def note(self, message: str) -> None:
+        pass
+
+
 def _audit(plan, folder: Path) -> dict:
     from govssl import run_audit
 
-    started = time.perf_counter()
-    run = run_audit(plan, db_url=f"sqlite:///{folder / 'audit.db'}", out_root=folder / "out")
-    seconds = time.perf_counter() - started
+    clock = _CheckClock()
+    started, cpu = time.perf_counter(), time.process_time()
+    run = run_audit(plan, db_url=f"sqlite:///{folder / 'audit.db'}", out_root=folder / "out", progress=clock)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     poisoning = next(r for r in run.results if r.check == "poisoning")
     assert poisoning.status == "measured", poisoning.reason
-    return {"audit": seconds, "training": float(run.training.seconds), "poisoning": poisoning.seconds,
-            "figures": _figures(poisoning)}
+    return {"audit": seconds, "audit_cpu": cpu, "training": float(run.training.seconds), "poisoning": poisoning.seconds,
+            "poisoning_cpu": clock.cpu["poisoning"], "figures": _figures(poisoning)}
 
 
 def _check_alone(plan, caps: list) -> dict:
@@ -129,9 +158,11 @@ def _check_alone(plan, caps: list) -> dict:
                            progress=NullProgress(), plan=plan)
         params = dict(plan.checks.get("poisoning") or {})
         for cap in caps:
+            cpu = time.process_time()
             result = PoisoningCheck(**{**params, "max_retrain_rows": cap}).run(ctx)
+            cpu = time.process_time() - cpu
             assert result.status == "measured", result.reason
-            out[cap] = {"poisoning": result.seconds, "figures": _figures(result)}
+            out[cap] = {"poisoning": result.seconds, "poisoning_cpu": cpu, "figures": _figures(result)}
     return out
 
 
@@ -144,26 +175,30 @@ def compare(name: str, plan, folder: Path, extra_caps: list) -> None:
 
     print(f"\n== {name}", flush=True)
     a = _audit(_with_cap(plan, MAX_RETRAIN_ROWS), folder)
-    rest = a["audit"] - a["poisoning"]
-    print(f"  after (max_retrain_rows: {MAX_RETRAIN_ROWS:,}), whole audit: {a['audit']:.1f} s, training "
-          f"{a['training']:.1f} s, poisoning check {a['poisoning']:.1f} s = {100 * a['poisoning'] / a['audit']:.1f}% "
-          f"of the audit", flush=True)
+    rest, rest_cpu = a["audit"] - a["poisoning"], a["audit_cpu"] - a["poisoning_cpu"]
+    print(f"  after (max_retrain_rows: {MAX_RETRAIN_ROWS:,}), whole audit: {a['audit']:.1f} s "
+          f"({a['audit_cpu']:.1f} CPU s), training {a['training']:.1f} s, poisoning check {a['poisoning']:.1f} s "
+          f"({a['poisoning_cpu']:.1f} CPU s) = {100 * a['poisoning'] / a['audit']:.1f}% of the audit "
+          f"({100 * a['poisoning_cpu'] / a['audit_cpu']:.1f}% of its CPU time)", flush=True)
     _print_figures(a["figures"])
     alone = _check_alone(plan, [None] + [c for c in extra_caps if c != MAX_RETRAIN_ROWS])
     b = alone.pop(None)
-    before_audit = rest + b["poisoning"]
-    print(f"  before (max_retrain_rows: null), check alone: {b['poisoning']:.1f} s; in the audit: "
-          f"{before_audit:.1f} s, {100 * b['poisoning'] / before_audit:.1f}% of it", flush=True)
+    before, before_cpu = rest + b["poisoning"], rest_cpu + b["poisoning_cpu"]
+    print(f"  before (max_retrain_rows: null), check alone: {b['poisoning']:.1f} s ({b['poisoning_cpu']:.1f} CPU s); "
+          f"in the audit: {before:.1f} s, {100 * b['poisoning'] / before:.1f}% of it "
+          f"({100 * b['poisoning_cpu'] / before_cpu:.1f}% of its CPU time)", flush=True)
     _print_figures(b["figures"])
     print(f"  after / before: poisoning check {a['poisoning'] / b['poisoning']:.3f} "
-          f"({b['poisoning'] / a['poisoning']:.1f} times cheaper), audit {a['audit'] / before_audit:.3f}; share "
-          f"{100 * b['poisoning'] / before_audit:.1f}% -> {100 * a['poisoning'] / a['audit']:.1f}%", flush=True)
+          f"(CPU {a['poisoning_cpu'] / b['poisoning_cpu']:.3f}), audit {a['audit'] / before:.3f} "
+          f"(CPU {a['audit_cpu'] / before_cpu:.3f}); share {100 * b['poisoning'] / before:.1f}% -> "
+          f"{100 * a['poisoning'] / a['audit']:.1f}% (CPU {100 * b['poisoning_cpu'] / before_cpu:.1f}% -> "
+          f"{100 * a['poisoning_cpu'] / a['audit_cpu']:.1f}%)", flush=True)
     same = all(a["figures"][r][k] == b["figures"][r][k] for r in b["figures"]
                for k in ("success", "accuracy_drop", "recall"))
     print(f"  figures identical before and after: {same}")
     for cap, r in alone.items():
-        print(f"  max_retrain_rows {_cap_text(cap)}, check alone: {r['poisoning']:.1f} s; in the audit "
-              f"{100 * r['poisoning'] / (rest + r['poisoning']):.1f}% of it", flush=True)
+        print(f"  max_retrain_rows {_cap_text(cap)}, check alone: {r['poisoning']:.1f} s ({r['poisoning_cpu']:.1f} CPU s); "
+              f"in the audit {100 * r['poisoning_cpu'] / (rest_cpu + r['poisoning_cpu']):.1f}% of its CPU time", flush=True)
         _print_figures(r["figures"])
 
 

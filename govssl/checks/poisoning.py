@@ -59,8 +59,8 @@ REPRESENTATIONS = ("penultimate", "ssl_encoder")
 #: default cap on the training rows the retrains read (``max_retrain_rows``); see docs/poisoning.md
 #: for the measurement behind it
 MAX_RETRAIN_ROWS = 100_000
-#: the smallest cap accepted: 1,000 rows leave 5 labelled poison rows at a 5% rate and the demo's
-#: 10% labels, too few for any recall to beat chance at the 1% rate
+#: the smallest cap accepted: at 10% labels, 1,000 rows hold about 1 labelled poison row at a 1%
+#: rate and 5 at 5%; each recall's power details state what its sample can show
 MIN_RETRAIN_ROWS = 1_000
 
 
