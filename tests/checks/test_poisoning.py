@@ -9,9 +9,12 @@ import torch
 import yaml
 from torch import nn
 
+from govssl.checks.base import CheckParamsError
 from govssl.checks.poisoning import (
-    PoisoningCheck, backdoor_trigger, detection_power, detector_scores, exposure, flag_top, poison_copy,
+    MAX_RETRAIN_ROWS, PoisoningCheck, backdoor_trigger, detection_power, detector_scores, exposure, flag_top,
+    poison_copy, retrain_sample,
 )
+from tests.conftest import run_cli
 
 from ._trained import cached_context
 
@@ -164,3 +167,123 @@ def test_poisoning__trigger_on_a_sensitive_feature_is_refused(adult_csvs, tmp_pa
         PoisoningCheck(trigger_features=["age"])._trigger(_Data())
     _, info = PoisoningCheck()._trigger(_Data())
     assert list(info["features"]) == ["hours"]
+
+
+def test_retrain_sample__all_rows_up_to_the_cap_then_a_seeded_uniform_sample():
+    assert retrain_sample(5000, None, 0) is None
+    assert retrain_sample(5000, 5000, 0) is None  # the cap does not bind: every row, as before
+    rows = retrain_sample(5001, 5000, 0)
+    assert len(rows) == 5000 and np.all(np.diff(rows) > 0) and rows[-1] <= 5000
+    assert np.array_equal(rows, retrain_sample(5001, 5000, 0))
+    big = retrain_sample(1_000_000, MAX_RETRAIN_ROWS, 3)
+    assert len(big) == MAX_RETRAIN_ROWS and not np.array_equal(big, retrain_sample(1_000_000, MAX_RETRAIN_ROWS, 4))
+    # uniform: each tenth of the table gives about a tenth of the sample
+    counts = np.bincount(big // 100_000, minlength=10)
+    assert np.all(np.abs(counts - 10_000) < 500), counts
+
+
+@pytest.mark.parametrize("value", [999, 0, -5, 1.5, "5000", True, 1e6])
+def test_poisoning__max_retrain_rows_is_validated(value):
+    with pytest.raises(CheckParamsError, match="max_retrain_rows"):
+        PoisoningCheck(max_retrain_rows=value)
+    assert PoisoningCheck(max_retrain_rows=None).params["max_retrain_rows"] is None
+    assert PoisoningCheck().params["max_retrain_rows"] == MAX_RETRAIN_ROWS
+    assert PoisoningCheck(max_retrain_rows=1000).params["max_retrain_rows"] == 1000
+
+
+def test_audit__a_bad_max_retrain_rows_exits_2_naming_the_key(capsys, tmp_path, monkeypatch, adult_csvs, write_plan):
+    from tests.conftest import fast_plan_data
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GOVSSL_DB_URL", raising=False)
+    data = fast_plan_data(*adult_csvs)
+    data["checks"]["poisoning"] = {"max_retrain_rows": 10}
+    plan_path = write_plan(data)
+    code, out, err = run_cli(capsys, "audit", str(plan_path), "--quiet")
+    assert code == 2, err
+    assert "checks.poisoning.max_retrain_rows" in err and "1000" in err and plan_path.name in err
+    assert "Traceback" not in out + err
+    assert not (tmp_path / ".govssl").exists() and not (tmp_path / "govssl-out").exists(), \
+        "a refused plan creates no store and no run folder"
+
+
+#: a cap below the demo's 32,561 training rows, so that the capped path runs on the demo recipe. At
+#: 10,000 rows (about 800 labelled, DP-SGD at epsilon 3) the clean retrain itself put 75% of the
+#: triggered test rows in the target class: too weak a model for a backdoor to show
+CAPPED_DEMO_ROWS = 20_000
+
+
+def _by(result):
+    return {(m.metric, m.subject): m for m in result.measurements}
+
+
+@pytest.mark.slow
+def test_poisoning__a_cap_that_does_not_bind_gives_the_figures_of_every_row(adult_csvs, tmp_path_factory):
+    """4,000 training rows: a cap of 4,000 (or the default) retrains on every row, as the check did
+    before the cap existed (``null``): every figure and interval is the same."""
+    from tests.conftest import fast_plan_data
+
+    folder = tmp_path_factory.mktemp("poisoning-cap")
+    path = folder / "plan.yaml"
+    path.write_text(yaml.safe_dump(fast_plan_data(*adult_csvs)), encoding="utf-8")
+    ctx = cached_context("poisoning-adult", path, folder)
+    params = dict(rates=[0.05], trigger_features=["capital-loss", "hours-per-week"], detectors=["spectre"])
+    every = _by(PoisoningCheck(**params, max_retrain_rows=None).run(ctx))
+    for cap in (4000, MAX_RETRAIN_ROWS):
+        capped = _by(PoisoningCheck(**params, max_retrain_rows=cap).run(ctx))
+        assert capped.keys() == every.keys()
+        for key, m in every.items():
+            c = capped[key]
+            assert (c.value, c.ci_low, c.ci_high, c.n) == (m.value, m.ci_low, m.ci_high, m.n), key
+            if "retrain_rows" in m.details:
+                assert c.details["retrain_rows"] == {"n_training_rows": 4000, "max_retrain_rows": cap,
+                                                     "n_retrain_rows": 4000, "subsampled": False}
+                assert {k: v for k, v in c.details.items() if k != "retrain_rows"} == \
+                    {k: v for k, v in m.details.items() if k != "retrain_rows"}
+
+
+@pytest.mark.slow
+def test_poisoning__capped_retrains_on_the_demo_recipe_still_find_the_backdoor():
+    """The demo plan (Adult, DP-SGD at epsilon 3, VIME pretraining, 10% labels) with its retrains
+    capped below its 32,561 rows: a 5% backdoor still takes over the triggered rows and the
+    best detector still finds at least half of it (the policy's bound), past what chance needs at
+    the sample's size. A collapse of either fails this test."""
+    from pathlib import Path
+
+    from govssl import data, train
+    from govssl.checks.base import CheckContext
+    from govssl.plan import load_plan
+    from govssl.progress import NullProgress
+    from tests.conftest import REPO
+
+    plan = load_plan(REPO / "audits" / "adult-income.yaml")
+    dataset = data.load(plan)
+    t = plan.training
+    quick = plan.model_copy(update={"training": t.model_copy(update={  # the context's own model: not retrained
+        "pretrain": t.pretrain.model_copy(update={"epochs": 0}),
+        "finetune": t.finetune.model_copy(update={"epochs": 1}), "baseline": False,
+        "dp": t.dp.model_copy(update={"enabled": False})})})
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        trained = train.fit(quick, dataset, Path(folder), NullProgress())
+    ctx = CheckContext(dataset=dataset, train=trained, seed=plan.seed, out_dir=None, progress=NullProgress(),
+                       plan=plan)
+    cap = CAPPED_DEMO_ROWS
+    result = PoisoningCheck(**{**plan.checks["poisoning"], "max_retrain_rows": cap}).run(ctx)
+    assert result.status == "measured", result.reason
+    by = _by(result)
+    for rate in (0.01, 0.05):
+        success = by[("backdoor_success_rate", f"rate={rate:g}")]
+        assert success.details["retrain_rows"] == {
+            "n_training_rows": 32561, "max_retrain_rows": cap, "n_retrain_rows": cap, "subsampled": True,
+            "sample": success.details["retrain_rows"]["sample"]}
+        assert success.details["n_poison_rows"] == round(rate * cap)
+        assert success.n == int(np.sum(dataset.y_test != 0)), "every triggered test row is still used"
+    success = by[("backdoor_success_rate", "rate=0.05")]
+    assert success.value > success.details["clean_retrain_success_rate"] + 0.5, success.value
+    best = by[("best_detector_recall", "rate=0.05")]
+    power = best.details["power"]
+    assert best.n == best.details["n_poison_labelled"] > 0
+    assert best.value >= 0.5 and best.ci_low > power["min_detectable_recall"] > power["chance_recall"], \
+        (best.value, best.ci_low, power, best.details["best_of"])
