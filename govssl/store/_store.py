@@ -748,6 +748,18 @@ class AuditStore:
         self._write(f"monitoring result of run '{result.run_id}'", write)
         return position[0]
 
+    def monitoring_counts(self) -> dict[str, dict]:
+        """Per run id: how many monitoring results it has, the newest one's verdict and time, as
+        stored (headline figures for listings, like :meth:`find_runs`; not a verified read)."""
+        table = RECORD_TABLES["monitoring"]
+        stmt = select(table.c.run_id, table.c.created_at, table.c.verdict).order_by(table.c.created_at, table.c.position)
+        found: dict[str, dict] = {}
+        with self._reading() as conn:
+            for run_id, created_at, verdict in conn.execute(stmt):
+                entry = found.setdefault(run_id, {"count": 0})
+                entry.update(count=entry["count"] + 1, last_verdict=verdict, last_at=created_at)
+        return found
+
     def monitoring(self, run_ids: list[str] | None = None, model_sha256: str | None = None) -> list:
         """Monitoring results (govssl.monitor.MonitoringResult) oldest first, read from the rows a
         walk of the whole chain verified (IntegrityError when it does not verify): those of the
