@@ -52,9 +52,15 @@ def merge_rare(ref_counts: np.ndarray, batch_counts: np.ndarray, n_small: int) -
         return ref_counts, batch_counts
     keep_r, keep_b = ref_counts[~rare], batch_counts[~rare]
     merged_r, merged_b = ref_counts[rare].sum(), batch_counts[rare].sum()
-    if merged_r + merged_b > 0:
-        keep_r, keep_b = np.append(keep_r, merged_r), np.append(keep_b, merged_b)
-    return keep_r, keep_b
+    if merged_r + merged_b == 0:
+        return keep_r, keep_b
+    if merged_r / max(ref_counts.sum(), 1) * n_small < MIN_EXPECTED and len(keep_r):
+        smallest = int(np.argmin(keep_r))  # still too rare together: joined with the smallest other level
+        keep_r, keep_b = keep_r.copy(), keep_b.copy()
+        keep_r[smallest] += merged_r
+        keep_b[smallest] += merged_b
+        return keep_r, keep_b
+    return np.append(keep_r, merged_r), np.append(keep_b, merged_b)
 
 
 def chi2_counts(ref_counts: np.ndarray, batch_counts: np.ndarray) -> tuple[float, float, int]:
