@@ -77,3 +77,40 @@ def monitor(run_id: str, data: Path, labels: str | None, policy_path: str | None
     else:
         _print_monitoring(result, out)
     sys.exit(EXIT_OK if result.decision.passed else EXIT_BLOCKED)
+
+
+@cli.command("monitor-report")
+@click.argument("subject", metavar="MODEL_OR_RUN")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A new folder to write into (default: monitoring-report-<UTC time> in the working folder).")
+@click.option("--templates", "template_dir", type=click.Path(path_type=Path), default=None,
+              help="A folder whose templates override the shipped ones.")
+@db_option
+def monitor_report(subject: str, out_dir: Path | None, template_dir: Path | None, db_url: str | None) -> None:
+    """Write a Markdown and an HTML report with SVG charts of the monitoring results of a model
+    (MODEL_OR_RUN: its sha256, 64 hex digits) or of one run (a run id or unique prefix): drift per
+    test, estimated against realised accuracy, per-group selection rates, batch after batch."""
+    import re
+    from datetime import datetime as _dt, timezone as _tz
+
+    from govssl.errors import ConfigError
+    from govssl.monitor._report import write_monitoring_report
+    from govssl.store import AuditStore
+
+    store = AuditStore(db_url, read_only=True)
+    if re.fullmatch(r"[0-9a-f]{64}", subject):
+        results, label = store.monitoring(model_sha256=subject), f"model {subject[:16]}…"
+    else:
+        (run,), _ = store.read_runs([subject])
+        results, label = store.monitoring(run_ids=[run.run_id]), f"run {run.run_id}"
+    if not results:
+        raise ConfigError(f"MODEL_OR_RUN: {label} has no monitoring results in the store; `govssl monitor RUN "
+                          f"--data BATCH` makes one")
+    folder = out_dir or Path(f"monitoring-report-{_dt.now(_tz.utc).strftime('%Y%m%dT%H%M%SZ')}")
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"--out: {folder} exists and is not empty; reports go to a new folder")
+    if folder.exists():
+        folder.rmdir()
+    written = write_monitoring_report(results, label, folder, template_dir)
+    out.print(f"monitoring report of {label} ({len(results)} batch(es)): "
+              + ", ".join(str(p) for p in written), markup=False)

@@ -225,3 +225,30 @@ def test_gate__max_drift_age_requires_recent_clean_monitoring(capsys, monitored,
     assert code == 1 and "no monitoring result of this model under monitoring pack 'lenient'" in out
     code, _, err = run_cli(capsys, *gate, "--monitoring-policy", "monitoring")
     assert code == 2 and "--monitoring-policy" in err
+
+
+def test_monitor_report__markdown_html_and_charts_with_user_text_escaped(capsys, monitored, tmp_path):
+    odd = monitored["folder"] / "<b>odd.csv"
+    monitored["same"].head(400).to_csv(odd, index=False)
+    assert _monitor(capsys, monitored, odd)[0] == 0
+    code, out, err = run_cli(capsys, "monitor-report", monitored["run"], "--db", monitored["db"],
+                             "--out", str(tmp_path / "report"))
+    assert code == 0, err
+    files = {p.name for p in (tmp_path / "report").iterdir()}
+    assert files == {"monitoring_report.md", "monitoring_report.html", "drift.svg", "accuracy.svg", "groups.svg"}
+    html = (tmp_path / "report" / "monitoring_report.html").read_text()
+    assert "&lt;b&gt;odd.csv" in html and "<b>odd" not in html
+    md = (tmp_path / "report" / "monitoring_report.md").read_text()
+    assert "&lt;b>odd.csv" in md or "&lt;b&gt;odd.csv" in md and md.count("| blocked |") + md.count("| pass |") >= 2
+    assert (tmp_path / "report" / "drift.svg").read_text().lstrip().startswith("<?xml")
+    # by model sha256: the same results; a model without any: exit 2; an existing folder is never reused
+    from govssl.records import sha256_file
+
+    code, _, _ = run_cli(capsys, "monitor-report", sha256_file(monitored["model"]), "--db", monitored["db"],
+                         "--out", str(tmp_path / "by-model"))
+    assert code == 0
+    code, _, err = run_cli(capsys, "monitor-report", "0" * 64, "--db", monitored["db"], "--out", str(tmp_path / "x"))
+    assert code == 2 and "no monitoring results" in err
+    code, _, err = run_cli(capsys, "monitor-report", monitored["run"], "--db", monitored["db"],
+                           "--out", str(tmp_path / "report"))
+    assert code == 2 and "not empty" in err
