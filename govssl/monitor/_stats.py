@@ -142,12 +142,14 @@ def mmd_permutation(x: np.ndarray, y: np.ndarray, bandwidth: float, n_perm: int,
     n, total = len(x), len(x) + len(y)
     kernel = np.exp(-_sq_dists(z, z) / (2.0 * bandwidth ** 2))
     rng = np.random.default_rng(seed)
+    order = np.argsort(rng.random((total, n_perm)), axis=0)  # one permutation of the rows per column
     labels = np.zeros((total, n_perm + 1), dtype=bool)
     labels[:n, 0] = True
-    for j in range(1, n_perm + 1):
-        labels[rng.permutation(total)[:n], j] = True
-    weights = np.where(labels, 1.0 / n, -1.0 / (total - n))
-    values = np.einsum("ij,ij->j", weights, kernel @ weights)
-    observed = float(values[0])
-    p = (1.0 + float(np.sum(values[1:] >= observed - 1e-12))) / (1.0 + n_perm)
+    labels[:, 1:] = order < n
+    # float32 for the products (twice as fast); the observed value is recomputed in float64
+    weights = np.where(labels, 1.0 / n, -1.0 / (total - n)).astype(np.float32)
+    values = np.einsum("ij,ij->j", weights, kernel.astype(np.float32) @ weights, dtype=np.float64)
+    w0 = weights[:, 0].astype(np.float64)
+    observed = float(w0 @ kernel @ w0)
+    p = (1.0 + float(np.sum(values[1:] >= values[0] * (1 - 1e-5)))) / (1.0 + n_perm)
     return observed, p
