@@ -169,9 +169,23 @@ def main() -> None:
     parser.add_argument("--evidently-batches", type=int, default=100,
                         help="Evidently runs on the first N batches of each kind (it is slow)")
     parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="measure only the cuts k with k %% N == K and save the rows (--save); see --merge")
+    parser.add_argument("--save", default=None, metavar="FILE", help="where a shard writes its rows (JSON)")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="FILE", help="print the figures of saved shards")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    if args.merge:
+        rows, ev, seconds = {}, {}, []
+        for name in args.merge:
+            saved = json.loads(Path(name).read_text())
+            rows.update({int(i): r for i, r in saved["rows"].items()})
+            ev.update({int(i): r for i, r in saved["evidently"].items()})
+            seconds += saved["seconds"]
+        _summary([rows[i] for i in sorted(rows)], sorted(rows), ev, seconds)
+        return
     db = args.db or f"sqlite:///{tempfile.mkdtemp()}/bench.db"
     run_id = args.run or _audit(db)
     run, stored, model = _stored(run_id, db)
@@ -179,6 +193,11 @@ def main() -> None:
     _, _, test, _ = load_builtin("adult")
     test = test.reset_index(drop=True)
     features = [*stored.meta["numeric"], *stored.meta["categorical"]]
+    if args.speed_only:
+        _speed(run.run_id, db, test, features, args.evidently_python)
+        return
+    shard, shards = (int(x) for x in args.shard.split("/")) if args.shard else (0, 1)
+    mine = lambda i: (i // args.batches_per_split) % shards == shard  # noqa: E731
     print(f"run {run.run_id}; Adult test split {len(test):,} rows; reference = a random half, batches from the other")
 
     rng = np.random.default_rng(args.seed)
@@ -196,7 +215,7 @@ def main() -> None:
         picked = _draw(rng, test.iloc[pool_idx].reset_index(drop=True), kind, n)
         draws.append((kind, n, ref_idx, pool_idx[picked]))
         seen[(kind, n)] = seen.get((kind, n), 0) + 1
-        if seen[(kind, n)] <= args.evidently_batches:
+        if seen[(kind, n)] <= args.evidently_batches and mine(i):
             jobs[f"ref_{i}"], jobs[f"batch_{i}"] = ref_idx, pool_idx[picked]
     evidently = None
     if args.evidently_python:
@@ -206,9 +225,11 @@ def main() -> None:
         evidently = subprocess.Popen([args.evidently_python, "-c", EVIDENTLY_WORKER, f"{tmp}/pool.parquet",
                                       f"{tmp}/jobs.npz"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    rows, ours_seconds, profile = [], [], None
+    rows, ours_seconds, profile = {}, [], None
     started = time.perf_counter()
     for i, (kind, n, ref, picked) in enumerate(draws):
+        if not mine(i):
+            continue
         if i % args.batches_per_split == 0:
             profile = _half_profile(stored, model, test.iloc[ref], args.seed + i)
         batch = test.iloc[picked].reset_index(drop=True)
@@ -220,10 +241,28 @@ def main() -> None:
         proba, _ = embed_and_score(model, encoder_of(stored.meta).transform(batch))
         y = (batch["income"] == ">50K").to_numpy()
         flags.update(kind=kind, n=n, realised=float((proba.argmax(axis=1) == y).mean()))
-        rows.append(flags)
-        if (i + 1) % 100 == 0:
-            print(f"  {i + 1}/{len(plan)} batches measured ({time.perf_counter() - started:.0f} s)", flush=True)
+        rows[i] = flags
+        if len(rows) % 50 == 0:
+            print(f"  {len(rows)} batches measured ({time.perf_counter() - started:.0f} s)", flush=True)
+    ev = {}
+    if evidently is not None:
+        stdout, stderr = evidently.communicate()
+        if evidently.returncode != 0:
+            print("  Evidently failed: " + stderr.strip().splitlines()[-1])
+        else:
+            ev = {r["i"]: r for r in json.loads(stdout.strip().splitlines()[-1])["results"]}
+    if args.save:
+        Path(args.save).write_text(json.dumps({"rows": rows, "evidently": ev, "seconds": ours_seconds},
+                                              default=lambda o: o.tolist() if hasattr(o, "tolist") else bool(o)))
+    else:
+        _summary([rows[i] for i in sorted(rows)], sorted(rows), ev, ours_seconds)
 
+    if not args.no_speed:
+        _speed(run.run_id, db, test, features, args.evidently_python)
+
+
+def _summary(rows: list[dict], index: list[int], ev: dict, ours_seconds: list[float]) -> None:
+    """Print every figure from the measured batches (``index``: their positions in the plan)."""
     print(f"\ngovssl monitor: {np.median(ours_seconds):.2f} s median per 1,000-row batch (measure + decide; "
           f"2 shared cores under load)")
     null = [r for r in rows if r["kind"] == "none"]
@@ -259,26 +298,19 @@ def main() -> None:
     null_cov = np.mean([lo <= r["realised"] <= hi for r in null for (_, lo, hi) in [r["cbpe"]]])
     print(f"CBPE without shift: covers in {null_cov:.1%} of {n0} batches")
 
-    if evidently is not None:
-        print("\nEvidently DataDriftPreset on the same batches (its own process, run meanwhile) ...", flush=True)
-        stdout, stderr = evidently.communicate()
-        if evidently.returncode != 0:
-            print("  Evidently failed: " + stderr.strip().splitlines()[-1])
-        else:
-            ev = {r["i"]: r for r in json.loads(stdout.strip().splitlines()[-1])["results"]}
-            print(f"  {np.median([r['seconds'] for r in ev.values()]):.2f} s median per batch")
-            for label, sel in [("no shift (false alarms)", [i for i, r in enumerate(rows) if r["kind"] == "none"])] + [
-                    (f"{names[k]} {n:,} rows", [i for i, r in enumerate(rows) if r["kind"] == k and r["n"] == n])
-                    for k, n in kinds]:
-                sel = [i for i in sel if i in ev]  # the batches Evidently ran on (the first of each kind)
-                dataset = np.mean([ev[i]["share"] is not None and ev[i]["share"] >= 0.5 for i in sel])
-                anycol = np.mean([(ev[i]["count"] or 0) > 0 for i in sel])
-                ours = np.mean([rows[i]["decision"] for i in sel])
-                print(f"  {label:<44} {len(sel):>4} batches: govssl {ours:6.1%}   Evidently dataset drift "
-                      f"{dataset:6.1%}, any column drifted {anycol:6.1%}")
-
-    if not args.no_speed:
-        _speed(run.run_id, db, test, features, args.evidently_python)
+    if ev:
+        print("\nEvidently DataDriftPreset on the same batches (its own process, run meanwhile)")
+        print(f"  {np.median([r['seconds'] for r in ev.values()]):.2f} s median per batch")
+        at = dict(zip(index, rows))
+        for label, sel in [("no shift (false alarms)", [i for i in index if at[i]["kind"] == "none"])] + [
+                (f"{names[k]} {n:,} rows", [i for i in index if at[i]["kind"] == k and at[i]["n"] == n])
+                for k, n in kinds]:
+            sel = [i for i in sel if i in ev]  # the batches Evidently ran on (the first of each kind)
+            dataset = np.mean([ev[i]["share"] is not None and ev[i]["share"] >= 0.5 for i in sel])
+            anycol = np.mean([(ev[i]["count"] or 0) > 0 for i in sel])
+            ours = np.mean([at[i]["decision"] for i in sel])
+            print(f"  {label:<44} {len(sel):>4} batches: govssl {ours:6.1%}   Evidently dataset drift "
+                  f"{dataset:6.1%}, any column drifted {anycol:6.1%}")
 
 
 def _child(argv: list[str]) -> tuple[float, float, subprocess.CompletedProcess]:
