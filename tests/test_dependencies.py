@@ -17,7 +17,8 @@ from packaging.requirements import Requirement
 # every module tree an audit imports, the checks' lazy imports of ART included
 AUDIT_MODULES = [
     "govssl.cli", "govssl.audit", "govssl.checks", "govssl.train", "govssl.store", "govssl.reports",
-    "govssl.data", "govssl.provenance", "govssl.policy", "govssl.rmf",
+    "govssl.data", "govssl.provenance", "govssl.policy", "govssl.rmf", "govssl.monitor._run", "govssl.monitor._measure",
+    "govssl.monitor._report", "matplotlib.backends.backend_agg",
     "art.attacks.evasion", "art.attacks.poisoning", "art.attacks.poisoning.perturbations",
     "art.defences.detector.poison", "art.attacks.inference.membership_inference",
     "art.estimators.classification", "opacus", "opacus.accountants", "opacus.grad_sample", "fairlearn.metrics",
