@@ -52,6 +52,7 @@ def _charts(results: list, ctx: dict) -> dict[str, str]:
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     x = [row["index"] for row in ctx["rows"]]
     charts = {}
@@ -65,6 +66,7 @@ def _charts(results: list, ctx: dict) -> dict[str, str]:
         ax.axhline(0.05, color="#c0392b", linestyle="--", linewidth=1.2, label="0.05")
         ax.set_yscale("log")
         ax.set_xlabel("batch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("smallest Holm-adjusted p-value")
         ax.set_title("Drift per test (below the line: an alarm)")
         ax.grid(True, color="#dddddd", linewidth=0.6)
@@ -86,6 +88,7 @@ def _charts(results: list, ctx: dict) -> dict[str, str]:
         if reference is not None:
             ax.axhline(reference, color="grey", linestyle=":", label="audited (test split)")
         ax.set_xlabel("batch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("accuracy")
         ax.set_title("Estimated against realised accuracy")
         ax.grid(True, color="#dddddd", linewidth=0.6)
@@ -103,6 +106,7 @@ def _charts(results: list, ctx: dict) -> dict[str, str]:
             xs = sorted(points)
             ax.plot(xs, [points[k] for k in xs], marker=".", color=f"C{i % 10}", label=group)
         ax.set_xlabel("batch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("selection rate (predicted positive)")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title("Per-group selection rates over time")
