@@ -64,7 +64,7 @@ NOT_VERIFIED = (
 )
 OLD_SCHEMA = (
     "the audit store {url} has schema revision {found}, and this govssl reads revision {head}: "
-    "a command that writes to it (govssl audit, report, waive or attest-rmf) upgrades it first"
+    "a command that writes to it (govssl audit, report, waive, attest-rmf or monitor) upgrades it first"
 )
 NEWER_SCHEMA = (
     "the audit store {url} has schema revision {found}, which this govssl does not know "
