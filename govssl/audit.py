@@ -130,6 +130,15 @@ def _write_predictions(path: Path, data, proba) -> Artifact:
     return Artifact.of("predictions", path)
 
 
+def _write_profile(out_dir: Path, dataset, trained, seed: int) -> Artifact:
+    """The reference profile of the run (govssl.monitor._profile), computed from the test split."""
+    from govssl.monitor import PROFILE_KIND
+    from govssl.monitor._profile import PROFILE_NAME, build_profile, write_profile
+
+    meta, scores, reference = build_profile(dataset, trained.model, seed)
+    return Artifact.of(PROFILE_KIND, write_profile(out_dir / PROFILE_NAME, meta, scores, reference))
+
+
 def _signing_key(plan: AuditPlan):
     """The key that signs the run's evidence: the plan's ``provenance.signing_key``, else env
     GOVSSL_SIGNING_KEY, else None (the envelope is written unsigned)."""
@@ -218,6 +227,8 @@ def run_audit(
                         results.append(result)
                         task.advance(1, check=name)
                 artifacts.extend(Artifact.of("chart", p) for p in sorted(out_dir.glob("*.svg")))  # charts the checks drew
+                if not dataset.is_images:  # what `govssl monitor` compares batches with (test split only)
+                    artifacts.append(_write_profile(out_dir, dataset, trained, plan.seed))
             decision = apply_waivers(  # a waiver for this model (same sha256) covers new audits of it
                 decide(policy, results), store.waivers(model_sha256=trained.record.model_sha256),
                 run_id=run_id, model_sha256=trained.record.model_sha256,

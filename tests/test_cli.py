@@ -325,6 +325,8 @@ def test_show__subjects_in_brackets_are_printed_not_read_as_markup(capsys, audit
     ["verify"],
     ["waive", "--run", "abc", "--rule", "r", "--approver", "a", "--reason", "b", "--expires", "2030-01-01"],
     ["attest-rmf", "--run", "abc", "--subcategory", "GOVERN 1.1", "--by", "a", "--statement", "s"],
+    ["monitor", "abc", "--data", "batch.csv"],
+    ["monitor-report", "abc"],
 ])
 def test_commands_on_a_missing_store__exit_2_naming_it_and_create_nothing(capsys, tmp_path, monkeypatch, argv):
     monkeypatch.chdir(tmp_path)

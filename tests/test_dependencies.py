@@ -18,6 +18,7 @@ from packaging.requirements import Requirement
 AUDIT_MODULES = [
     "govssl.cli", "govssl.audit", "govssl.checks", "govssl.train", "govssl.store", "govssl.reports",
     "govssl.data", "govssl.provenance", "govssl.policy", "govssl.rmf", "govssl.web", "govssl.charts",
+    "govssl.monitor._run", "govssl.monitor._measure", "govssl.monitor._report", "matplotlib.backends.backend_agg",
     "art.attacks.evasion", "art.attacks.poisoning", "art.attacks.poisoning.perturbations",
     "art.defences.detector.poison", "art.attacks.inference.membership_inference",
     "art.estimators.classification", "opacus", "opacus.accountants", "opacus.grad_sample", "fairlearn.metrics",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from govssl.cli import audit, policy, provenance, release, serve, store  # noqa: F401  (registers the commands)
+from govssl.cli import audit, monitor, policy, provenance, release, serve, store  # noqa: F401  (registers the commands)
 from govssl.cli._common import EXIT_INPUT, EXIT_INTERNAL, EXIT_OK, LOG_DIR, cli, err
 from govssl.errors import GovsslError
 

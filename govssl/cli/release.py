@@ -75,11 +75,19 @@ def waive(run_id: str, rule_id: str, approver: str, reason: str, expires, for_mo
                    "(default: the built-in default pack).")
 @click.option("--max-age", type=click.IntRange(min=0), default=None, metavar="DAYS",
               help="Only audits at most this many days old count.")
+@click.option("--max-drift-age", type=click.IntRange(min=0), default=None, metavar="DAYS",
+              help="Also require monitoring: the newest `govssl monitor` result of this model under the "
+                   "monitoring pack must be at most DAYS days old and pass.")
+@click.option("--monitoring-policy", "monitoring_path", metavar="FILE_OR_NAME", default=None,
+              help="The monitoring pack --max-drift-age requires (default: the built-in 'monitoring').")
 @db_option
 @json_option
-def gate(model_file: Path, policy_path: str | None, max_age: int | None, db_url: str | None, as_json: bool) -> None:
+def gate(model_file: Path, policy_path: str | None, max_age: int | None, max_drift_age: int | None,
+         monitoring_path: str | None, db_url: str | None, as_json: bool) -> None:
     """Exit 0 only if the store holds a passing (or fully waived) audit of exactly this model
-    file under exactly this policy file; otherwise exit 1 with the reason. For CI release jobs."""
+    file under exactly this policy file; otherwise exit 1 with the reason. For CI release jobs.
+    With --max-drift-age, the model's newest monitoring result under the monitoring pack must
+    also be recent and clean."""
     from datetime import datetime as _dt, timedelta, timezone as _tz
 
     from govssl.errors import DataError
@@ -90,6 +98,14 @@ def gate(model_file: Path, policy_path: str | None, max_age: int | None, db_url:
     if not model_file.is_file():
         raise DataError(f"{model_file}: model file not found")
     pol = load_policy(resolve_policy(policy_path, "--policy") if policy_path else builtin_policy_path("default"))
+    if monitoring_path is not None and max_drift_age is None:
+        from govssl.errors import ConfigError
+
+        raise ConfigError("--monitoring-policy: only applies with --max-drift-age DAYS")
+    mon_pol = None
+    if max_drift_age is not None:
+        mon_pol = load_policy(resolve_policy(monitoring_path, "--monitoring-policy") if monitoring_path
+                              else builtin_policy_path("monitoring"))
     model_sha = sha256_file(model_file)
     # every run of this model and every waiver, verified against the ledger in one snapshot;
     # the decision is made from their rule outcomes and waivers, never from a stored verdict
@@ -117,6 +133,10 @@ def gate(model_file: Path, policy_path: str | None, max_age: int | None, db_url:
         if not reason:
             blockers = ", ".join(o.rule_id for o in run.decision.blockers)
             reason = f"the newest audit ({run.run_id}) is blocked by: {blockers}"
+    if mon_pol is not None:
+        verdict["monitoring"] = _drift_gate(model_sha, mon_pol, max_drift_age, db_url)
+        if verdict["passed"] and not verdict["monitoring"]["passed"]:
+            verdict["passed"], reason = False, verdict["monitoring"]["reason"]
     verdict["reason"] = "" if verdict["passed"] else reason
     if as_json:
         click.echo(json.dumps(verdict, indent=2))
@@ -124,10 +144,41 @@ def gate(model_file: Path, policy_path: str | None, max_age: int | None, db_url:
         extra = f" with waived rule(s) {', '.join(verdict['waived_rules'])}" if verdict["waived_rules"] else ""
         out.print(f"gate: PASS  {model_file} (sha256 {model_sha[:16]}…) passed policy {pol.name} in run "
                   f"{verdict['run_id']}{extra}", markup=False)
+        if mon_pol is not None:
+            m = verdict["monitoring"]
+            out.print(f"  and monitoring pack {mon_pol.name} in {m['monitor_id']} ({m['created_at']})", markup=False)
     else:
         out.print(f"gate: BLOCKED  {model_file} (sha256 {model_sha[:16]}…): {reason}", markup=False)
     sys.exit(EXIT_OK if verdict["passed"] else EXIT_BLOCKED)
 
+
+
+def _drift_gate(model_sha: str, pol, max_days: int, db_url: str | None) -> dict:
+    """Whether the model's newest monitoring result under ``pol`` is at most ``max_days`` old and
+    passed, decided from its verified rule outcomes (never from a stored verdict)."""
+    from datetime import datetime as _dt, timedelta, timezone as _tz
+
+    from govssl.store import AuditStore
+
+    results = AuditStore(db_url, read_only=True).monitoring(model_sha256=model_sha)
+    under = [r for r in results if r.policy_sha256 == pol.sha256]
+    found = {"policy": pol.name, "policy_sha256": pol.sha256, "max_drift_age_days": max_days, "passed": False,
+             "monitor_id": None, "run_id": None, "created_at": None, "reason": ""}
+    if not under:
+        other = f" ({len(results)} under other packs)" if results else ""
+        found["reason"] = (f"no monitoring result of this model under monitoring pack '{pol.name}' "
+                           f"(sha256 {pol.sha256[:16]}…){other}: run `govssl monitor`")
+        return found
+    newest = under[-1]
+    found.update(monitor_id=newest.monitor_id, run_id=newest.run_id, created_at=newest.created_at)
+    if _created(newest) < _dt.now(_tz.utc) - timedelta(days=max_days):
+        found["reason"] = f"the newest monitoring result ({newest.monitor_id}, {newest.created_at}) is older than {max_days} day(s)"
+    elif not newest.decision.passed:
+        blockers = ", ".join(o.rule_id for o in newest.decision.blockers)
+        found["reason"] = f"the newest monitoring result ({newest.monitor_id}, batch {newest.batch_path}) is blocked by: {blockers}"
+    else:
+        found["passed"] = True
+    return found
 
 
 def _created(run):

@@ -34,6 +34,9 @@ def runs(db_url: str | None, as_json: bool, limit: int | None, model_sha256: str
     store = AuditStore(db_url, read_only=True)
     rows = store.find_runs(model_sha256=model_sha256, verdict=verdict, since=since,
                                         plan_name=plan_name, limit=limit)
+    counts = store.monitoring_counts()
+    for r in rows:
+        r["monitoring"] = counts.get(r["run_id"], {"count": 0, "last_verdict": None, "last_at": None})
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -46,12 +49,15 @@ def runs(db_url: str | None, as_json: bool, limit: int | None, model_sha256: str
             out.print(f"no runs in {_store_label(db_url)}", markup=False)
         return
     table = Table(title=f"{len(rows)} run(s) in {_store_label(db_url)}", title_justify="left")
-    for col in ("run", "created (UTC)", "plan", "policy", "model sha256", "decision", "blocking"):
+    for col in ("run", "created (UTC)", "plan", "policy", "model sha256", "decision", "blocking", "monitored"):
         table.add_column(col)
     for r in rows:
         colour = "green" if r["verdict"] == "pass" else "red"
+        mon = r["monitoring"]
+        monitored = f"{mon['count']} (last {mon['last_verdict']} {mon['last_at'][:10]})" if mon["count"] else ""
         table.add_row(esc(r["run_id"]), str(r["created_at"]), esc(r["plan_name"]), esc(r["policy_name"]),
-                      (r["model_sha256"] or "")[:16], f"[{colour}]{r['verdict']}[/]", str(r["n_blocking"]))
+                      (r["model_sha256"] or "")[:16], f"[{colour}]{r['verdict']}[/]", str(r["n_blocking"]),
+                      esc(monitored))
     out.print(table)
 
 
@@ -63,12 +69,41 @@ def show(run_id: str, db_url: str | None, as_json: bool) -> None:
     """Print one stored run (RUN_ID or a unique prefix of it)."""
     from govssl.store import AuditStore
 
-    (run,), waivers = AuditStore(db_url, read_only=True).read_runs([run_id])
+    store = AuditStore(db_url, read_only=True)
+    (run,), waivers = store.read_runs([run_id])
     run = _effective(run, waivers)
+    # the model's monitoring results (of this run and of any other audit of the same model), verified
+    monitoring = store.monitoring(model_sha256=run.training.model_sha256) if run.training.trained else []
     if as_json:
-        click.echo(json.dumps(run.to_dict(), indent=2, default=str))
+        click.echo(json.dumps({**run.to_dict(), "monitoring": [_monitoring_line(m) for m in monitoring]},
+                              indent=2, default=str))
     else:
         _print_run(run, out)
+        _print_monitoring_list(monitoring, out)
+
+
+def _monitoring_line(m) -> dict:
+    """One monitoring result as `show` lists it (the whole result: `govssl monitor --json`)."""
+    return {"monitor_id": m.monitor_id, "run_id": m.run_id, "created_at": m.created_at, "batch": m.batch_path,
+            "batch_sha256": m.batch_sha256, "rows": m.n_rows, "labels": m.labels or None, "policy": m.policy_name,
+            "policy_sha256": m.policy_sha256, "verdict": m.decision.verdict,
+            "blocking_rules": [o.rule_id for o in m.decision.blockers]}
+
+
+def _print_monitoring_list(monitoring, console) -> None:
+    if not monitoring:
+        console.print("monitoring: none (`govssl monitor RUN --data BATCH` measures a production batch)", markup=False)
+        return
+    table = Table(title=f"monitoring results of this model ({len(monitoring)})", title_justify="left")
+    for col in ("monitoring", "run", "created (UTC)", "batch", "rows", "pack", "decision", "blocking"):
+        table.add_column(col)
+    for m in monitoring:
+        line = _monitoring_line(m)
+        colour = "green" if line["verdict"] == "pass" else "red"
+        table.add_row(esc(m.monitor_id), esc(m.run_id), esc(m.created_at), esc(Path(m.batch_path).name),
+                      f"{m.n_rows:,}", esc(m.policy_name), f"[{colour}]{line['verdict']}[/]",
+                      esc(", ".join(line["blocking_rules"])))
+    console.print(table)
 
 
 

@@ -84,7 +84,9 @@ def _semantic_problems(path: Path, rules: Any) -> list[str]:
     if not isinstance(rules, list):
         return []  # the schema reports it
     problems = []
-    checks = {**registered_checks(), PreflightStage.name: PreflightStage}
+    from govssl.monitor._checks import MONITOR_CHECKS  # measurements of `govssl monitor`
+
+    checks = {**registered_checks(), PreflightStage.name: PreflightStage, **MONITOR_CHECKS}
     seen: set[str] = set()
     for i, rule in enumerate(rules):
         if not isinstance(rule, dict):

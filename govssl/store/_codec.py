@@ -26,7 +26,7 @@ from govssl.store._tables import RECORD_TABLES, RUN_TABLES
 
 __all__ = [
     "dumps", "loads", "run_to_rows", "rows_to_run", "attestation_rows", "waiver_row",
-    "row_to_waiver",
+    "row_to_waiver", "monitoring_row", "row_to_monitoring",
 ]
 
 _FLOAT_TAG = "$float"
@@ -391,4 +391,49 @@ def rows_to_run(
             for a in attestation_rows
         ],
         seconds=r["seconds"],
+    )
+
+
+def monitoring_row(result, position: int) -> dict[str, Any]:
+    """The monitoring row of a :class:`govssl.monitor.MonitoringResult` at ``position`` among its
+    run's monitoring results."""
+    row = {
+        "id": f"{result.run_id}/w{position}",
+        "run_id": result.run_id,
+        "position": position,
+        "monitor_id": result.monitor_id,
+        "model_sha256": result.model_sha256,
+        "created_at": result.created_at,
+        "govssl_version": result.govssl_version,
+        "batch_path": result.batch_path,
+        "batch_sha256": result.batch_sha256,
+        "n_rows": result.n_rows,
+        "labels": result.labels,
+        "policy_name": result.policy_name,
+        "policy_version": result.policy_version,
+        "policy_path": result.policy_path,
+        "policy_sha256": result.policy_sha256,
+        "profile_sha256": result.profile_sha256,
+        "verdict": result.decision.verdict,
+        "n_blocking": len(result.decision.blockers),
+        "results_json": _encode("monitoring: results", [r.to_dict() for r in result.results]),
+        "outcomes_json": _encode("monitoring: rule outcomes", [o.to_dict() for o in result.decision.outcomes]),
+        "seconds": result.seconds,
+    }
+    return _typed_row(RECORD_TABLES["monitoring"], row)
+
+
+def row_to_monitoring(row: dict[str, Any]):
+    """A monitoring row back as a MonitoringResult (the JSON columns decoded)."""
+    from govssl.monitor._run import MonitoringResult
+
+    return MonitoringResult(
+        monitor_id=row["monitor_id"], run_id=row["run_id"], model_sha256=row["model_sha256"],
+        created_at=row["created_at"], govssl_version=row["govssl_version"], batch_path=row["batch_path"],
+        batch_sha256=row["batch_sha256"], n_rows=row["n_rows"], labels=row["labels"],
+        policy_name=row["policy_name"], policy_version=row["policy_version"], policy_path=row["policy_path"],
+        policy_sha256=row["policy_sha256"], profile_sha256=row["profile_sha256"],
+        results=[CheckResult.from_dict(r) for r in loads(row["results_json"])],
+        decision=Decision(tuple(RuleOutcome.from_dict(o) for o in loads(row["outcomes_json"]))),
+        seconds=row["seconds"], position=row["position"],
     )

@@ -64,7 +64,7 @@ NOT_VERIFIED = (
 )
 OLD_SCHEMA = (
     "the audit store {url} has schema revision {found}, and this govssl reads revision {head}: "
-    "a command that writes to it (govssl audit, report, waive, attest or attest-rmf) upgrades it first"
+    "a command that writes to it (govssl audit, report, waive, attest, attest-rmf or monitor) upgrades it first"
 )
 NEWER_SCHEMA = (
     "the audit store {url} has schema revision {found}, which this govssl does not know "
@@ -720,6 +720,70 @@ class AuditStore:
             snapshot = self._read_verified(conn, {run_id})
         rows = snapshot.records.get(run_id, {}).get("renderings", [])
         return [_codec.row_to_rendering(row) for row in sorted(rows, key=itemgetter("position"))]
+
+    def add_monitoring(self, result) -> int:
+        """A monitoring result (govssl.monitor.MonitoringResult) of a stored run (exact run id),
+        appended to the run's monitoring records and to the ledger in one transaction. Returns its
+        position among the run's monitoring results."""
+        table, runs = RECORD_TABLES["monitoring"], RECORD_TABLES["runs"]
+        position: list[int] = []
+
+        def write(conn: Connection) -> None:
+            row = conn.execute(select(runs.c.model_sha256).where(runs.c.run_id == result.run_id)).first()
+            if row is None:
+                raise StoreError(NO_RUN.format(run_id=result.run_id, url=self._shown_url))
+            if row.model_sha256 != result.model_sha256:
+                raise StoreError(CANNOT_WRITE.format(
+                    what="the monitoring result", url=self._shown_url,
+                    reason=f"it names model {result.model_sha256}, run '{result.run_id}' has {row.model_sha256}",
+                ))
+            last = conn.execute(select(func.max(table.c.position)).where(table.c.run_id == result.run_id)).scalar()
+            position.append(0 if last is None else last + 1)
+            try:
+                rows = {"monitoring": [_codec.monitoring_row(result, position[0])]}
+            except (TypeError, ValueError) as exc:
+                raise StoreError(
+                    CANNOT_WRITE.format(what="the monitoring result", url=self._shown_url, reason=exc)
+                ) from None
+            _ledger.append(conn, rows)
+
+        self._write(f"monitoring result of run '{result.run_id}'", write)
+        return position[0]
+
+    def monitoring_counts(self) -> dict[str, dict]:
+        """Per run id: how many monitoring results it has, the newest one's verdict and time, as
+        stored (headline figures for listings, like :meth:`find_runs`; not a verified read)."""
+        table = RECORD_TABLES["monitoring"]
+        stmt = select(table.c.run_id, table.c.created_at, table.c.verdict).order_by(table.c.created_at, table.c.position)
+        found: dict[str, dict] = {}
+        with self._reading() as conn:
+            for run_id, created_at, verdict in conn.execute(stmt):
+                entry = found.setdefault(run_id, {"count": 0})
+                entry.update(count=entry["count"] + 1, last_verdict=verdict, last_at=created_at)
+        return found
+
+    def monitoring(self, run_ids: list[str] | None = None, model_sha256: str | None = None) -> list:
+        """Monitoring results (govssl.monitor.MonitoringResult) oldest first, read from the rows a
+        walk of the whole chain verified (IntegrityError when it does not verify): those of the
+        runs given (exact ids), or of every run of the model with this sha256, or all of them."""
+        found: list[tuple[int, dict]] = []
+        wanted = set(run_ids) if run_ids is not None else None
+
+        def keep(seq: int, table: str, row: dict) -> None:
+            if table != "monitoring":
+                return
+            if wanted is not None and row["run_id"] not in wanted:
+                return
+            if model_sha256 is not None and row["model_sha256"] != model_sha256:
+                return
+            found.append((seq, row))
+
+        with self._reading() as conn:
+            report = _ledger.verify(conn, visit=keep)
+        if not report.ok:
+            raise IntegrityError(NOT_VERIFIED.format(url=self._shown_url, problem=report.first_problem))
+        found.sort(key=lambda pair: (pair[1]["created_at"], pair[0]))
+        return [_codec.row_to_monitoring(row) for _, row in found]
 
     def add_waiver(self, waiver: Waiver) -> str:
         """Store a waiver (ledgered); returns its id, made up when ``waiver.waiver_id`` is ''.

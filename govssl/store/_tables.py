@@ -20,6 +20,7 @@ __all__ = [
     "AttestationRow",
     "WaiverRow",
     "RenderingRow",
+    "MonitoringRow",
     "LedgerRow",
     "ChainHeadRow",
     "RECORD_TABLES",
@@ -180,6 +181,37 @@ class RenderingRow(SQLModel, table=True):
     attestation_positions_json: str = _text()
 
 
+class MonitoringRow(SQLModel, table=True):
+    """One production batch measured by `govssl monitor` against the run's reference profile:
+    the batch (path, sha256, rows), the monitoring pack it was decided with, the check results
+    with their measurements (``results_json``, as in evidence.json) and the rule outcomes
+    (``outcomes_json``); ``verdict`` is "pass" or "blocked"."""
+
+    __tablename__ = "monitoring"
+
+    id: str = Field(primary_key=True)  # "<run_id>/w<position>"
+    run_id: str = Field(foreign_key="runs.run_id", index=True)
+    position: int
+    monitor_id: str
+    model_sha256: str = Field(index=True)
+    created_at: str = Field(index=True)
+    govssl_version: str
+    batch_path: str = _text()
+    batch_sha256: str
+    n_rows: int = Field(sa_type=_INT64)
+    labels: str = _text()
+    policy_name: str
+    policy_version: int
+    policy_path: str = _text()
+    policy_sha256: str
+    profile_sha256: str
+    verdict: str
+    n_blocking: int
+    results_json: str = _text()
+    outcomes_json: str = _text()
+    seconds: float
+
+
 class LedgerRow(SQLModel, table=True):
     """The hash chain: one entry per record, ``entry_hash = sha256(prev_hash || record)``."""
 
@@ -213,7 +245,7 @@ RECORD_TABLES: dict[str, Table] = {
     _table(m).name: _table(m)
     for m in (
         RunRow, CheckResultRow, MeasurementRow, RuleOutcomeRow, ArtifactRow, AttestationRow,
-        WaiverRow, RenderingRow,
+        WaiverRow, RenderingRow, MonitoringRow,
     )
 }
 #: the record tables a run is made of (``save`` writes these, in this order)

@@ -44,8 +44,10 @@ def _problems(path: Path) -> list[str]:
 
 def _known_checks() -> str:
     from govssl.checks.base import registered_checks
+    from govssl.monitor._checks import MONITOR_CHECKS
 
-    return ", ".join(sorted([*registered_checks(), "preflight"]))  # preflight: a stage, not a plan check
+    # preflight: a stage, not a plan check; MONITOR_CHECKS: what `govssl monitor` measures
+    return ", ".join(sorted([*registered_checks(), "preflight", *MONITOR_CHECKS]))
 
 
 def test_load_policy__default_pack_loads():

@@ -454,3 +454,61 @@ def test_default_url__environment_then_working_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("GOVSSL_DB_URL", f"sqlite:///{tmp_path}/team.db")
     assert default_url() == f"sqlite:///{tmp_path}/team.db"
     assert AuditStore().list_runs() == []
+
+
+def _monitoring_result(run, drift_p=0.2):
+    """A monitoring result of ``run`` as `govssl monitor` makes it (one drift measurement, one rule)."""
+    from govssl.monitor._run import MonitoringResult
+
+    m = Measurement("embedding_drift", "drift_p_value", drift_p, "", n=1000, details={"p_value": 0.01, "correction": "holm"})
+    outcome = RuleOutcome("drift-embeddings", "embedding_drift", "drift_p_value", "block",
+                          "pass" if drift_p >= 0.05 else "fail", drift_p, "", ">= 0.05", "", ("MEASURE 2.4",))
+    return MonitoringResult(
+        monitor_id="20240502T120000Z-abcdef", run_id=run.run_id, model_sha256=run.training.model_sha256,
+        created_at="2024-05-02T12:00:00+00:00", govssl_version="0.1.0", batch_path="/data/batch.csv",
+        batch_sha256="b" * 64, n_rows=1000, labels="", policy_name="monitoring", policy_version=1,
+        policy_path="/p/monitoring.yaml", policy_sha256="c" * 64, profile_sha256="d" * 64,
+        results=[CheckResult("embedding_drift", "measured", (m,))], decision=Decision((outcome,)), seconds=1.5,
+    )
+
+
+def test_monitoring__round_trips_verified_and_in_the_chain(store, tmp_path):
+    run = make_run(tmp_path, "r1")
+    store.save(run)
+    assert store.add_monitoring(_monitoring_result(run)) == 0
+    assert store.add_monitoring(_monitoring_result(run, drift_p=0.001)) == 1
+    first, second = store.monitoring(run_ids=["r1"])
+    assert first.results == _monitoring_result(run).results and first.decision.passed
+    assert not second.decision.passed and second.position == 1
+    assert store.monitoring(model_sha256=run.training.model_sha256) == [first, second]
+    assert store.monitoring(model_sha256="0" * 64) == []
+    assert store.verify() == VerifyReport(ok=True, entries=RECORDS_PER_RUN + 2, head_seq=RECORDS_PER_RUN + 2,
+                                          head_hash=store.head().entry_hash)
+
+
+def test_monitoring__refuses_a_result_naming_another_model(store, tmp_path):
+    run = make_run(tmp_path, "r1")
+    store.save(run)
+    with pytest.raises(StoreError, match="it names model"):
+        store.add_monitoring(dataclasses.replace(_monitoring_result(run), model_sha256="e" * 64))
+    assert store.monitoring() == []
+
+
+@pytest.mark.parametrize("sql, problem", [
+    ("UPDATE monitoring SET outcomes_json = replace(outcomes_json, '\"fail\"', '\"pass\"') WHERE id = 'r1/w0'",
+     _ledger.CHANGED.format(seq=RECORDS_PER_RUN + 1, table="monitoring", record_id="r1/w0")),
+    ("DELETE FROM monitoring WHERE id = 'r1/w0'",
+     _ledger.REMOVED.format(seq=RECORDS_PER_RUN + 1, table="monitoring", record_id="r1/w0")),
+    ("INSERT INTO monitoring SELECT 'r1/w9', run_id, 9, monitor_id, model_sha256, created_at, govssl_version,"
+     " batch_path, batch_sha256, n_rows, labels, policy_name, policy_version, policy_path, policy_sha256,"
+     " profile_sha256, verdict, n_blocking, results_json, outcomes_json, seconds FROM monitoring WHERE id = 'r1/w0'",
+     _ledger.INSERTED.format(table="monitoring", record_id="r1/w9")),
+])
+def test_monitoring__changed_removed_or_inserted_row_fails_verify_and_reads(store, backend, tmp_path, sql, problem):
+    run = make_run(tmp_path, "r1")
+    store.save(run)
+    store.add_monitoring(_monitoring_result(run, drift_p=0.001))
+    backend.raw_sql(sql)
+    assert store.verify().first_problem == problem
+    with pytest.raises(IntegrityError, match="does not verify"):
+        store.monitoring(run_ids=["r1"])
