@@ -74,10 +74,19 @@ def child(plan_path: str, result_path: str) -> None:
     import warnings
 
     warnings.simplefilter("ignore")
-    from govssl import audit, data, train
-    from govssl import provenance
+    from govssl import audit, data, provenance, train
+
+    from govssl.checks import base
 
     parts: dict[str, float] = {}
+    begun = time.perf_counter()
+
+    def note(text: str) -> None:
+        """A line on stderr as each part ends (a long run can be followed in its log), with the
+        process's CPU seconds so far: on a shared machine they say more than the wall clock."""
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"  [{time.perf_counter() - begun:7.0f} s, cpu {time.process_time():7.0f} s] {text}; "
+              f"peak RSS so far {peak:.2f} GB", file=sys.stderr, flush=True)
 
     def timed(module, name, label):
         original = getattr(module, name)
@@ -87,9 +96,27 @@ def child(plan_path: str, result_path: str) -> None:
             try:
                 return original(*args, **kwargs)
             finally:
-                parts[label] = parts.get(label, 0.0) + time.perf_counter() - started
+                seconds = time.perf_counter() - started
+                parts[label] = parts.get(label, 0.0) + seconds
+                note(f"{label} took {seconds:.1f} s")
 
         setattr(module, name, wrapper)
+
+    create = base.create_check
+
+    def create_check(name, **params):  # each check's run, timed as it ends
+        check = create(name, **params)
+        run = check.run
+
+        def timed_run(ctx):
+            result = run(ctx)
+            note(f"check {name} took {result.seconds:.1f} s ({result.status})")
+            return result
+
+        check.run = timed_run
+        return check
+
+    base.create_check = create_check
 
     timed(provenance, "verify_plan_manifest", "manifest")
     timed(data, "load", "load/encode")
@@ -104,7 +131,7 @@ def child(plan_path: str, result_path: str) -> None:
     # train.fit is also called by checks that retrain (poisoning, privacy canaries); the audit's
     # own training is the record's time
     parts["training"] = float(run.training.seconds)
-    out = {"total": total, "parts": parts, "checks": checks,
+    out = {"total": total, "cpu": time.process_time(), "parts": parts, "checks": checks,
            "retrain_seconds_inside_checks": training_seconds - float(run.training.seconds),
            "statuses": {r.check: r.status for r in run.results},
            "errors": {r.check: r.reason for r in run.results if r.status == "errored"},
@@ -126,11 +153,11 @@ def run_size(n: int, folder: Path, out_of_core: str) -> dict:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "--child", str(plan), str(result)], env=env,
-                          capture_output=True, text=True)
+                          stdout=subprocess.PIPE, text=True, check=False)  # the child's notes go to stderr as they come
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if proc.returncode != 0 or not result.exists():
-        print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+        print(proc.stdout[-3000:])
         return {"rows": n, "failed": proc.returncode, "wall": wall}
     out = json.loads(result.read_text(encoding="utf-8"))
     # the children's maximum only rises: it is this child's peak when it exceeds every earlier one
@@ -143,7 +170,8 @@ def report(out: dict) -> None:
     if "failed" in out:
         print(f"{out['rows']:>12,} rows: the audit failed (exit {out['failed']}) after {out['wall']:.0f} s")
         return
-    print(f"{out['rows']:>12,} rows: audit {out['total']:.1f} s (process {out['wall']:.1f} s), "
+    print(f"{out['rows']:>12,} rows: audit {out['total']:.1f} s (process {out['wall']:.1f} s, "
+          f"{out.get('cpu', float('nan')):.0f} CPU s), "
           f"peak RSS {out['peak_rss'] / 1e9:.2f} GB, model {out['model_sha256'][:12]}")
     for name, seconds in out["parts"].items():
         print(f"    {name:<20} {seconds:8.1f} s")

@@ -162,7 +162,6 @@ class FairnessCheck(Check):
         n_boot, conf = int(self.params["n_boot"]), float(self.params["confidence"])
         min_size = int(self.params["min_group_size"])
         groups = sorted(set(labels))
-        index = {g: k for k, g in enumerate(groups)}
         codes = pd.Index(groups).get_indexer(labels)
         cell = np.select([(pred == 1) & (y == 1), (pred == 1) & (y == 0), (pred == 0) & (y == 1)], [0, 1, 2], 3)
         if counted:

@@ -6,6 +6,7 @@ raises :class:`~govssl.errors.DataError` naming the file and the column on bad i
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from govssl.data._ooc import EncodedRows, wants_out_of_core
 from govssl.data._table import MISSING, TableEncoder, as_category_strings
 from govssl.errors import DataError
 from govssl.preflight import check_header_row, excluded_inputs, spec_problems
-from govssl.records import DatasetSummary, sha256_file
+from govssl.records import DatasetSummary
 
 __all__ = ["Dataset", "EncodedRows", "load", "load_public", "read_table", "TableEncoder", "MISSING", "MAX_SENSITIVE_GROUPS"]
 
@@ -113,20 +114,30 @@ def unusable_path(path: Path, what: str = "data file") -> str | None:
     return None
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path, raw: bytes | None = None) -> pd.DataFrame:
     """A CSV or Parquet file as a frame (compressed CSV too, by suffix); unreadable, corrupt or
-    empty files raise DataError naming the file."""
+    empty files raise DataError naming the file. ``raw``: the file's bytes, already read (and
+    hashed) by the caller: parsed instead of reading the file again."""
     problem = unusable_path(path)
     if problem:
         raise DataError(f"{path}: {problem}")
     check_header_row(path)  # before pandas renames a repeated header to "name.1"
     suffix = "".join(path.suffixes[-2:]).lower()
     kind = "Parquet" if suffix.endswith((".parquet", ".pq")) else "CSV"
+    source = path
+    if raw is not None:
+        import io
+
+        from govssl.data._ooc import compression_of
+
+        source = io.BytesIO(raw)
     try:
         if kind == "Parquet":
-            frame = pd.read_parquet(path)
+            frame = pd.read_parquet(source)
+        elif raw is not None:
+            frame = pd.read_csv(source, skipinitialspace=True, compression=compression_of(suffix))
         else:
-            frame = pd.read_csv(path, skipinitialspace=True)
+            frame = pd.read_csv(source, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (no header, no rows)") from None
     except MemoryError:
@@ -164,8 +175,17 @@ def _read(path: Path, streamed: bool) -> tuple[pd.DataFrame, list[dict]]:
 
         frame, record = read_table_streamed(path)
         return frame, [record]
-    frame = read_table(path)
-    return frame, [{"path": str(path), "sha256": sha256_file(path), "size": path.stat().st_size}]
+    problem = unusable_path(path)
+    if problem:
+        raise DataError(f"{path}: {problem}")
+    try:
+        raw = path.read_bytes()  # read once: hashed, then parsed
+    except MemoryError:
+        raise DataError(f"{path}: too large to load into memory; set dataset.out_of_core: always") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open the data file: {exc.strerror or exc}") from None
+    frame = read_table(path, raw)
+    return frame, [{"path": str(path), "sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)}]
 
 
 def _compression(suffix: str) -> str:

@@ -127,7 +127,12 @@ class _HashingReader:
         return getattr(self._fh, name)
 
 
-_COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zip": "zip", ".xz": "xz", ".zst": "zstd", ".tar": "tar"}
+_COMPRESSION = {".tar.gz": "tar", ".tar.bz2": "tar", ".tar.xz": "tar", ".gz": "gzip", ".bz2": "bz2", ".zip": "zip", ".xz": "xz", ".zst": "zstd", ".tar": "tar"}
+
+
+def compression_of(suffix: str) -> str | None:
+    """pandas' name of the compression a file's suffix says (None: plain)."""
+    return next((name for end, name in _COMPRESSION.items() if suffix.endswith(end)), None)
 
 
 def _compact(chunk: pd.DataFrame) -> pd.DataFrame:
@@ -172,7 +177,7 @@ def read_table_streamed(path: Path) -> tuple[pd.DataFrame, dict]:
     check_header_row(path)
     suffix = "".join(path.suffixes[-2:]).lower()
     kind = "Parquet" if suffix.endswith((".parquet", ".pq")) else "CSV"
-    compression = next((name for end, name in _COMPRESSION.items() if suffix.endswith(end)), None)
+    compression = compression_of(suffix)
     try:
         if kind == "Parquet":
             import pyarrow.parquet as pq
@@ -188,6 +193,13 @@ def read_table_streamed(path: Path) -> tuple[pd.DataFrame, dict]:
                         for batch in reader.iter_batches(batch_size=CHUNK_ROWS)]
         else:
             def parse(dtype=None):
+                if compression in ("zip", "tar"):  # archives need a seekable file: hashed in a pass of their own
+                    from govssl.records import sha256_file
+
+                    digest = sha256_file(path)
+                    parts = [_compact(ch) for ch in pd.read_csv(path, skipinitialspace=True, chunksize=CHUNK_ROWS,
+                                                                dtype=dtype)]
+                    return parts, digest, path.stat().st_size
                 with open(path, "rb") as raw:
                     hashing = _HashingReader(raw)
                     parts = [_compact(ch) for ch in pd.read_csv(
