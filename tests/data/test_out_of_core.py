@@ -218,3 +218,33 @@ def test_out_of_core__a_file_that_differs_from_its_verified_manifest_is_an_integ
     assert not cache.exists() or not any(cache.iterdir())  # nothing encoded or cached
     same = SimpleNamespace(files=({"path": train, "sha256": load(plan).files[0]["sha256"], "size": 1},))
     assert load(plan, same).out_of_core
+
+
+@pytest.mark.slow
+def test_out_of_core__the_demo_plan_trains_the_same_model_on_both_paths(tmp_path, adult_frames, monkeypatch):
+    """The demo's plan (its full training budget, DP-SGD over VIME pretraining and fine-tuning) on
+    the Adult train and test files as CSV: the same weights file either way."""
+    import yaml
+
+    from govssl.data import load
+    from govssl.plan import AuditPlan
+    from govssl.progress import NullProgress
+    from govssl.train import fit
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("GOVSSL_CACHE_DIR", str(tmp_path / "cache"))
+    train, test = adult_frames
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    data = yaml.safe_load((REPO / "audits" / "adult-income.yaml").read_text(encoding="utf-8"))
+    data["dataset"] = {"path": str(tmp_path / "train.csv"), "test_path": str(tmp_path / "test.csv"),
+                       "target": "income", "positive_label": ">50K", "sensitive": ["sex", "race"], "drop": ["fnlwgt"]}
+    digests = {}
+    for mode in ("never", "always"):
+        data["dataset"]["out_of_core"] = mode
+        plan = AuditPlan.model_validate(data)
+        dataset = load(plan)
+        assert dataset.out_of_core == (mode == "always")
+        (tmp_path / mode).mkdir()
+        digests[mode] = fit(plan, dataset, tmp_path / mode, NullProgress()).record.model_sha256
+    assert digests["always"] == digests["never"]
