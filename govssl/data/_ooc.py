@@ -192,7 +192,15 @@ def read_table_streamed(path: Path) -> tuple[pd.DataFrame, dict]:
                 return [batch.to_pandas().astype({c: str for c in columns})
                         for batch in reader.iter_batches(batch_size=CHUNK_ROWS)]
         else:
+            # the text columns of the first chunk are parsed straight into categoricals (no Python
+            # string per row); a column numeric there and text later is read again below
+            first = pd.read_csv(path, skipinitialspace=True, nrows=CHUNK_ROWS, compression=compression or "infer")
+            text_columns = {c: "category" for c in first.columns
+                            if not pd.api.types.is_numeric_dtype(first[c]) or pd.api.types.is_bool_dtype(first[c])}
+            del first
+
             def parse(dtype=None):
+                dtype = {**text_columns, **(dtype or {})}
                 if compression in ("zip", "tar"):  # archives need a seekable file: hashed in a pass of their own
                     from govssl.records import sha256_file
 
