@@ -45,6 +45,7 @@ FORMAT = 1  # of the cache file; part of its key
 # Resident mapped pages an EncodedRows lets accumulate before it tells the kernel it no longer
 # needs them (they stay in the page cache; only this process's resident set drops them).
 RESIDENT_BYTES = 256 * 2**20
+FAULT_AROUND_BYTES = 64 * 2**10
 
 
 def cache_dir() -> Path:
@@ -293,12 +294,18 @@ class EncodedRows:
 
     def __getitem__(self, key):
         torch_key = _is_tensor(key) or (isinstance(key, tuple) and any(_is_tensor(k) for k in key))
+        rows = self._rows(_as_numpy(key[0] if isinstance(key, tuple) else key))
         if isinstance(key, tuple):
-            rows, rest = key[0], tuple(_as_numpy(k) for k in key[1:])
-            out = np.array(self._matrix[(self._rows(_as_numpy(rows)),) + rest])
+            out = np.array(self._matrix[(rows,) + tuple(_as_numpy(k) for k in key[1:])])
         else:
-            out = np.array(self._matrix[self._rows(_as_numpy(key))])
-        self._forget(out.nbytes)
+            out = np.array(self._matrix[rows])
+        # bytes mapped in: a slice maps its own, a scattered row the kernel's fault-around window
+        # (Linux maps up to 64 KB of cached file pages around each page fault)
+        row_bytes = int(np.prod(self._matrix.shape[1:])) * self._matrix.itemsize
+        if isinstance(rows, slice) or np.ndim(rows) == 0:
+            self._forget(out.size * self._matrix.itemsize)
+        else:
+            self._forget(len(rows) * (row_bytes + FAULT_AROUND_BYTES))
         if torch_key:
             import torch
 
