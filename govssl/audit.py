@@ -192,7 +192,7 @@ def run_audit(
     manifest = provenance.verify_plan_manifest(plan)  # exit 3 before anything is trained or stored
     signing_key = _signing_key(plan)
     reports.load_datasheet_answers(plan)  # a bad answers file is an input error, found before training
-    dataset = data_module.load(plan)
+    dataset = data_module.load(plan, manifest)  # a file read in chunks is hashed once, as it is parsed
     public_X = data_module.load_public(plan, dataset)
     store = store or AuditStore(db_url)
 

@@ -64,6 +64,9 @@ class DatasetSpec(_Strict):
     personal_data_as_input: list[str] = []
     sensitive_as_input: bool = True  # false: sensitive columns are audited but not model inputs
     levels: dict[str, list[str]] = {}  # declared category levels by column (private under DP)
+    # read in chunks, encoded features in a cached memory-mapped file (docs/scale.md); auto: when
+    # the table would take more than half the machine's memory in memory
+    out_of_core: Literal["auto", "always", "never"] = "auto"
 
     @model_validator(mode="after")
     def _inputs_declared(self):

@@ -17,7 +17,8 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["resample_counts", "bootstrap_sums", "percentile_interval", "debiased_percentile_interval"]
+__all__ = ["resample_counts", "bootstrap_sums", "multinomial_sums", "percentile_interval",
+           "debiased_percentile_interval"]
 
 
 def resample_counts(n: int, n_boot: int, seed: int, chunk: int = 100) -> Iterator[np.ndarray]:
@@ -38,6 +39,20 @@ def bootstrap_sums(indicators: np.ndarray, n_boot: int, seed: int) -> np.ndarray
     indicators = np.asarray(indicators, dtype=np.float32)
     parts = [counts @ indicators for counts in resample_counts(len(indicators), n_boot, seed)]
     return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, indicators.shape[1]))
+
+
+def multinomial_sums(cells: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, k) resampled cell counts, for rows that each fall in exactly one of ``k`` cells
+    (``cells`` holds their counts): a resample of the n rows with replacement puts
+    Multinomial(n, cells / n) rows in the cells, so this draws those counts directly. The same
+    distribution as ``bootstrap_sums`` of the rows' one-hot cell indicators, at a cost that does
+    not grow with the rows (the random draws differ: the same seed gives other resamples)."""
+    cells = np.asarray(cells, dtype=np.float64)
+    n = int(round(cells.sum()))
+    if n == 0:
+        return np.zeros((n_boot, len(cells)))
+    rng = np.random.default_rng(seed)
+    return rng.multinomial(n, cells / cells.sum(), size=n_boot).astype(np.float64)
 
 
 def percentile_interval(samples: np.ndarray, confidence: float) -> tuple[np.ndarray, np.ndarray]:

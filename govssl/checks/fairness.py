@@ -52,7 +52,7 @@ import pandas as pd
 from pydantic import Field
 
 from govssl.checks._binomial import clopper_pearson_interval
-from govssl.checks._bootstrap import bootstrap_sums, debiased_percentile_interval
+from govssl.checks._bootstrap import bootstrap_sums, debiased_percentile_interval, multinomial_sums
 from govssl.checks.base import Check, CheckContext, CheckParams, Confidence, Measurement, PositiveInt, register_check
 
 __all__ = ["FairnessCheck", "group_labels", "aggregate_intervals", "GROUP_METRICS", "AGGREGATE_METRICS"]
@@ -148,22 +148,31 @@ class FairnessCheck(Check):
         out: list[Measurement] = []
         for i, columns in enumerate(subjects):
             subject, labels = group_labels(sensitive, columns)
+            first = ~pd.Series(labels).duplicated().to_numpy()  # one row per label gives its values
             values = {label: dict(zip(columns, row)) for label, row in
-                      zip(labels, sensitive[columns].itertuples(index=False, name=None))}
-            out += self._subject(subject, labels, values, y, pred, ctx.seed + 1000 * i)
+                      zip(labels[first], sensitive[columns][first].itertuples(index=False, name=None))}
+            out += self._subject(subject, labels, values, y, pred, ctx.seed + 1000 * i, counted=getattr(data, "out_of_core", False))
         return out
 
-    def _subject(self, subject, labels, values, y, pred, seed) -> list[Measurement]:
+    def _subject(self, subject, labels, values, y, pred, seed, counted: bool = False) -> list[Measurement]:
+        """``counted``: the confusion counts by bincount and their resamples drawn as multinomial
+        counts of the cells (:func:`multinomial_sums`; the out-of-core path, where a matrix of
+        per-row indicators and row resamples would not fit in memory). Same estimates; the same
+        bootstrap distribution, other draws."""
         n_boot, conf = int(self.params["n_boot"]), float(self.params["confidence"])
         min_size = int(self.params["min_group_size"])
         groups = sorted(set(labels))
-        index = {g: k for k, g in enumerate(groups)}
-        codes = np.array([index[g] for g in labels])
+        codes = pd.Index(groups).get_indexer(labels)
         cell = np.select([(pred == 1) & (y == 1), (pred == 1) & (y == 0), (pred == 0) & (y == 1)], [0, 1, 2], 3)
-        indicators = np.zeros((len(y), len(groups) * 4), dtype=np.float32)
-        indicators[np.arange(len(y)), codes * 4 + cell] = 1.0
-        cells = indicators.sum(axis=0).reshape(len(groups), 4).astype(np.float64)
-        boot_cells = bootstrap_sums(indicators, n_boot, seed).reshape(n_boot, len(groups), 4)
+        if counted:
+            flat = np.bincount(codes * 4 + cell, minlength=len(groups) * 4).astype(np.float64)
+            cells = flat.reshape(len(groups), 4)
+            boot_cells = multinomial_sums(flat, n_boot, seed).reshape(n_boot, len(groups), 4)
+        else:
+            indicators = np.zeros((len(y), len(groups) * 4), dtype=np.float32)
+            indicators[np.arange(len(y)), codes * 4 + cell] = 1.0
+            cells = indicators.sum(axis=0).reshape(len(groups), 4).astype(np.float64)
+            boot_cells = bootstrap_sums(indicators, n_boot, seed).reshape(n_boot, len(groups), 4)
 
         sizes = cells.sum(axis=1).astype(int)
         rates = _rates(cells)

@@ -98,7 +98,14 @@ class PerformanceCheck(Check):
             "roc_auc": _ovr_auc(y, proba) if multiclass else skm.roc_auc_score(y, proba[:, 1]),
             "expected_calibration_error": expected_calibration_error(y, proba, n_bins),
         }
-        samples = self._bootstrap_multiclass(y, pred, proba, ctx.seed) if multiclass else self._bootstrap(y, pred, proba, ctx.seed)
+        counted = getattr(ctx.dataset, "out_of_core", False) and not multiclass
+        if counted:  # the same figures from the confusion counts (no per-row metric functions)
+            points.update(confusion_points(*confusion_counts(y, pred)))
+            samples = self._bootstrap_streamed(y, proba, ctx.seed)
+        elif multiclass:
+            samples = self._bootstrap_multiclass(y, pred, proba, ctx.seed)
+        else:
+            samples = self._bootstrap(y, pred, proba, ctx.seed)
         level = float(self.params["confidence"])
         low, high = percentile_interval(samples, level)
         intervals = {name: (low[i], high[i], {"interval": "percentile", "n_boot": int(self.params["n_boot"])})
@@ -145,6 +152,60 @@ class PerformanceCheck(Check):
             out.append(np.column_stack([accuracy, balanced, f1, auc, ece]))
         return np.concatenate(out)
 
+    def _bootstrap_streamed(self, y, proba, seed, chunk: int = 4096) -> np.ndarray:
+        """The binary bootstrap of :meth:`_bootstrap` for a test split too large for a (resamples x
+        rows) matrix: the Poisson bootstrap (Hanley & MacGibbon 2006; Chamandy et al. 2012), each
+        row weighted by an independent Poisson(1) count per resample, streamed in blocks.
+
+        Rows with the same probabilities and label are interchangeable, so they are taken as one
+        cell of m rows whose summed weight is one Poisson(m) draw (exact: a sum of independent
+        Poisson counts). The cells are visited in order of score, so that the ROC AUC's
+        Mann-Whitney sum needs only each resample's running weight of negatives below (ties
+        count half). Memory is (resamples x block); time grows with the cells, at most the rows.
+        """
+        n_bins, n_boot = int(self.params["calibration_bins"]), int(self.params["n_boot"])
+        p1, p0, y = proba[:, 1], proba[:, 0], np.asarray(y)
+        order = np.lexsort((y, p0, p1))
+        p1, p0, y = p1[order], p0[order], y[order]
+        new_cell = np.r_[True, (p1[1:] != p1[:-1]) | (p0[1:] != p0[:-1]) | (y[1:] != y[:-1])]
+        starts = np.flatnonzero(new_cell)
+        m = np.diff(np.r_[starts, len(y)]).astype(np.float64)
+        p1, p0, y = p1[starts], p0[starts], y[starts]
+        pred = (p1 > p0).astype(np.int64)  # argmax: a tie goes to class 0
+        correct = pred == y
+        confidence = np.maximum(p0, p1).astype(np.float64)
+        bins = calibration_bins(confidence, n_bins)
+        new_score = np.r_[True, p1[1:] != p1[:-1]]
+        cell_kind = np.select([(pred == 1) & (y == 1), (pred == 1) & (y == 0), (pred == 0) & (y == 1)], [0, 1, 2], 3)
+        # blocks of ``chunk`` scores: a block boundary never splits a tie group
+        edges = [int(e) for e in np.r_[np.flatnonzero(new_score)[::chunk], len(m)]]
+        rng = np.random.default_rng(seed)
+        cells = np.zeros((n_boot, 4))
+        corr, conf = np.zeros((n_boot, n_bins)), np.zeros((n_boot, n_bins))
+        neg_below, auc_sum = np.zeros(n_boot), np.zeros(n_boot)
+        for a, b in zip(edges[:-1], edges[1:]):
+            w = rng.poisson(m[a:b], size=(n_boot, b - a)).astype(np.float64)
+            kinds = np.eye(4)[cell_kind[a:b]]
+            cells += w @ kinds
+            onehot = np.eye(n_bins)[bins[a:b]]
+            corr += w @ (onehot * correct[a:b, None])
+            conf += w @ (onehot * confidence[a:b, None])
+            groups = np.flatnonzero(new_score[a:b])
+            pos = np.add.reduceat(w * (y[a:b] == 1), groups, axis=1)
+            neg = np.add.reduceat(w * (y[a:b] == 0), groups, axis=1)
+            below = neg_below[:, None] + np.cumsum(neg, axis=1) - neg
+            auc_sum += (pos * (below + 0.5 * neg)).sum(axis=1)
+            neg_below += neg.sum(axis=1)
+        TP, FP, FN, TN = cells.T
+        n = cells.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            accuracy = (TP + TN) / n
+            balanced = 0.5 * (TP / (TP + FN) + TN / (TN + FP))
+            f1 = 2 * TP / (2 * TP + FP + FN)
+            auc = auc_sum / ((TP + FN) * (FP + TN))
+            ece = np.abs(corr - conf).sum(axis=1) / n
+        return np.column_stack([accuracy, balanced, f1, auc, ece])
+
     def _bootstrap_multiclass(self, y, pred, proba, seed) -> np.ndarray:
         """Per-class confusion counts as weighted sums: macro F1 and mean recall per resample; AUC one
         class against the rest at a time; classes absent from a resample are left out of its means."""
@@ -176,6 +237,25 @@ class PerformanceCheck(Check):
                 auc = np.nanmean(aucs, axis=1)
             out.append(np.column_stack([accuracy, balanced, f1, auc, ece]))
         return np.concatenate(out)
+
+
+def confusion_counts(y: np.ndarray, pred: np.ndarray) -> tuple[int, int, int, int]:
+    """TP, FP, FN, TN of binary predictions."""
+    cells = np.bincount(np.asarray(y, dtype=np.int64) * 2 + np.asarray(pred, dtype=np.int64), minlength=4)
+    return int(cells[3]), int(cells[1]), int(cells[2]), int(cells[0])
+
+
+def confusion_points(TP: int, FP: int, FN: int, TN: int) -> dict[str, float]:
+    """Accuracy, balanced accuracy and F1 (of the positive class) from the confusion counts, as
+    scikit-learn defines them (0 where F1's denominator is empty)."""
+    n = TP + FP + FN + TN
+    recalls = [TP / (TP + FN) if TP + FN else 0.0, TN / (TN + FP) if TN + FP else 0.0]
+    present = [TP + FN > 0, TN + FP > 0]
+    return {
+        "accuracy": (TP + TN) / n,
+        "balanced_accuracy": float(np.mean([r for r, p in zip(recalls, present) if p])),
+        "f1": 2 * TP / (2 * TP + FP + FN) if 2 * TP + FP + FN else 0.0,
+    }
 
 
 def _ovr_auc(y: np.ndarray, proba: np.ndarray) -> float:

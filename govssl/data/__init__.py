@@ -6,6 +6,7 @@ raises :class:`~govssl.errors.DataError` naming the file and the column on bad i
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,12 +14,13 @@ import numpy as np
 import pandas as pd
 
 from govssl.data._builtin import documented_levels, load_builtin
+from govssl.data._ooc import EncodedRows, wants_out_of_core
 from govssl.data._table import MISSING, TableEncoder, as_category_strings
 from govssl.errors import DataError
 from govssl.preflight import check_header_row, excluded_inputs, spec_problems
-from govssl.records import DatasetSummary, sha256_file
+from govssl.records import DatasetSummary
 
-__all__ = ["Dataset", "load", "load_public", "read_table", "TableEncoder", "MISSING", "MAX_SENSITIVE_GROUPS"]
+__all__ = ["Dataset", "EncodedRows", "load", "load_public", "read_table", "TableEncoder", "MISSING", "MAX_SENSITIVE_GROUPS"]
 
 MAX_SENSITIVE_GROUPS = 30
 
@@ -47,6 +49,11 @@ class Dataset:
     files: list[dict] = field(default_factory=list)
     classes: tuple[str, ...] = ()  # class names in label order (y == i is classes[i])
     task: str = "tabular-classification"  # or image-classification
+
+    @property
+    def out_of_core(self) -> bool:
+        """The encoded features are in a memory-mapped file (read in batches), not in memory."""
+        return isinstance(self.X_test, EncodedRows)
 
     @property
     def is_images(self) -> bool:
@@ -107,20 +114,30 @@ def unusable_path(path: Path, what: str = "data file") -> str | None:
     return None
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_table(path: Path, raw: bytes | None = None) -> pd.DataFrame:
     """A CSV or Parquet file as a frame (compressed CSV too, by suffix); unreadable, corrupt or
-    empty files raise DataError naming the file."""
+    empty files raise DataError naming the file. ``raw``: the file's bytes, already read (and
+    hashed) by the caller: parsed instead of reading the file again."""
     problem = unusable_path(path)
     if problem:
         raise DataError(f"{path}: {problem}")
     check_header_row(path)  # before pandas renames a repeated header to "name.1"
     suffix = "".join(path.suffixes[-2:]).lower()
     kind = "Parquet" if suffix.endswith((".parquet", ".pq")) else "CSV"
+    source = path
+    if raw is not None:
+        import io
+
+        from govssl.data._ooc import compression_of
+
+        source = io.BytesIO(raw)
     try:
         if kind == "Parquet":
-            frame = pd.read_parquet(path)
+            frame = pd.read_parquet(source)
+        elif raw is not None:
+            frame = pd.read_csv(source, skipinitialspace=True, compression=compression_of(suffix))
         else:
-            frame = pd.read_csv(path, skipinitialspace=True)
+            frame = pd.read_csv(source, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (no header, no rows)") from None
     except MemoryError:
@@ -137,6 +154,38 @@ def read_table(path: Path) -> pd.DataFrame:
     if dupes:
         raise DataError(f"{path}: duplicate column name(s): {', '.join(dupes)}")
     return frame
+
+
+def _same_as_verified(files: list[dict], manifest) -> None:
+    from govssl.errors import IntegrityError
+
+    verified = {f["path"]: f["sha256"] for f in manifest.files}
+    for f in files:
+        expected = verified.get(str(Path(f["path"]).resolve()))
+        if expected is not None and expected != f["sha256"]:
+            raise IntegrityError(f"{f['path']}: the file changed after its manifest was verified "
+                                 f"(sha256 {expected} then, {f['sha256']} as read)")
+
+
+def _read(path: Path, streamed: bool) -> tuple[pd.DataFrame, list[dict]]:
+    """A table file as a frame and its file record (path, sha256, size): read whole, or in
+    chunks with its bytes hashed as they are parsed (the out-of-core path)."""
+    if streamed:
+        from govssl.data._ooc import read_table_streamed
+
+        frame, record = read_table_streamed(path)
+        return frame, [record]
+    problem = unusable_path(path)
+    if problem:
+        raise DataError(f"{path}: {problem}")
+    try:
+        raw = path.read_bytes()  # read once: hashed, then parsed
+    except MemoryError:
+        raise DataError(f"{path}: too large to load into memory; set dataset.out_of_core: always") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot open the data file: {exc.strerror or exc}") from None
+    frame = read_table(path, raw)
+    return frame, [{"path": str(path), "sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw)}]
 
 
 def _compression(suffix: str) -> str:
@@ -316,11 +365,16 @@ def _load_images(plan) -> Dataset:
     ))
 
 
-def load(plan) -> Dataset:
-    """Load, validate, split and encode the data of a plan (an AuditPlan)."""
+def load(plan, manifest=None) -> Dataset:
+    """Load, validate, split and encode the data of a plan (an AuditPlan).
+
+    ``manifest``: the plan's verified manifest (a ManifestReport), if any. A file read in chunks
+    is hashed as it is parsed, and that digest must equal the one the manifest verified: a file
+    changed in between raises IntegrityError (the file is not hashed a third time)."""
     spec = plan.dataset
     if spec.is_images(plan):
         return _load_images(plan)
+    streamed = False  # built-in tables are small: always in memory
     if spec.builtin:
         source, train, test, files = load_builtin(spec.builtin)
         where = f"built-in dataset '{spec.builtin}'"
@@ -337,14 +391,16 @@ def load(plan) -> Dataset:
         )
     else:
         path = plan.resolve(spec.path)
-        train = read_table(path)
-        files = [{"path": str(path), "sha256": sha256_file(path), "size": path.stat().st_size}]
+        paths = [path] + ([plan.resolve(spec.test_path)] if spec.test_path is not None else [])
+        streamed = wants_out_of_core(spec.out_of_core, paths)
+        train, files = _read(path, streamed)
         where = str(path)
         test, test_where = None, ""
         if spec.test_path is not None:
-            test_path = plan.resolve(spec.test_path)
-            test, test_where = read_table(test_path), str(test_path)
-            files.append({"path": str(test_path), "sha256": sha256_file(test_path), "size": test_path.stat().st_size})
+            test_path = paths[1]
+            test, test_file = _read(test_path, streamed)
+            test_where = str(test_path)
+            files += test_file
             missing_cols = sorted(set(train.columns) ^ set(test.columns))
             if missing_cols:
                 raise DataError(
@@ -362,6 +418,8 @@ def load(plan) -> Dataset:
             spec.license or "not declared", spec.citation or "",
         )
 
+    if manifest is not None and not spec.builtin:
+        _same_as_verified(files, manifest)
     full = train if test is None else pd.concat([train, test], ignore_index=True)
     problems = _check_columns(where, full, spec, target, sensitive) + spec_problems(where, full, spec, target)
     if problems:
@@ -381,6 +439,7 @@ def load(plan) -> Dataset:
     classes = sorted(full[target].dropna().unique().tolist(), key=str)
     positive = _positive_label(where, target, classes, positive)
     to_y = lambda f: (f[target].astype(str) == positive).to_numpy(dtype=np.int64)  # noqa: E731
+    train_rows = None
     if test is None:
         y_all = to_y(train)
         train_rows, test_rows = _split(train, y_all, spec.test_fraction, plan.seed)
@@ -398,9 +457,19 @@ def load(plan) -> Dataset:
 
         selection = level_selection(plan.training.dp, len(undeclared), plan.seed)
     encoder = TableEncoder(numeric, categorical, levels=levels, selection=selection).fit(train)
-    X_train, X_test = encoder.transform(train), encoder.transform(test)
-    _require_finite(where, encoder, X_train, "the training rows")
-    _require_finite(test_where or where, encoder, X_test, "the test rows")
+    if streamed:
+        from govssl.data._ooc import encoded_rows
+
+        try:
+            X_train, X_test, cache = encoded_rows(encoder, train, test, files,
+                                                  train_rows if spec.test_path is None else None)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        files[0] = {**files[0], "encoded_cache": cache}
+    else:
+        X_train, X_test = encoder.transform(train), encoder.transform(test)
+        _require_finite(where, encoder, X_train, "the training rows")
+        _require_finite(test_where or where, encoder, X_test, "the test rows")
     return _checked(plan, Dataset(
         name=name, source=origin, license=licence, citation=citation,
         target=target, positive_label=positive, sensitive=tuple(sensitive),

@@ -61,6 +61,28 @@ def as_category_strings(series: pd.Series) -> pd.Series:
     return out.replace("", MISSING).astype(object)
 
 
+def _category_codes(series: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """For a pandas categorical ``series``: each row's index into ``names``, the distinct values of
+    :func:`as_category_strings` (computed once per category, not once per row)."""
+    categories = pd.Series(series.cat.categories)
+    mapped = as_category_strings(categories).tolist() + [MISSING]  # the last: a missing value (code -1)
+    names = list(dict.fromkeys(mapped))
+    position = {name: i for i, name in enumerate(names)}
+    lookup = np.array([position[m] for m in mapped], dtype=np.int64)
+    return lookup[series.cat.codes.to_numpy()], names  # code -1 picks the last entry
+
+
+def category_counts(series: pd.Series) -> pd.Series:
+    """``as_category_strings(series).value_counts()``, from the category codes of a categorical
+    series (for any other series, that expression itself)."""
+    if not isinstance(series.dtype, pd.CategoricalDtype):
+        return as_category_strings(series).value_counts()
+    codes, names = _category_codes(series)
+    counts = np.bincount(codes, minlength=len(names))
+    out = pd.Series(counts, index=pd.Index(names, dtype=object), name="count")
+    return out[out > 0].sort_values(ascending=False, kind="stable")
+
+
 def _power_of_two_scale(x: np.ndarray) -> float:
     """A power of two at least half the largest magnitude in ``x`` (1.0 for zeros): dividing by
     it is exact and brings every value into [-2, 2]."""
@@ -119,15 +141,14 @@ class TableEncoder:
                 levels = list(dict.fromkeys(self.declared_levels[name])) + [MISSING, OTHER]
                 levels = tuple(sorted(set(levels)))
             elif rng is not None:
-                counts = as_category_strings(frame[name]).value_counts()
+                counts = category_counts(frame[name])
                 counts = counts[counts.index != MISSING].sort_index()  # a fixed order for the noise draws
                 noisy = counts.to_numpy(dtype=np.float64) + rng.normal(0.0, self.selection["sigma"], len(counts))
                 keep = noisy >= max(float(self.selection["threshold"]), float(self.min_rows))
                 order = np.argsort(-noisy[keep], kind="stable")[:MAX_LEVELS]
                 levels = tuple(sorted({*counts.index[keep][order], MISSING, OTHER}))
             else:
-                values = as_category_strings(frame[name])
-                counts = values.value_counts()
+                counts = category_counts(frame[name])
                 common = counts[(counts >= self.min_rows) | (counts.index == MISSING)]  # MISSING names no one
                 levels = list(common.index[:MAX_LEVELS])
                 if len(levels) < len(counts):
@@ -186,10 +207,14 @@ class TableEncoder:
                 out[:, col] = _standardise(z, spec.mean, spec.std)
             col += 1
         for spec in self.categorical:
-            values = as_category_strings(frame[spec.name])
             index = {level: i for i, level in enumerate(spec.levels)}
             fallback = index.get(OTHER, -1)
-            codes = values.map(lambda v: index.get(v, fallback)).to_numpy(dtype=np.int64)
+            if isinstance(frame[spec.name].dtype, pd.CategoricalDtype):  # a streamed table's text column
+                names_of, names = _category_codes(frame[spec.name])
+                codes = np.array([index.get(v, fallback) for v in names], dtype=np.int64)[names_of]
+            else:
+                values = as_category_strings(frame[spec.name])
+                codes = values.map(lambda v: index.get(v, fallback)).to_numpy(dtype=np.int64)
             rows = np.nonzero(codes >= 0)[0]
             out[rows, col + codes[rows]] = 1.0
             col += len(spec.levels)

@@ -52,6 +52,13 @@ class TrainResult:
         return predict_proba(self.model, X)
 
 
+def _mapped(X) -> bool:
+    """``X`` is an out-of-core table's rows (read from their mapped file a batch at a time)."""
+    from govssl.data import EncodedRows
+
+    return isinstance(X, EncodedRows)
+
+
 def label_subset(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Stratified ``fraction`` of the rows (at least one per class), sorted, the same for a seed."""
     rng = np.random.default_rng(seed + 1)
@@ -287,7 +294,8 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
     _check_recipe(plan, data, public)
     _check_calibration(spec)
 
-    X_all = torch.as_tensor(data.X_train, dtype=torch.float32)
+    # an out-of-core table's rows stay in their mapped file: indexed with a tensor, they give one
+    X_all = data.X_train if _mapped(data.X_train) else torch.as_tensor(data.X_train, dtype=torch.float32)
     arch = _architecture(spec, data)
     model = build_classifier(arch)
     encoder, _ = split_classifier(model)
@@ -311,7 +319,7 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
                 f"training.calibration.holdout_fraction: {spec.calibration.holdout_fraction:g} of the "
                 f"{len(rows):,} labelled rows holds out no row for the temperature; raise it (or "
                 "training.finetune.label_fraction), or set training.calibration.method: none")
-    X_lab = X_all[rows]
+    X_lab = torch.as_tensor(X_all[rows])
     y_lab = torch.as_tensor(data.y_train[rows], dtype=torch.long)
     mode = spec.finetune.mode
 
@@ -434,9 +442,9 @@ def _calibrate(plan, data, model, X_all, held, dp, noise, dp_record, seed):
         return {"method": "none"}, model
     from govssl.checks.performance import expected_calibration_error
 
-    X_test = torch.as_tensor(data.X_test, dtype=torch.float32)
+    X_test = data.X_test if _mapped(data.X_test) else torch.as_tensor(data.X_test, dtype=torch.float32)
     n_bins = int((plan.checks.get("performance") or {}).get("calibration_bins", 15))
-    z_held = logits_of(model, X_all[held])
+    z_held = logits_of(model, torch.as_tensor(X_all[held]))
     y_held = torch.as_tensor(data.y_train[held], dtype=torch.long)
     record = {"method": "temperature", "rows": int(len(held)),
               "holdout_fraction": float(spec.holdout_fraction),
