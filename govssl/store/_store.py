@@ -895,6 +895,14 @@ class StoreSnapshot:
         rows = self.records.get(run_id, {}).get("renderings", [])
         return [_codec.row_to_rendering(row) for row in sorted(rows, key=itemgetter("position"))]
 
+    def monitoring(self, run_id: str | None = None) -> list:
+        """The monitoring results (govssl.monitor.MonitoringResult) of the run with this exact id,
+        or of every run, oldest first, rebuilt from the verified rows."""
+        ids = [run_id] if run_id is not None else list(self.records)
+        rows = [row for key in ids for row in self.records.get(key, {}).get("monitoring", [])]
+        rows.sort(key=lambda row: (row["created_at"], row["run_id"], row["position"]))
+        return [_codec.row_to_monitoring(row) for row in rows]
+
 
 def _is_head(pair) -> bool:
     if not isinstance(pair, (tuple, list)) or len(pair) != 2:

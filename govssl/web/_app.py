@@ -4,16 +4,16 @@ Every page is drawn on the server by sandboxed, autoescaped Jinja from the templ
 package; there is no JavaScript at all. Pages read a verified :class:`~govssl.web._view.State`
 of the store and never write to it (the store is opened read-only).
 
-Routes (a monitoring page is one more route here, one more template, and a method on ``State``
-reading the monitoring records the snapshot collects):
+Routes (the monitoring results `govssl monitor` stored are listed on the runs page, their run's
+page and their model's history):
 
-    /                         the runs, filterable by model, plan, decision and date
+    /                         the runs and the monitoring results, filterable by model, plan, decision and date
     /runs/{run_id}            one run: verdict, why, rules, charts, DP, waivers, attestations, documents
     /runs/{run_id}/charts/{name}.svg   its charts (matplotlib SVG, cached per verified state)
     /runs/{run_id}/documents/{path}    its stored files, served only while their sha256 matches the store
     /runs/{run_id}/export.zip          the run as `govssl export` writes it
     /diff?a=RUN&b=RUN         two runs side by side (`govssl diff`)
-    /models/{sha256}          a model's history of audits
+    /models/{sha256}          a model's history of audits and monitoring results
     /integrity                the last verify, the head checked live; ?full=1 re-walks and hashes files
 """
 
@@ -190,8 +190,12 @@ def create_app(view: StoreView, token: str | None = None) -> Starlette:
                           _day(filters["until"], "until"))
         shown, number, pages = _paged(rows, q.get("page", "1"))
         plans = sorted({r["plan_name"] for r in state.snapshot.runs})
+        monitoring = state.find_monitoring(filters["model"], filters["plan"], decision,
+                                           _day(filters["since"], "since"), _day(filters["until"], "until"))
         return page(request, "runs.html", state, rows=shown, total=len(rows), filters=filters, plans=plans,
-                    page=number, pages=pages, all_runs=len(state.snapshot.runs))
+                    page=number, pages=pages, all_runs=len(state.snapshot.runs),
+                    monitoring=monitoring[:PAGE_SIZE], monitoring_total=len(monitoring),
+                    all_monitoring=len(state.monitoring()))
 
     def run_page(request: Request):
         state = state_or_failure(request)
@@ -210,7 +214,8 @@ def create_app(view: StoreView, token: str | None = None) -> Starlette:
         return page(request, "run.html", state, run=run, row=row, why=memo["why"], rationales=memo["rationales"],
                     rationale_unavailable=memo["unavailable"], privacy=privacy_statement(run.training),
                     charts=[(name, *CHARTS[name]) for name in charts_of(run)], documents=documents,
-                    waivers=waivers, renderings=state.snapshot.renderings(run_id), others=others)
+                    waivers=waivers, renderings=state.snapshot.renderings(run_id), others=others,
+                    monitoring=state.monitoring(run_id))
 
     def chart(request: Request):
         state = state_or_failure(request)
@@ -282,9 +287,14 @@ def create_app(view: StoreView, token: str | None = None) -> Starlette:
             raise HTTPException(404, f"no run of a model with sha256 {sha} in {view.label}")
         now = datetime.now(timezone.utc)
         waivers = [{**asdict(w), "active": w.active(now)} for w in state.snapshot.waivers if w.model_sha256 == sha]
-        shown, number, pages = _paged(rows, request.query_params.get("page", "1"))
-        return page(request, "model.html", state, sha256=sha, rows=shown, total=len(rows), page=number, pages=pages,
-                    latest=rows[:2], waivers=waivers)
+        monitoring = [m for m in state.monitoring() if m["model_sha256"] == sha]
+        # audits and monitoring results together, newest first (a result is never older than its audit)
+        # (a stable sort: on the same second a result stays before, that is newer than, its audit)
+        history = sorted([{"kind": "monitoring", **m} for m in monitoring] + [{"kind": "audit", **r} for r in rows],
+                         key=lambda entry: entry["created_at"], reverse=True)
+        shown, number, pages = _paged(history, request.query_params.get("page", "1"))
+        return page(request, "model.html", state, sha256=sha, history=shown, total=len(rows),
+                    n_monitoring=len(monitoring), page=number, pages=pages, latest=rows[:2], waivers=waivers)
 
     def integrity(request: Request):
         full = request.query_params.get("full") == "1"

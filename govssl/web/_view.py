@@ -117,6 +117,50 @@ class State:
             rows.append({**row, "decision": verdict, "n_waived": waived, "n_blocking_now": blocking})
         return rows
 
+    def monitoring(self, run_id: str | None = None) -> list[dict]:
+        """The monitoring results of one run (exact id) or of every run, newest first, each as a
+        dict for the pages: the result's fields, ``verdict``, the ids of the rules that block
+        (``failing``) and of the warn rules that failed (``warning``), and ``plan_name`` of its run."""
+        if not self.ok:
+            return []
+        key = ("monitoring", run_id)
+        if key not in self.cache:
+            plans = {r["run_id"]: r["plan_name"] for r in self.snapshot.runs}
+            found = []
+            for result in reversed(self.snapshot.monitoring(run_id)):
+                decision = result.decision
+                found.append({
+                    "monitor_id": result.monitor_id, "run_id": result.run_id, "model_sha256": result.model_sha256,
+                    "created_at": result.created_at, "batch_path": result.batch_path,
+                    "batch_sha256": result.batch_sha256, "n_rows": result.n_rows, "labels": result.labels,
+                    "policy_name": result.policy_name, "policy_version": result.policy_version,
+                    "verdict": decision.verdict, "failing": [o.rule_id for o in decision.blockers],
+                    "warning": [o.rule_id for o in decision.warnings], "position": result.position,
+                    "plan_name": plans.get(result.run_id, ""),
+                })
+            self.cache[key] = found
+        return self.cache[key]
+
+    def find_monitoring(self, model: str = "", plan: str = "", decision: str = "", since: date | None = None,
+                        until: date | None = None) -> list[dict]:
+        """The monitoring results, newest first, matching the filters of :meth:`find` (no waiver
+        applies to a monitoring result, so ``decision`` "waived" matches none)."""
+        found = []
+        for m in self.monitoring():
+            day = m["created_at"][:10]
+            if model and not (m["model_sha256"] or "").startswith(model.lower()):
+                continue
+            if plan and m["plan_name"] != plan:
+                continue
+            if since and day < since.isoformat():
+                continue
+            if until and day > until.isoformat():
+                continue
+            if decision == "waived" or (decision and m["verdict"] != decision):
+                continue
+            found.append(m)
+        return found
+
     def row(self, run_id: str) -> dict | None:
         return next((r for r in self.snapshot.runs if r["run_id"] == run_id), None) if self.ok else None
 

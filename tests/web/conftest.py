@@ -1,6 +1,6 @@
-"""A store holding a passing, a blocked and a waived audit, made once per session with the real
-CLI on a quick plan (4,000 Adult rows; performance, fairness, a small robustness and privacy
-check), for the dashboard's browser tests."""
+"""A store holding a passing, a blocked and a waived audit and a monitoring result of the passing
+one, made once per session with the real CLI on a quick plan (4,000 Adult rows; performance,
+fairness, a small robustness and privacy check), for the dashboard's browser tests."""
 
 from __future__ import annotations
 
@@ -52,7 +52,14 @@ def web_store(tmp_path_factory, adult_csvs):
                            "Dana <Risk> Officer", "--reason", "pilot with human review", "--expires", "2099-12-31",
                            "--db", db)
     assert code == 0, err
-    return {"db": db, "path": folder / "audit.db", "folder": folder, **ids}
+    # a monitoring result of the passing run: a batch of the plan's own test rows
+    import pandas as pd
+
+    pd.read_csv(adult_csvs[1]).sample(1000, random_state=3).to_csv(folder / "batch.csv", index=False)
+    code, out, err = cli("monitor", ids["passed"], "--data", str(folder / "batch.csv"), "--db", db, "--json")
+    assert code in (0, 1), err
+    monitored = json.loads(out)["decision"]["verdict"]
+    return {"db": db, "path": folder / "audit.db", "folder": folder, "monitored": monitored, **ids}
 
 
 def cli(*argv: str) -> tuple[int, str, str]:

@@ -142,6 +142,12 @@ def test_browser__runs_filter_blocked_run_why_document_diff(server, browser, web
     screenshot(browser, tmp_path / "runs.png")
     assert_nothing_from_outside(browser, server)
 
+    # the monitoring result of the passing run, with its verdict
+    (monitoring,) = browser.find_elements(By.CSS_SELECTOR, "#monitoring-results tr.monitoring-row")
+    assert monitoring.find_element(By.CSS_SELECTOR, "a.monitoring-run-link").text == web_store["passed"]
+    assert monitoring.find_element(By.CSS_SELECTOR, ".verdict").text == web_store["monitored"]
+    assert "batch.csv" in monitoring.text and "1000" in monitoring.text
+
     # the plan's name holds a <script>: shown as text, never run
     plans = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#runs tbody td:nth-child(3)")]
     assert plans == [f"adult-web {SCRIPT}"] * 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import re
 import sqlite3
 import zipfile
@@ -13,7 +14,7 @@ import pytest
 
 from govssl.records import Waiver
 from govssl.store import AuditStore
-from tests.conftest import run_cli
+from tests.conftest import fast_plan_data, run_cli
 from tests.store.test_store import make_run
 
 # starlette.testclient runs on httpx and suggests its successor; httpx is what the test extra installs
@@ -200,3 +201,85 @@ def test_runs_and_model_history__are_paged(store, monkeypatch):
     history = c.get(f"/models/{'cd' * 32}?page=2").text
     assert PASSED in history and "2 audit(s)" in history and "page 2 of 2" in history
     assert c.get("/?page=two").status_code == 400
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory, adult_csvs):
+    """A real passing audit of a small Adult model and two real `govssl monitor` results of it:
+    the audit's own test rows (pass) and its rows aged 50 or over (blocked by drift), the
+    batches in a folder whose name holds markup."""
+    import pandas as pd
+    import yaml
+
+    from tests.web.conftest import POLICY, cli
+
+    folder = tmp_path_factory.mktemp("web-monitor")
+    policy = folder / "lenient.yaml"
+    policy.write_text(yaml.safe_dump({**POLICY, "policy": "web-lenient", "rules": [POLICY["rules"][0]]}))
+    plan = folder / "plan.yaml"
+    plan.write_text(yaml.safe_dump(fast_plan_data(*adult_csvs)))
+    db = f"sqlite:///{folder / 'audit.db'}"
+    code, out, err = cli("audit", str(plan), "--policy", str(policy), "--db", db, "--out", str(folder / "out"),
+                         "--quiet", "--json")
+    assert code == 0, err
+    run_id = json.loads(out)["run_id"]
+    batches = folder / "<em>batches"
+    batches.mkdir()
+    test = pd.read_csv(adult_csvs[1])
+    test.sample(1500, random_state=1).to_csv(batches / "same.csv", index=False)
+    test[test["age"] >= 50].sample(1500, random_state=2, replace=True).to_csv(batches / "older.csv", index=False)
+    results = {}
+    for name in ("same", "older"):
+        code, out, err = cli("monitor", run_id, "--data", str(batches / f"{name}.csv"), "--db", db, "--json")
+        assert code in (0, 1), err
+        results[name] = json.loads(out)
+    assert results["same"]["decision"]["verdict"] == "pass"
+    assert results["older"]["decision"]["verdict"] == "blocked"
+    model = json.loads(cli("show", run_id, "--db", db, "--json")[1])["training"]["model_sha256"]
+    return {"db": db, "run": run_id, "model": model, **results}
+
+
+def _monitoring_rows(html: str) -> list[str]:
+    return re.findall(r'<tr class="monitoring-row".*?</tr>', html, re.S)
+
+
+def test_monitoring__results_on_the_runs_list_filterable_by_decision_and_model(monitored):
+    c = client(monitored["db"])
+    rows = _monitoring_rows(c.get("/").text)
+    assert len(rows) == 2 and "2 of 2 monitoring result(s)" in c.get("/").text
+    older, same = rows  # newest first
+    assert 'data-decision="blocked"' in older and 'data-decision="pass"' in same
+    assert f'href="/runs/{monitored["run"]}#monitoring"' in same and ">1500<" in same
+    assert monitored["model"][:16] in same
+    blocked = _monitoring_rows(c.get("/?decision=blocked").text)
+    assert len(blocked) == 1 and "older.csv" in blocked[0]
+    assert _monitoring_rows(c.get("/?decision=pass").text)[0].count("same.csv") == 1
+    assert not _monitoring_rows(c.get("/?decision=waived").text)
+    assert len(_monitoring_rows(c.get(f"/?model={monitored['model'][:10]}").text)) == 2
+    assert "No monitoring result matches" in c.get("/?model=ffff").text
+
+
+def test_monitoring__run_page_and_model_history_show_the_results_with_verdict(monitored):
+    c = client(monitored["db"])
+    page = c.get(f"/runs/{monitored['run']}").text
+    rows = _monitoring_rows(page)
+    assert len(rows) == 2 and "Monitoring (2)" in page
+    older, same = rows
+    failing = [o["rule_id"] for o in monitored["older"]["decision"]["outcomes"]
+               if o["status"] in ("fail", "missing", "inconclusive") and o["severity"] == "block"]
+    assert failing and all(rule in older for rule in failing)
+    assert ">blocked<" in older and ">pass<" in same
+    assert monitored["same"]["batch"]["sha256"][:16] in same and ">1500<" in same
+    history = c.get(f"/models/{monitored['model']}").text
+    assert "1 audit(s) and 2 monitoring result(s)" in history
+    kinds = re.findall(r"<tr class=\"(run|monitoring)-row\"><td>(audit|monitoring)</td>", history)
+    assert [k for _, k in kinds] == ["monitoring", "monitoring", "audit"]  # newest first, in time order
+    assert ">blocked<" in history and "older.csv" in history
+
+
+def test_monitoring__user_text_in_the_batch_path_is_escaped(monitored):
+    c = client(monitored["db"])
+    for url in ["/", f"/runs/{monitored['run']}", f"/models/{monitored['model']}"]:
+        html = c.get(url).text
+        assert "&lt;em&gt;batches" in html, url
+        assert "<em>batches" not in html, url
