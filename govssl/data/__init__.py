@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from govssl.data._builtin import documented_levels, load_builtin
-from govssl.data._ooc import EncodedRows, wants_out_of_core
+from govssl.data._ooc import EncodedRows, read_columns, wants_out_of_core
 from govssl.data._table import MISSING, TableEncoder, as_category_strings
 from govssl.errors import DataError
 from govssl.preflight import check_header_row, excluded_inputs, spec_problems
@@ -147,13 +147,7 @@ def read_table(path: Path, raw: bytes | None = None) -> pd.DataFrame:
         # lzma LZMAError, pyarrow ArrowInvalid, an ImportError for a codec that is not installed)
         text = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise DataError(f"{path}: cannot read as {kind}{_compression(suffix)}: {text}") from None
-    if frame.empty:
-        raise DataError(f"{path}: the file has a header but no data rows")
-    frame.columns = [str(c).strip() for c in frame.columns]
-    dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
-    if dupes:
-        raise DataError(f"{path}: duplicate column name(s): {', '.join(dupes)}")
-    return frame
+    return read_columns(path, frame)
 
 
 def _same_as_verified(files: list[dict], manifest) -> None:

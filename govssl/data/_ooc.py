@@ -234,13 +234,19 @@ def read_table_streamed(path: Path) -> tuple[pd.DataFrame, dict]:
     except Exception as exc:  # noqa: BLE001  any parser or decompressor failure is this file's fault
         text = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise DataError(f"{path}: cannot read as {kind}{_compression(suffix)}: {text}") from None
+    return read_columns(path, frame), {"path": str(path), "sha256": digest, "size": int(size)}
+
+
+def read_columns(path, frame: pd.DataFrame) -> pd.DataFrame:
+    """A table as read, checked: at least one data row, header names stripped, none twice
+    (DataError naming the file otherwise)."""
     if frame.empty:
         raise DataError(f"{path}: the file has a header but no data rows")
     frame.columns = [str(c).strip() for c in frame.columns]
     dupes = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
     if dupes:
         raise DataError(f"{path}: duplicate column name(s): {', '.join(dupes)}")
-    return frame, {"path": str(path), "sha256": digest, "size": int(size)}
+    return frame
 
 
 class EncodedRows:

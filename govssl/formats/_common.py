@@ -84,22 +84,7 @@ def json_bytes(document: dict) -> bytes:
 
 
 def write_file(out: Path, data: bytes, overwrite: bool) -> None:
-    """Write ``out`` whole or not at all: a ``.partial`` file beside it, then a rename (``overwrite``)
-    or a hard link that fails if ``out`` appeared meanwhile. DataError naming ``out`` otherwise."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise DataError(EXISTS.format(out=out))
-    partial = out.with_name(out.name + ".partial")
-    try:
-        partial.write_bytes(data)
-        if overwrite:
-            os.replace(partial, out)
-        else:
-            os.link(partial, out)  # never replaces a file
-            partial.unlink()
-    except FileExistsError:
-        partial.unlink(missing_ok=True)
-        raise DataError(EXISTS.format(out=out)) from None
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise DataError(f"{out}: cannot write the export: {exc}") from None
+    """Write ``out`` whole or not at all, as the zip export is written (``--force``: ``overwrite``)."""
+    from govssl.store._reports import write_whole
+
+    write_whole(out, lambda partial: partial.write_bytes(data), overwrite)

@@ -129,14 +129,27 @@ def export_run(run: AuditRun, out: str | Path, overwrite: bool = False) -> list[
     sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in members.items())
     members["SHA256SUMS"] = sums.encode("ascii")
     entries = {_member(run.run_id, name): data for name, data in members.items()}
+
+    def fill(partial: Path) -> None:
+        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for entry, data in entries.items():
+                archive.writestr(entry, data)
+
+    write_whole(out, fill, overwrite)
+    return list(members)
+
+
+def write_whole(out: str | Path, fill, overwrite: bool) -> None:
+    """Write the export file ``out`` whole or not at all: ``fill(partial)`` writes a ``.partial``
+    file beside it, then a rename (``overwrite``) or a hard link that fails if ``out`` appeared
+    meanwhile, so an existing file is never replaced without ``overwrite``. DataError naming
+    ``out`` otherwise; the partial file never stays behind."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise DataError(EXISTS.format(out=out))
     partial = out.with_name(out.name + ".partial")
     try:
-        with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for entry, data in entries.items():
-                archive.writestr(entry, data)
+        fill(partial)
         if overwrite:
             os.replace(partial, out)
         else:
@@ -148,6 +161,5 @@ def export_run(run: AuditRun, out: str | Path, overwrite: bool = False) -> list[
     except OSError as exc:
         partial.unlink(missing_ok=True)
         raise DataError(f"{out}: cannot write the export: {exc}") from None
-    return list(members)
 
 
