@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import Any
 
-from govssl.errors import DataError, IntegrityError
+from govssl.errors import IntegrityError
 from govssl.records import AuditRun, sha256_file
 
 __all__ = ["check_files", "described_files", "first_url", "json_bytes", "model_artifact", "plain", "write_file"]
