@@ -75,6 +75,47 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _print_measurements(console: Console, results, title: str, hidden) -> None:
+    """One table row per measurement of ``results`` (CheckResults) but those ``hidden(m)`` leaves
+    out; a check that did not measure gets one row with its status and reason."""
+    table = Table(title=title, title_justify="left")
+    for col in ("check", "metric", "subject", "value", "95% CI", "n"):
+        table.add_column(col, justify="right" if col in ("value", "n") else "left")
+    for r in results:
+        if r.status != "measured":
+            table.add_row(esc(r.check), f"[yellow]{r.status}[/]", "", esc(r.reason[:60]), "", "")
+            continue
+        for m in r.measurements:
+            if hidden(m):
+                continue
+            ci = f"[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]" if m.ci_low is not None else ""
+            table.add_row(esc(r.check), esc(m.metric), esc(m.subject or "(model)"), esc(_fmt(m.value)), esc(ci),
+                          _fmt(m.n))
+    console.print(table)
+
+
+_STATUS_COLOURS = {"pass": "green", "fail": "red", "missing": "red", "inconclusive": "red", "skipped": "yellow",
+                   "waived": "cyan"}
+
+
+def _print_rules(console: Console, outcomes, title: str) -> None:
+    """One table row per rule outcome: a failing warn rule shows as "warn"; a waived one names its
+    approver, expiry and reason."""
+    rules = Table(title=title, title_justify="left")
+    for col in ("rule", "severity", "status", "observed", "threshold", "why"):
+        rules.add_column(col)
+    for o in outcomes:
+        status = o.status if not (o.severity == "warn" and o.status == "fail") else "warn"
+        colour = "yellow" if status == "warn" else _STATUS_COLOURS.get(o.status, "white")
+        why = "" if o.status == "pass" else o.message
+        if o.status == "waived" and getattr(o, "waiver", None):
+            w = o.waiver
+            why = f"waived by {w['approver']} until {w['expires']}: {w['reason']} (was: {o.message})"
+        rules.add_row(esc(o.rule_id), esc(o.severity), f"[{colour}]{esc(status)}[/]", esc(_fmt(o.observed)),
+                      esc(o.threshold), esc(why))
+    console.print(rules)
+
+
 def _print_run(run, console: Console) -> None:
     console.print(f"[bold]run[/] {esc(run.run_id)}   plan {esc(run.plan_name)}   policy {esc(run.policy_name)} "
                   f"v{esc(str(run.policy_version))}")
@@ -92,33 +133,9 @@ def _print_run(run, console: Console) -> None:
             f"model {Path(t.model_path).name} sha256 {t.model_sha256[:16]}…  "
             f"{t.method} + {t.finetune_mode} on {t.label_fraction:.0%} of labels  |  {private}", markup=False
         )
-    perf = Table(title="measurements (model-wide and gaps between groups)", title_justify="left")
-    for col in ("check", "metric", "subject", "value", "95% CI", "n"):
-        perf.add_column(col, justify="right" if col in ("value", "n") else "left")
-    for r in run.results:
-        if r.status != "measured":
-            perf.add_row(esc(r.check), f"[yellow]{r.status}[/]", "", esc(r.reason[:60]), "", "")
-            continue
-        for m in r.measurements:
-            if isinstance(m.details.get("group"), dict):  # per-group rows are in the model card
-                continue
-            ci = f"[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]" if m.ci_low is not None else ""
-            perf.add_row(esc(r.check), esc(m.metric), esc(m.subject or "(model)"), esc(_fmt(m.value)), esc(ci), _fmt(m.n))
-    console.print(perf)
-    rules = Table(title="policy rules", title_justify="left")
-    for col in ("rule", "severity", "status", "observed", "threshold", "why"):
-        rules.add_column(col)
-    colours = {"pass": "green", "fail": "red", "missing": "red", "inconclusive": "red", "skipped": "yellow", "waived": "cyan"}
-    for o in run.decision.outcomes:
-        status = o.status if not (o.severity == "warn" and o.status == "fail") else "warn"
-        colour = "yellow" if status == "warn" else colours.get(o.status, "white")
-        why = "" if o.status == "pass" else o.message
-        if o.status == "waived" and o.waiver:
-            w = o.waiver
-            why = f"waived by {w['approver']} until {w['expires']}: {w['reason']} (was: {o.message})"
-        rules.add_row(esc(o.rule_id), esc(o.severity), f"[{colour}]{esc(status)}[/]", esc(_fmt(o.observed)), esc(o.threshold),
-                      esc(why))
-    console.print(rules)
+    _print_measurements(console, run.results, "measurements (model-wide and gaps between groups)",
+                        lambda m: isinstance(m.details.get("group"), dict))  # per-group rows: in the model card
+    _print_rules(console, run.decision.outcomes, "policy rules")
     docs = [a for a in run.artifacts if a.kind not in ("model", "predictions")]
     if docs:
         console.print("documents: " + ", ".join(str(Path(a.path)) for a in docs), markup=False)

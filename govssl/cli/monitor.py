@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import click
-from rich.table import Table
 
-from govssl.cli._common import EXIT_BLOCKED, EXIT_OK, _fmt, cli, db_option, esc, json_option, out
+from govssl.cli._common import (EXIT_BLOCKED, EXIT_OK, _print_measurements, _print_rules, cli, db_option, esc,
+                                json_option, out)
 from govssl.cli.policy import resolve_policy
 
 
@@ -18,31 +18,12 @@ def _print_monitoring(result, console) -> None:
                   f"{result.model_sha256[:16]}…   pack {esc(result.policy_name)} v{result.policy_version}")
     console.print(f"batch {result.batch_path} ({result.n_rows:,} rows, sha256 {result.batch_sha256[:16]}…)"
                   + (f"; labels from column '{result.labels}'" if result.labels else "; no labels"), markup=False)
-    table = Table(title="measurements (drift p-values Holm-adjusted across every drift test)", title_justify="left")
-    for col in ("check", "metric", "subject", "value", "95% CI", "n"):
-        table.add_column(col, justify="right" if col in ("value", "n") else "left")
-    for r in result.results:
-        if r.status != "measured":
-            table.add_row(esc(r.check), f"[yellow]{r.status}[/]", "", esc(r.reason[:60]), "", "")
-            continue
-        for m in r.measurements:
-            if m.check == "fairness" and isinstance(m.details.get("group"), dict):
-                continue
-            if m.metric in ("share", "selection_rate", "statistic", "jensen_shannon"):
-                continue  # per-group rows and second effect sizes: in --json and the report
-            ci = f"[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]" if m.ci_low is not None else ""
-            table.add_row(esc(r.check), esc(m.metric), esc(m.subject or "(model)"), esc(_fmt(m.value)), esc(ci),
-                          _fmt(m.n))
-    console.print(table)
-    rules = Table(title="monitoring rules", title_justify="left")
-    for col in ("rule", "severity", "status", "observed", "threshold", "why"):
-        rules.add_column(col)
-    for o in result.decision.outcomes:
-        status = "warn" if o.severity == "warn" and o.status == "fail" else o.status
-        colour = {"pass": "green", "warn": "yellow", "skipped": "yellow"}.get(status, "red")
-        rules.add_row(esc(o.rule_id), esc(o.severity), f"[{colour}]{esc(status)}[/]", esc(_fmt(o.observed)),
-                      esc(o.threshold), esc("" if o.status == "pass" else o.message))
-    console.print(rules)
+    _print_measurements(
+        console, result.results, "measurements (drift p-values Holm-adjusted across every drift test)",
+        # per-group rows and second effect sizes: in --json and the report
+        lambda m: (m.check == "fairness" and isinstance(m.details.get("group"), dict))
+        or m.metric in ("share", "selection_rate", "statistic", "jensen_shannon"))
+    _print_rules(console, result.decision.outcomes, "monitoring rules")
     d = result.decision
     colour = "green" if d.passed else "red"
     tail = f" ({len(d.blockers)} blocking rule(s): {esc(', '.join(o.rule_id for o in d.blockers))})" if d.blockers else ""
