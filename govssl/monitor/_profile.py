@@ -111,7 +111,6 @@ def _column_kind(series: pd.Series) -> str:
 def build_profile(dataset, model, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
     """(meta, test scores, reference embeddings) of a tabular dataset's test split."""
     from govssl.checks.performance import calibration_bins
-    from govssl.data import as_category_strings
     from govssl.monitor._stats import median_bandwidth, nearest_distance
 
     test, enc = dataset.test, dataset.encoder
@@ -195,17 +194,23 @@ def write_profile(path: Path, meta: dict, scores: np.ndarray, reference: np.ndar
 def load_profile(path: str | Path, expected_sha256: str) -> Profile:
     """The profile at ``path`` after checking its bytes against the sha256 the ledger recorded
     (IntegrityError, exit 3, when they differ or the file is gone)."""
-    from govssl.records import sha256_file
-
     path = Path(path)
-    try:
-        actual = sha256_file(path)
-    except OSError as exc:
-        raise IntegrityError(f"{path}: cannot read the run's reference profile: {exc.strerror or exc}") from None
-    if actual != expected_sha256:
-        raise IntegrityError(f"{path}: the reference profile changed after the audit: its sha256 is {actual}, "
-                             f"the store records {expected_sha256}")
+    check_recorded(path, expected_sha256, "reference profile")
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
         return Profile(meta=meta, scores=data["scores"], embed_reference=data["embed_reference"],
-                       sha256=actual, path=str(path))
+                       sha256=expected_sha256, path=str(path))
+
+
+def check_recorded(path: Path, expected_sha256: str, what: str) -> None:
+    """IntegrityError (exit 3) unless the file at ``path`` (the run's ``what``) has the sha256 the
+    ledger recorded for it."""
+    from govssl.records import sha256_file
+
+    try:
+        actual = sha256_file(path)
+    except OSError as exc:
+        raise IntegrityError(f"{path}: cannot read the run's {what}: {exc.strerror or exc}") from None
+    if actual != expected_sha256:
+        raise IntegrityError(f"{path}: the {what} changed after the audit: its sha256 is {actual}, "
+                             f"the store records {expected_sha256}")

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from govssl import __version__
-from govssl.errors import ConfigError, DataError, IntegrityError
+from govssl.errors import ConfigError, DataError
 from govssl.evidence import CheckResult
 from govssl.policy.model import Decision
 
@@ -71,16 +71,10 @@ def load_model(path: str, expected_sha256: str):
     """The run's classifier from its safetensors file, after checking the file's sha256."""
     from safetensors.torch import load_file
 
-    from govssl.records import sha256_file
+    from govssl.monitor._profile import check_recorded
     from govssl.train.models import Architecture, build_classifier
 
-    try:
-        actual = sha256_file(path)
-    except OSError as exc:
-        raise IntegrityError(f"{path}: cannot read the run's model file: {exc.strerror or exc}") from None
-    if actual != expected_sha256:
-        raise IntegrityError(f"{path}: the model file changed after the audit: its sha256 is {actual}, "
-                             f"the store records {expected_sha256}")
+    check_recorded(path, expected_sha256, "model file")
     from safetensors import safe_open
     import json
 
