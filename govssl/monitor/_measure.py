@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from govssl.data._table import OTHER
 from govssl.errors import DataError
 from govssl.evidence import CheckResult, Measurement
 from govssl.monitor import _stats
@@ -162,16 +163,25 @@ def _feature_drift(meta: dict, frame: pd.DataFrame) -> list[tuple[Measurement, f
         ref = meta["features"][name]
         values = as_category_strings(frame[name])
         counts = values.value_counts()
-        levels = ref["levels"]
+        # The reference counts the model's levels, with OTHER for every value outside them (the
+        # profile names no rare value). A batch's values outside the levels go to the same OTHER
+        # bin (the model reads them so), or to a bin of their own when the reference had none.
+        levels = [level for level in ref["levels"] if level != OTHER]
+        ref_counts = np.array([c for level, c in zip(ref["levels"], ref["counts"]) if level != OTHER]
+                              + [sum(c for level, c in zip(ref["levels"], ref["counts"]) if level == OTHER)],
+                              dtype=np.float64)
         batch_counts = np.array([int(counts.get(level, 0)) for level in levels] + [0], dtype=np.float64)
         unseen = counts[~counts.index.isin(levels)]
         batch_counts[-1] = float(unseen.sum())
-        ref_counts = np.array(ref["counts"] + [0], dtype=np.float64)
         statistic, p, dof = _stats.chi2_counts(ref_counts, batch_counts)
+        # beyond the share the reference itself held outside the model's levels; the values are
+        # counted, never stored (they may be a person's name or a case number)
+        ref_outside = ref_counts[-1] / max(1.0, ref_counts.sum())
+        excess = max(0.0, float(unseen.sum()) / len(frame) - ref_outside)
         details = {"test": "chi-squared", "statistic": statistic, "dof": dof, "reference_rows": ref["n"],
                    "unseen_levels": int(len(unseen)), "unseen_rows": int(unseen.sum()),
-                   "unseen_examples": [str(v)[:40] for v in unseen.index[:5]]}
-        out.append((name, "categorical", p, details, ref_counts, batch_counts, float(unseen.sum()) / len(frame)))
+                   "reference_outside_share": float(ref_outside)}
+        out.append((name, "categorical", p, details, ref_counts, batch_counts, excess))
     return out
 
 
@@ -251,7 +261,7 @@ def measure(profile: Profile, model, frame: pd.DataFrame, labels: str | None, se
             add("feature_drift", Measurement("feature_drift", "unseen_share", unseen, name, n=n,
                                              details={"levels": details["unseen_levels"],
                                                       "rows": details["unseen_rows"],
-                                                      "examples": details["unseen_examples"]}))
+                                                      "reference_share": details["reference_outside_share"]}))
     timings["feature_drift"] = time.perf_counter() - t0
 
     # prediction drift of the calibrated scores

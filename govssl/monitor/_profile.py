@@ -95,12 +95,20 @@ def _numeric_reference(x: np.ndarray) -> dict:
             "bin_counts": bin_counts.tolist()}
 
 
-def _categorical_reference(series: pd.Series) -> dict:
+def _categorical_reference(series: pd.Series, model_levels) -> dict:
+    """The test split's counts over the model's own levels of the column (declared, or held by at
+    least MIN_LEVEL_ROWS training rows): a value outside them is counted under OTHER, never named,
+    so no rare value (a name, a case number) reaches the profile file."""
     from govssl.data import as_category_strings
+    from govssl.data._table import OTHER
 
     counts = as_category_strings(series).value_counts()
-    return {"kind": "categorical", "n": int(len(series)), "levels": [str(v) for v in counts.index],
-            "counts": [int(c) for c in counts.to_numpy()]}
+    levels = [str(v) for v in model_levels if v != OTHER]
+    kept = [int(counts.get(level, 0)) for level in levels]
+    other = int(len(series)) - sum(kept)
+    if other or OTHER in model_levels:
+        levels, kept = levels + [OTHER], kept + [other]
+    return {"kind": "categorical", "n": int(len(series)), "levels": levels, "counts": kept}
 
 
 def _column_kind(series: pd.Series) -> str:
@@ -147,8 +155,8 @@ def build_profile(dataset, model, seed: int) -> tuple[dict, np.ndarray, np.ndarr
     features = {}
     for name in enc.numeric_names:
         features[name] = _numeric_reference(test[name].to_numpy(dtype=np.float64))
-    for name in enc.categorical_names:
-        features[name] = _categorical_reference(test[name])
+    for spec in enc.categorical:
+        features[spec.name] = _categorical_reference(test[spec.name], spec.levels)
     meta = {
         "format": FORMAT,
         "source": "test split",

@@ -136,7 +136,22 @@ def test_monitor__unseen_category_levels_are_counted_not_fatal(capsys, monitored
     assert code in (0, 1), err
     unseen = next(m for c in json.loads(out)["checks"] for m in c["measurements"]
                   if m["metric"] == "unseen_share" and m["subject"] == "workclass")
-    assert unseen["value"] == pytest.approx(30 / 300) and unseen["details"]["examples"] == ["Space-agency"]
+    reference = unseen["details"]["reference_share"]
+    assert 0 <= reference < 0.01
+    assert unseen["value"] == pytest.approx(30 / 300 - reference) and unseen["details"]["levels"] >= 1
+    # the value is counted, never stored: the result names no value outside the model's levels
+    assert "Space-agency" not in out
+
+
+def test_profile__names_no_value_outside_the_models_levels(monitored):
+    """A value of the test split that is not a level of the model (held by fewer than 10 training
+    rows, or not declared) is counted under OTHER in the reference profile, never named."""
+    from govssl.monitor._profile import _categorical_reference
+
+    series = pd.Series(["a"] * 50 + ["b"] * 20 + ["Jane Q. Doe", "13011352CF10A"])
+    ref = _categorical_reference(series, ("(missing)", "(other)", "a", "b"))
+    assert ref["levels"] == ["(missing)", "a", "b", "(other)"] and ref["counts"] == [0, 50, 20, 2]
+    assert not {"Jane Q. Doe", "13011352CF10A"} & set(ref["levels"])
 
 
 def test_monitor__image_batch_and_image_run_exit_2(capsys, monitored, tmp_path):
