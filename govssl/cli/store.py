@@ -34,9 +34,6 @@ def runs(db_url: str | None, as_json: bool, limit: int | None, model_sha256: str
     store = AuditStore(db_url, read_only=True)
     rows = store.find_runs(model_sha256=model_sha256, verdict=verdict, since=since,
                                         plan_name=plan_name, limit=limit)
-    counts = store.monitoring_counts()
-    for r in rows:
-        r["monitoring"] = counts.get(r["run_id"], {"count": 0, "last_verdict": None, "last_at": None})
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return

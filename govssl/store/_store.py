@@ -459,7 +459,10 @@ class AuditStore:
         plan_name: str | None = None,
         limit: int | None = None,
     ) -> list[dict]:
-        """The runs that match every filter given, newest first, as :meth:`list_runs` gives them.
+        """The runs that match every filter given, newest first, as :meth:`list_runs` gives them,
+        each with ``monitoring``: how many monitoring results it has, and the newest one's verdict
+        and time. The whole chain is walked first, in the same read transaction, so a listing is
+        never of rows that do not verify (IntegrityError, exit 3).
 
         ``since`` keeps runs created at or after it (a naive datetime is UTC); the others match
         the stored value exactly (``verdict``: "pass" or "blocked").
@@ -499,7 +502,12 @@ class AuditStore:
             )
         stmt = stmt.order_by(runs.c.created_at.desc(), LEDGER.c.seq.desc()).limit(limit)
         with self._reading() as conn:
-            return [dict(row._mapping) for row in conn.execute(stmt)]
+            self._read_verified(conn, set())
+            found = [dict(row._mapping) for row in conn.execute(stmt)]
+            counts = self._monitoring_counts(conn)
+        for row in found:
+            row["monitoring"] = counts.get(row["run_id"], {"count": 0, "last_verdict": None, "last_at": None})
+        return found
 
     def _resolve(self, conn: Connection, prefix: str) -> str:
         runs = RECORD_TABLES["runs"]
@@ -750,16 +758,16 @@ class AuditStore:
         self._write(f"monitoring result of run '{result.run_id}'", write)
         return position[0]
 
-    def monitoring_counts(self) -> dict[str, dict]:
-        """Per run id: how many monitoring results it has, the newest one's verdict and time, as
-        stored (headline figures for listings, like :meth:`find_runs`; not a verified read)."""
+    @staticmethod
+    def _monitoring_counts(conn: Connection) -> dict[str, dict]:
+        """Per run id: how many monitoring results it has, the newest one's verdict and time
+        (for :meth:`find_runs`, inside its verified read)."""
         table = RECORD_TABLES["monitoring"]
         stmt = select(table.c.run_id, table.c.created_at, table.c.verdict).order_by(table.c.created_at, table.c.position)
         found: dict[str, dict] = {}
-        with self._reading() as conn:
-            for run_id, created_at, verdict in conn.execute(stmt):
-                entry = found.setdefault(run_id, {"count": 0})
-                entry.update(count=entry["count"] + 1, last_verdict=verdict, last_at=created_at)
+        for run_id, created_at, verdict in conn.execute(stmt):
+            entry = found.setdefault(run_id, {"count": 0})
+            entry.update(count=entry["count"] + 1, last_verdict=verdict, last_at=created_at)
         return found
 
     def monitoring(self, run_ids: list[str] | None = None, model_sha256: str | None = None) -> list:

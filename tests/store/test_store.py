@@ -210,6 +210,7 @@ def test_list_runs__newest_first_with_headline_fields(store, tmp_path):
         "verdict": "blocked",
         "n_measurements": 12,
         "n_blocking": 1,
+        "monitoring": {"count": 0, "last_verdict": None, "last_at": None},
     }
     assert [r["run_id"] for r in store.list_runs(limit=2)] == ["run-c", "run-b"]
 

@@ -5,6 +5,8 @@ from the store never lead a path out of its folder. Through the CLI, on SQLite a
 
 from __future__ import annotations
 
+import json
+
 import dataclasses
 import hashlib
 import sqlite3
@@ -81,6 +83,17 @@ def test_gate__stored_verdict_column_is_never_the_decision(capsys, backend, gate
     backend.raw_sql(f"UPDATE runs SET verdict = 'pass', n_blocking = 0 WHERE run_id = '{BLOCKED}'")
     code, said = gate(capsys, backend, gated["blocked"])
     assert code == 3 and f"(runs '{BLOCKED}'): the row was changed" in said
+
+
+def test_runs__a_listing_of_rows_that_do_not_verify_exits_3(capsys, backend, gated):
+    code, out, err = run_cli(capsys, "runs", "--db", backend.url, "--json")
+    assert code == 0 and {r["verdict"] for r in json.loads(out)} == {"pass", "blocked"}
+    # the verdict column changed in place: `runs` (and `runs --decision pass`) must not list it as pass
+    backend.raw_sql(f"UPDATE runs SET verdict = 'pass', n_blocking = 0 WHERE run_id = '{BLOCKED}'")
+    for options in ((), ("--decision", "pass")):
+        code, out, err = run_cli(capsys, "runs", "--db", backend.url, *options)
+        said = one_line(out + err)
+        assert code == 3 and f"(runs '{BLOCKED}'): the row was changed" in said, said
 
 
 def test_gate__another_policys_sha256_written_into_a_run_exits_3(capsys, backend, gated, tmp_path):
