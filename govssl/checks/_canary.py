@@ -175,7 +175,8 @@ def train_with_gradient_canaries(ctx, included: np.ndarray, seed: int):
     """One training run with the plan's recipe and DP setting, on the same rows as the released
     model, whose fine-tuning phase carries the ``included`` white-box gradient canaries (see
     :class:`govssl.train._dp.GradientCanaries`); without DP that phase is clipped SGD without
-    noise. The released model is not touched. Returns (TrainResult, the canaries' record)."""
+    noise. The released model is not touched. Returns (TrainResult, the canaries' record, whether
+    the run started from the released model's pretrained encoder)."""
     import tempfile
     from pathlib import Path
 
@@ -187,10 +188,14 @@ def train_with_gradient_canaries(ctx, included: np.ndarray, seed: int):
     plan = ctx.plan
     audit_plan = plan.model_copy(update={"training": plan.training.model_copy(update={"baseline": False})})
     canaries = GradientCanaries(included, seed)
+    # the canaries sit in the fine-tuning phase only, so the audit run starts that phase from the
+    # released model's own pretrained encoder (and its private steps in the accountant) rather than
+    # pretraining again: the audited phase is the same, at the cost of fine-tuning alone
+    reuse = getattr(ctx.train, "pretrained", None)
     with tempfile.TemporaryDirectory() as folder:
         run = fit(audit_plan, ctx.dataset, Path(folder), ctx.progress or NullProgress(),
-                  public_X=load_public(plan, ctx.dataset), canaries=canaries)
-    return run, canaries
+                  public_X=load_public(plan, ctx.dataset), canaries=canaries, reuse_pretrained=reuse)
+    return run, canaries, reuse is not None
 
 
 def gradient_scores(canaries) -> np.ndarray:

@@ -209,7 +209,7 @@ class PrivacyCheck(Check):
         included = np.random.default_rng(ctx.seed + 43).random(m) < 0.5
         started = time.perf_counter()
         if kind == "whitebox":
-            run, canaries = _canary.train_with_gradient_canaries(ctx, included, ctx.seed + 41)
+            run, canaries, reused = _canary.train_with_gradient_canaries(ctx, included, ctx.seed + 41)
             scores = _canary.gradient_scores(canaries)
             described = {
                 "canary_kind": "whitebox",
@@ -222,6 +222,10 @@ class PrivacyCheck(Check):
                             + ("" if claimed is not None else "; no DP: clipped SGD without noise, so the bound "
                                "shows how identifiable the canaries are with no noise"),
                 "audited_phase": "finetune",
+                "pretraining": ("the released model's pretrained encoder, not run again (its private steps open the "
+                                "audit run's accountant history)" if reused
+                                else "run again with the plan's recipe" if ctx.plan.training.pretrain.method != "none"
+                                else "none"),
                 "scope_note": "the bound is for the fine-tuning phase; that phase's epsilon is at most the composed "
                               "epsilon claimed for every private phase, so a bound above the claim proves the claim "
                               "broken, but a broken pretraining phase is not seen",

@@ -27,7 +27,7 @@ from govssl.train import _distributed as dist
 from govssl.train._loop import batches, train_epochs
 from govssl.train._pretrain import pretrain
 
-__all__ = ["TRAIN_THREADS", "TrainResult", "fit", "label_subset"]
+__all__ = ["TRAIN_THREADS", "PretrainedEncoder", "TrainResult", "fit", "label_subset"]
 
 # torch's intra-op thread count while training. A float sum split across threads rounds
 # differently from the same sum on fewer threads, so the weights (and the model's sha256) would
@@ -47,9 +47,24 @@ class TrainResult:
     baseline: nn.Sequential | None = None  # supervised-only model (label_efficiency evidence)
     # labelled rows held out from the classifier to fit the temperature (empty without calibration)
     calibration_rows: np.ndarray | None = None
+    # the encoder as pretraining left it, before fine-tuning (None when the plan does not pretrain
+    # or the training ran on several processes): lets a DP audit of the fine-tuning phase start
+    # from the released model's own pretraining instead of running that phase again
+    pretrained: PretrainedEncoder | None = None
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return predict_proba(self.model, X)
+
+
+@dataclass(frozen=True)
+class PretrainedEncoder:
+    """The state of the encoder after the pretraining phase of a training, with that phase's
+    losses and its steps in the DP accountant's history (empty without DP). Kept in memory only:
+    it is not part of the model file or the record."""
+
+    state: dict
+    losses: list
+    history: list  # (noise multiplier, sample rate, steps) of the private pretraining phase
 
 
 def _mapped(X) -> bool:
@@ -252,7 +267,7 @@ def fixed_threads(n: int = TRAIN_THREADS):
 
 
 def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None, canaries=None,
-        nproc: int = 1) -> TrainResult:
+        nproc: int = 1, reuse_pretrained: PretrainedEncoder | None = None) -> TrainResult:
     """Train the plan's model on ``data`` (a Dataset); save it as safetensors in ``out_dir``.
 
     ``public_X``: the rows of a declared public dataset (``training.pretrain.public_data``), already
@@ -269,10 +284,16 @@ def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None,
     :mod:`govssl.train._distributed`); each process loads the plan's data itself, so ``data`` must
     be the plan's own (not a modified copy) and ``canaries`` cannot be given. In rank 0 of a
     ``torchrun`` launch, ``nproc`` is its world size and the other ranks are already running.
+
+    ``reuse_pretrained`` (the ``pretrained`` of an earlier :class:`TrainResult` of the same plan and
+    data): the pretraining phase is not run again; the encoder starts fine-tuning from that state,
+    and under DP that phase's steps open the accountant's history as they did in the earlier run.
+    Only an audit of the later phases may use it (``govssl.checks._canary``), since the two runs
+    then share their pretraining.
     """
     if nproc > 1:
-        if canaries is not None:
-            raise ValueError("gradient canaries train in one process")
+        if canaries is not None or reuse_pretrained is not None:
+            raise ValueError("gradient canaries and a reused pretraining train in one process")
         rows = len(label_subset(data.y_train, plan.training.finetune.label_fraction, plan.seed))
         if nproc > rows:
             raise ConfigError(f"training.distributed.nproc: {nproc} processes for {rows:,} labelled rows; "
@@ -281,10 +302,11 @@ def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None,
             return dist.fit_under_torchrun(plan, data, public_X, out_dir, progress)
         return dist.fit_distributed(plan, data, out_dir, progress, nproc)
     with fixed_threads() as threads:
-        return _fit(plan, data, out_dir, progress, public_X, threads, canaries)
+        return _fit(plan, data, out_dir, progress, public_X, threads, canaries, reuse_pretrained)
 
 
-def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=None) -> TrainResult:
+def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=None,
+         reuse_pretrained: PretrainedEncoder | None = None) -> TrainResult:
     spec = plan.training
     seed = plan.seed
     started = time.perf_counter()
@@ -348,7 +370,14 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
         noise_pre, noise_fine, noise_cal = noise_of.get("pretrain"), noise_of["finetune"], noise_of.get("calibration")
 
     prior_history = None
-    if pretrained:
+    kept = None
+    if pretrained and reuse_pretrained is not None:
+        encoder.load_state_dict(reuse_pretrained.state)
+        history["pretrain_loss"] = list(reuse_pretrained.losses)
+        if private_pretrain:
+            prior_history = [tuple(h) for h in reuse_pretrained.history]
+        kept = reuse_pretrained
+    elif pretrained:
         groups = categorical = None
         if data.encoder is not None:
             groups = [block for _, block in data.encoder.groups]
@@ -361,6 +390,8 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
         history["pretrain_loss"] = losses
         if engine is not None:
             prior_history = [tuple(h) for h in engine.accountant.history]
+        kept = PretrainedEncoder(state={k: v.detach().clone() for k, v in encoder.state_dict().items()},
+                                 losses=list(losses), history=list(prior_history or []))
     if spent:
         prior_history = spent + (prior_history or [])
 
@@ -427,7 +458,7 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
         distributed=dist.record(),
     )
     return TrainResult(model=model, architecture=arch, record=record, labelled_rows=rows, baseline=baseline,
-                       calibration_rows=held)
+                       calibration_rows=held, pretrained=kept)
 
 
 def _calibrate(plan, data, model, X_all, held, dp, noise, dp_record, seed):

@@ -103,6 +103,35 @@ def test_fit__dp_pretraining_and_finetuning_compose_in_one_accountant(adult_csvs
         assert alone.get_epsilon(delta=dp["delta"]) < dp["epsilon"]
 
 
+def test_fit__reused_pretraining_starts_fine_tuning_where_the_first_run_did(adult_csvs, small_data, tmp_path,
+                                                                             monkeypatch):
+    """A run given an earlier run's pretrained encoder does not pretrain, and composes that
+    phase's private steps first, as the earlier run did: the same fine-tuning noise, history and
+    epsilon."""
+    import govssl.train._trainer as trainer
+
+    plan = _plan(adult_csvs, dp=True, pretrain="vime", epochs=2)
+    first = fit(plan, small_data, tmp_path / "a", NullProgress())
+    kept = first.pretrained
+    assert kept is not None and len(kept.history) == 1  # the private pretraining phase
+    assert kept.history[0][0] == pytest.approx(first.record.dp["phases"][0]["noise_multiplier"])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pretraining ran again")
+
+    monkeypatch.setattr(trainer, "pretrain", refuse)
+    second = fit(plan, small_data, tmp_path / "b", NullProgress(), reuse_pretrained=kept)
+    assert second.record.dp["history"] == first.record.dp["history"]
+    assert second.record.dp["epsilon"] == pytest.approx(first.record.dp["epsilon"], rel=1e-12)
+    assert second.record.history["pretrain_loss"] == first.record.history["pretrain_loss"]
+    # fine-tuning starts from the very state the first run's did: the same weights file
+    assert second.record.model_sha256 == first.record.model_sha256
+    fresh = fit(_plan(adult_csvs, dp=True, pretrain="none", epochs=2), small_data, tmp_path / "c", NullProgress())
+    assert second.record.model_sha256 != fresh.record.model_sha256
+    with pytest.raises(ValueError, match="one process"):
+        fit(plan, small_data, tmp_path / "d", NullProgress(), nproc=2, reuse_pretrained=kept)
+
+
 @pytest.mark.parametrize(
     ("pretrain", "mode", "dp", "scope", "end_to_end"),
     [
