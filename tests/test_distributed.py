@@ -266,3 +266,53 @@ def test_two_nodes_started_by_torchrun__one_run_with_world_size_2(adult_csvs, wr
 def test_nproc_past_the_bound__exit_2(capsys, adult_csvs, write_plan):
     code, _, err = run_cli(capsys, "audit", str(write_plan(fast_plan_data(*adult_csvs))), "--nproc", "1025")
     assert code == 2 and "--nproc" in err and "1,024" in err, err
+
+
+def _reduce_in_group(rank: int, port: int, out: str) -> None:
+    """One of two gloo processes: the bucketed all-reduce and Opacus's per-tensor one, on the same
+    gradients (each rank's own); its own gradients and both results are written to ``out.RANK``."""
+    import torch
+
+    from govssl.train._distributed import bucketed_dp_optimizer
+    from opacus.optimizers import DistributedDPOptimizerFastGradientClipping
+
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        found = {}
+        for name, cls in (("bucketed", bucketed_dp_optimizer()), ("opacus", DistributedDPOptimizerFastGradientClipping)):
+            torch.manual_seed(0)
+            params = [torch.nn.Parameter(torch.randn(shape)) for shape in ((7, 5), (7,), (3, 7), (3,))]
+            generator = torch.Generator().manual_seed(100 + rank)
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=generator)
+            found["own"] = [p.grad.tolist() for p in params]
+            optimizer = cls(torch.optim.SGD(params, lr=0.1), noise_multiplier=1.0, max_grad_norm=1.0,
+                            expected_batch_size=4, loss_reduction="mean")
+            optimizer.reduce_gradients()
+            found[name] = [p.grad.tolist() for p in params]
+        Path(f"{out}.{rank}").write_text(json.dumps(found), encoding="utf-8")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_bucketed_dp_all_reduce__same_sums_as_opacus_per_tensor(tmp_path):
+    import multiprocessing
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "grads.json"
+    spawn = multiprocessing.get_context("spawn")
+    processes = [spawn.Process(target=_reduce_in_group, args=(rank, port, str(out))) for rank in range(2)]
+    for p in processes:
+        p.start()
+    for p in processes:
+        p.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0, 0]
+    import numpy as np
+
+    first, second = (json.loads(Path(f"{out}.{rank}").read_text(encoding="utf-8")) for rank in range(2))
+    for found in (first, second):
+        assert found["bucketed"] == found["opacus"]  # exactly: the same two summands per value
+    for k in range(4):  # the mean of the two ranks' gradients ("mean" reduction)
+        np.testing.assert_allclose(first["bucketed"][k], (np.array(first["own"][k]) + second["own"][k]) / 2, rtol=1e-6)

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 __all__ = ["Dist", "context", "rank_seed", "generator", "ShardedBatches", "ShardedPoisson", "wrap_ddp", "unwrap",
-           "epoch_mean", "record", "fingerprint", "fit_distributed", "BACKEND"]
+           "epoch_mean", "record", "fingerprint", "fit_distributed", "bucketed_dp_optimizer", "BACKEND"]
 
 # The trainer computes on the CPU, where gloo is torch's collective backend (NCCL moves CUDA tensors only).
 BACKEND = "gloo"
@@ -132,6 +132,33 @@ class ShardedPoisson:
     def __iter__(self):
         for idx in self._local:
             yield self.shard[idx]
+
+
+def bucketed_dp_optimizer():
+    """Opacus's distributed DP optimizer (``DistributedDPOptimizerFastGradientClipping``), its
+    gradients summed across processes in one all-reduce per step instead of one per parameter
+    tensor. The sums are the same; the count is what costs: over gloo on 127.0.0.1 an all-reduce
+    of the demo model's six tensors took 6.5 ms a step and one of the same values flattened
+    2.3 ms, against some 7 ms of computing a step's half batch, so per-tensor all-reduces made two
+    processes slower than one. (DistributedDataParallel, used without DP, buckets its gradients
+    the same way.)"""
+    from opacus.optimizers import DistributedDPOptimizerFastGradientClipping
+
+    class BucketedDistributedDPOptimizer(DistributedDPOptimizerFastGradientClipping):
+        def reduce_gradients(self):
+            grads = [p.grad for p in self.params if p.requires_grad]
+            if not grads:
+                return
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
+            if self.loss_reduction == "mean":
+                flat /= self.world_size
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+    return BucketedDistributedDPOptimizer
 
 
 def wrap_ddp(module: nn.Module) -> nn.Module:

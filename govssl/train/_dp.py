@@ -333,11 +333,9 @@ def make_private(model, optimizer, criterion, n: int, batch_size: int, epochs: i
         # by this expected batch size times the world size: the one-process expected batch size.
         if canaries is not None or OnePassClipper.unsupported(model) is not None:
             raise ValueError("distributed DP training needs one-pass clipping and no gradient canaries")
-        from opacus.optimizers import DistributedDPOptimizerFastGradientClipping
-
         batches = dist.ShardedPoisson(n, sample_rate, steps // epochs, generator)
         expected_batch_size = expected_batch_size / ctx.world_size
-        optimizer_class = DistributedDPOptimizerFastGradientClipping
+        optimizer_class = dist.bucketed_dp_optimizer()
     if OnePassClipper.unsupported(model) is None:
         clipper = OnePassClipper(model, dp.max_grad_norm)
         optimizer = optimizer_class(
