@@ -5,7 +5,6 @@ No printing, no exit, no SQL, no Jinja here: the same audit runs from Python and
 
 from __future__ import annotations
 
-import csv
 import secrets
 import signal
 import threading
@@ -114,19 +113,31 @@ def new_run_id(now: datetime | None = None) -> str:
     return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
 
 
-def _write_predictions(path: Path, data, proba) -> Artifact:
+def _write_predictions(path: Path, data, proba, block: int = 200_000) -> Artifact:
+    """predictions.csv: per test row, the label, the prediction, its score (and each class's
+    probability for more than two classes) and the sensitive attributes. Written in blocks of rows
+    by pandas, with the csv module's dialect (CRLF line ends, minimal quoting, floats as repr)."""
+    import numpy as np
+    import pandas as pd
+
     sensitive = data.sensitive_frame("test")
     multiclass = proba.shape[1] > 2  # then one probability column per class, named after it
     classes = [f"p_{c}" for c in data.classes] if multiclass else []
+    y_test = np.asarray(data.y_test)
     with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["row", "y_true", "y_pred", "score", *classes, *data.sensitive])
-        for i in range(len(data.y_test)):
-            pred = int(proba[i].argmax())
-            score = proba[i, pred] if multiclass else proba[i, 1]
-            writer.writerow([i, int(data.y_test[i]), pred, repr(float(score)),
-                             *(repr(float(p)) for p in (proba[i] if multiclass else ())),
-                             *(sensitive[c].iat[i] for c in data.sensitive)])
+        for start in range(0, len(y_test), block) or [0]:
+            stop = min(start + block, len(y_test))
+            p = np.asarray(proba[start:stop], dtype=np.float64)
+            pred = p.argmax(axis=1) if len(p) else np.zeros(0, np.int64)
+            score = p[np.arange(len(p)), pred] if multiclass else p[:, 1] if len(p) else np.zeros(0)
+            frame = pd.DataFrame({"row": np.arange(start, stop), "y_true": y_test[start:stop].astype(np.int64),
+                                  "y_pred": pred.astype(np.int64), "score": score})
+            for k, name in enumerate(classes):
+                frame[name] = p[:, k]
+            for c in data.sensitive:  # as the csv module writes them: None empty, floats by repr
+                frame[c] = ["" if v is None else repr(v) if isinstance(v, float) else str(v)
+                            for v in sensitive[c].iloc[start:stop].tolist()]
+            frame.to_csv(fh, index=False, header=start == 0, lineterminator="\r\n")
     return Artifact.of("predictions", path)
 
 

@@ -430,6 +430,18 @@ def ssl_encoder(model, X: np.ndarray, spec, method: str, seed: int, table_encode
     return encoder.eval()
 
 
+def _triggered_hits(model, X_test, rows: np.ndarray, trigger: Callable, target: int,
+                    block: int = 8 * 8192) -> np.ndarray:
+    """Whether ``model`` classifies each of the test ``rows``, with the trigger applied, as
+    ``target``; the triggered copies are made a block at a time (a multiple of the prediction
+    batch, so the batches are those of one call on all rows), never for the whole test split."""
+    from govssl.train.models import predict_proba
+
+    hits = [predict_proba(model, trigger(X_test[rows[start:start + block]]).astype(np.float32)).argmax(axis=1) == target
+            for start in range(0, len(rows), block)]
+    return np.concatenate(hits) if hits else np.zeros(0, dtype=bool)
+
+
 def exposure(check: str, X_train, y_train, X_test, y_test, retrain: Callable, trigger: Callable, *,
              rates: list[float], target: int, n_classes: int, seed: int, confidence: float,
              flag_budget: float = 1.5, detectors=DETECTORS, represent: Callable | None = None,
@@ -448,16 +460,15 @@ def exposure(check: str, X_train, y_train, X_test, y_test, retrain: Callable, tr
             return {"penultimate": penultimate(model, X[rows])}
 
     others = np.flatnonzero(np.asarray(y_test) != target)
-    X_trig = trigger(X_test[others]).astype(np.float32)
     clean_model, _ = retrain(X_train, y_train)
     clean_acc = float(np.mean(predict_proba(clean_model, X_test).argmax(axis=1) == y_test))
-    clean_asr = float(np.mean(predict_proba(clean_model, X_trig).argmax(axis=1) == target))
+    clean_asr = float(np.mean(_triggered_hits(clean_model, X_test, others, trigger, target)))
     out = []
     for i, rate in enumerate(rates):
         X_p, y_p, poison = poison_copy(X_train, y_train, trigger, rate, target, seed + 7 * i)
         model, labelled = retrain(X_p, y_p)
         labelled = np.asarray(labelled)
-        hits = predict_proba(model, X_trig).argmax(axis=1) == target
+        hits = _triggered_hits(model, X_test, others, trigger, target)
         acc = float(np.mean(predict_proba(model, X_test).argmax(axis=1) == y_test))
         poison_labelled = np.intersect1d(poison, labelled)
         d = {**details, "rate": rate, "target_label": target, "n_poison_rows": int(len(poison)),
