@@ -17,21 +17,41 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["resample_counts", "bootstrap_sums", "multinomial_sums", "percentile_interval",
+__all__ = ["resample_counts", "bootstrap_sums", "cell_sums", "multinomial_sums", "percentile_interval",
            "debiased_percentile_interval"]
 
 
-def resample_counts(n: int, n_boot: int, seed: int, chunk: int = 100) -> Iterator[np.ndarray]:
-    """Yield (chunk, n) float32 arrays: row draw counts of ``n_boot`` resamples of size ``n``."""
+def _draws(n: int, n_boot: int, seed: int, chunk: int = 100) -> Iterator[np.ndarray]:
+    """Yield (chunk, n) arrays of row indices: the rows drawn by ``n_boot`` resamples of size ``n``."""
     rng = np.random.default_rng(seed)
     done = 0
     while done < n_boot:
         size = min(chunk, n_boot - done)
-        draws = rng.integers(0, n, size=(size, n))
+        yield rng.integers(0, n, size=(size, n))
+        done += size
+
+
+def resample_counts(n: int, n_boot: int, seed: int, chunk: int = 100) -> Iterator[np.ndarray]:
+    """Yield (chunk, n) float32 arrays: row draw counts of ``n_boot`` resamples of size ``n``."""
+    for draws in _draws(n, n_boot, seed, chunk):
+        size = len(draws)
         offsets = (np.arange(size) * n)[:, None]
         counts = np.bincount((draws + offsets).ravel(), minlength=size * n).reshape(size, n)
         yield counts.astype(np.float32)
-        done += size
+
+
+def cell_sums(cells: np.ndarray, n_cells: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_cells) resampled counts of rows per cell, for rows that each fall in exactly one
+    cell (``cells[i]`` in ``[0, n_cells)``): exactly ``bootstrap_sums`` of the rows' one-hot cell
+    indicators with the same seed (the same resamples), counted from the drawn rows' cells instead
+    of a (resamples x rows) by (rows x cells) product."""
+    cells = np.asarray(cells, dtype=np.int64)
+    parts = []
+    for draws in _draws(len(cells), n_boot, seed):
+        offsets = (np.arange(len(draws)) * n_cells)[:, None]
+        parts.append(np.bincount((cells[draws] + offsets).ravel(), minlength=len(draws) * n_cells)
+                     .reshape(len(draws), n_cells))
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, n_cells))
 
 
 def bootstrap_sums(indicators: np.ndarray, n_boot: int, seed: int) -> np.ndarray:

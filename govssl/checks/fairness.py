@@ -5,7 +5,7 @@ positive rates, accuracy and size, with fairlearn's definitions (Bird et al. 202
 toolkit for assessing and improving fairness in AI"): demographic parity difference and ratio
 (max - min and min / max selection rate) and equalized odds difference (the larger of the TPR
 and FPR gaps; Hardt et al. 2016). Every figure is a function of each group's confusion counts,
-so the point estimates and all bootstrap resamples come from the same matrix products; the tests
+so the point estimates and all bootstrap resamples come from counts of (group x cell); the tests
 check the point estimates against fairlearn's MetricFrame and metric functions. fairlearn's own
 bootstrap re-runs the metric functions per resample: on the Adult test split, with sex, race and
 their intersection and n_boot=100, `python benchmarks/bench_fairness.py` measures it hundreds of
@@ -52,7 +52,7 @@ import pandas as pd
 from pydantic import Field
 
 from govssl.checks._binomial import clopper_pearson_interval
-from govssl.checks._bootstrap import bootstrap_sums, debiased_percentile_interval, multinomial_sums
+from govssl.checks._bootstrap import cell_sums, debiased_percentile_interval, multinomial_sums
 from govssl.checks.base import Check, CheckContext, CheckParams, Confidence, Measurement, PositiveInt, register_check
 
 __all__ = ["FairnessCheck", "group_labels", "aggregate_intervals", "GROUP_METRICS", "AGGREGATE_METRICS"]
@@ -168,11 +168,10 @@ class FairnessCheck(Check):
             flat = np.bincount(codes * 4 + cell, minlength=len(groups) * 4).astype(np.float64)
             cells = flat.reshape(len(groups), 4)
             boot_cells = multinomial_sums(flat, n_boot, seed).reshape(n_boot, len(groups), 4)
-        else:
-            indicators = np.zeros((len(y), len(groups) * 4), dtype=np.float32)
-            indicators[np.arange(len(y)), codes * 4 + cell] = 1.0
-            cells = indicators.sum(axis=0).reshape(len(groups), 4).astype(np.float64)
-            boot_cells = bootstrap_sums(indicators, n_boot, seed).reshape(n_boot, len(groups), 4)
+        else:  # row resamples, counted per (group x cell): the sums of the rows' one-hot indicators
+            flat = np.bincount(codes * 4 + cell, minlength=len(groups) * 4).astype(np.float64)
+            cells = flat.reshape(len(groups), 4)
+            boot_cells = cell_sums(codes * 4 + cell, len(groups) * 4, n_boot, seed).reshape(n_boot, len(groups), 4)
 
         sizes = cells.sum(axis=1).astype(int)
         rates = _rates(cells)

@@ -63,14 +63,43 @@ def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, n_bins: in
     return float(total)
 
 
-def _weighted_auc(counts: np.ndarray, y: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """ROC AUC (Mann-Whitney, ties count half) for each row of draw counts."""
+def _auc_groups(y: np.ndarray, score: np.ndarray):
+    """(positives, negatives): sparse (rows x tie groups) indicator matrices, the groups being the
+    distinct scores in increasing order, for :func:`_weighted_auc`. Built once per score vector."""
+    from scipy import sparse
+
+    score = np.asarray(score)
+    n = len(score)
     order = np.argsort(score, kind="stable")
-    # float64: the sums of pos * neg_below pass 2**24, where float32 counts would round
-    s, yy, w = score[order], y[order], counts[:, order].astype(np.float64)
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    pos = np.add.reduceat(w * (yy == 1), starts, axis=1)
-    neg = np.add.reduceat(w * (yy == 0), starts, axis=1)
+    s = score[order]
+    in_sorted = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1 if n else np.zeros(0, np.int64)
+    n_groups = int(in_sorted[-1]) + 1 if n else 0
+    group = np.empty(n, np.int64)
+    group[order] = in_sorted
+    y = np.asarray(y)
+    out = []
+    for label in (1, 0):
+        rows = np.flatnonzero(y == label)
+        out.append(sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, group[rows])), shape=(n, n_groups)))
+    return tuple(out)
+
+
+def _weighted_auc(counts: np.ndarray, y: np.ndarray, score: np.ndarray, groups=None,
+                  whole_counts: bool = False) -> np.ndarray:
+    """ROC AUC (Mann-Whitney, ties count half) for each row of draw counts. ``groups``: the
+    :func:`_auc_groups` of ``y`` and ``score``, when several chunks of counts share them.
+
+    Each resample's weight of positives and of negatives per distinct score is one sparse product
+    with the counts, in float64; with ``whole_counts`` (the caller's counts are whole numbers, as
+    :func:`resample_counts` draws them) and every resample's total below 2**24, in float32, where
+    such sums are exact too. The Mann-Whitney sum then runs over the distinct scores in float64,
+    where the products of those sums pass 2**24."""
+    positives, negatives = groups if groups is not None else _auc_groups(y, score)
+    counts = np.asarray(counts)
+    exact32 = whole_counts and len(counts) and float(counts.sum(axis=1, dtype=np.float64).max()) < 2**24
+    weights = counts.astype(np.float32 if exact32 else np.float64, copy=False)
+    pos = np.asarray((positives.T @ weights.T).T, dtype=np.float64)
+    neg = np.asarray((negatives.T @ weights.T).T, dtype=np.float64)
     neg_below = np.cumsum(neg, axis=1) - neg
     with np.errstate(invalid="ignore", divide="ignore"):
         return (pos * (neg_below + 0.5 * neg)).sum(axis=1) / (pos.sum(axis=1) * neg.sum(axis=1))
@@ -137,6 +166,7 @@ class PerformanceCheck(Check):
         cells = np.column_stack([tp, fp, fn, tn]).astype(np.float64)
         ingredients = np.hstack([cells, bin_onehot * correct[:, None], bin_onehot * confidence[:, None]])
         out = []
+        groups = _auc_groups(y, proba[:, 1])
         for counts in resample_counts(len(y), int(self.params["n_boot"]), seed):
             sums = counts.astype(np.float64) @ ingredients
             TP, FP, FN, TN = sums[:, 0], sums[:, 1], sums[:, 2], sums[:, 3]
@@ -148,7 +178,7 @@ class PerformanceCheck(Check):
                 balanced = 0.5 * (TP / (TP + FN) + TN / (TN + FP))
                 f1 = 2 * TP / (2 * TP + FP + FN)
                 ece = np.abs(corr - conf).sum(axis=1) / n
-            auc = _weighted_auc(counts, y, proba[:, 1])
+            auc = _weighted_auc(counts, y, proba[:, 1], groups, whole_counts=True)
             out.append(np.column_stack([accuracy, balanced, f1, auc, ece]))
         return np.concatenate(out)
 
@@ -219,6 +249,7 @@ class PerformanceCheck(Check):
                                  bin_onehot * correct[:, None], bin_onehot * confidence[:, None]])
         k = n_classes
         out = []
+        groups = [_auc_groups((y == c).astype(np.int64), proba[:, c]) for c in range(k)]
         for counts in resample_counts(len(y), int(self.params["n_boot"]), seed):
             sums = counts.astype(np.float64) @ ingredients
             tp, support, predicted = sums[:, :k], sums[:, k : 2 * k], sums[:, 2 * k : 3 * k]
@@ -233,7 +264,8 @@ class PerformanceCheck(Check):
                 # sklearn's macro F1 counts every label given to it; a class neither present nor predicted scores 0
                 f1 = np.where(support + predicted > 0, 2 * tp / (support + predicted), 0.0).mean(axis=1)
                 ece = np.abs(corr - conf).sum(axis=1) / n
-                aucs = np.column_stack([_weighted_auc(counts, (y == c).astype(np.int64), proba[:, c]) for c in range(k)])
+                aucs = np.column_stack([_weighted_auc(counts, None, None, groups[c], whole_counts=True)
+                                        for c in range(k)])
                 auc = np.nanmean(aucs, axis=1)
             out.append(np.column_stack([accuracy, balanced, f1, auc, ece]))
         return np.concatenate(out)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from govssl.checks._bootstrap import bootstrap_sums, debiased_percentile_interval, percentile_interval, resample_counts
+from govssl.checks._bootstrap import (
+    bootstrap_sums, cell_sums, debiased_percentile_interval, percentile_interval, resample_counts,
+)
 
 
 def test_resample_counts__chunks_and_totals():
@@ -137,3 +139,16 @@ def test_debiased_percentile_interval__undefined_stays_undefined():
     assert np.isnan(low[1]) and np.isnan(high[1])  # no defined resample
     assert np.isnan(low[2]) and np.isnan(high[2])  # no estimate
     assert (low[0], high[0]) == pytest.approx((0.225, 1.0))  # mean 4.5 = estimate: no shift; clipped
+
+
+@pytest.mark.parametrize(("n", "n_cells", "n_boot"), [(1, 1, 3), (257, 5, 250), (4_000, 37, 101)])
+def test_cell_sums__exactly_the_sums_of_one_hot_indicators(n, n_cells, n_boot):
+    rng = np.random.default_rng(n)
+    cells = rng.integers(0, n_cells, n)
+    indicators = np.zeros((n, n_cells), dtype=np.float32)
+    indicators[np.arange(n), cells] = 1.0
+    got = cell_sums(cells, n_cells, n_boot, seed=9)
+    assert got.shape == (n_boot, n_cells) and got.dtype == np.float64
+    np.testing.assert_array_equal(got, bootstrap_sums(indicators, n_boot, seed=9))  # the same resamples
+    assert (got.sum(axis=1) == n).all()
+    assert not np.array_equal(got, cell_sums(cells, n_cells, n_boot, seed=10)) or n_cells == 1
