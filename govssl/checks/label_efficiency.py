@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from govssl.checks._bootstrap import bootstrap_sums, percentile_interval
+from govssl.checks._bootstrap import cell_sums, multinomial_sums, percentile_interval
 from govssl.checks.base import (
     Check, CheckContext, CheckParams, Confidence, Measurement, PositiveInt, SkipCheck, register_check,
 )
@@ -37,14 +37,25 @@ class LabelEfficiencyCheck(Check):
         ssl_correct = (ctx.train.predict_proba(ctx.dataset.X_test).argmax(axis=1) == y).astype(np.float64)
         base_correct = (predict_proba(baseline, ctx.dataset.X_test).argmax(axis=1) == y).astype(np.float64)
         n_boot, confidence = int(self.params["n_boot"]), float(self.params["confidence"])
-        sums = bootstrap_sums(np.column_stack([ssl_correct, base_correct]), n_boot, ctx.seed)
+        # each test row falls in one of four cells (SSL model right or not x baseline right or
+        # not); a resample's correct counts are sums of its cell counts
+        cells = ssl_correct.astype(np.int64) * 2 + base_correct.astype(np.int64)
+        if getattr(ctx.dataset, "out_of_core", False):
+            # a table too large for a (resamples x rows) matrix: the cell counts of a row resample
+            # drawn directly, Multinomial(n, cell shares); the same distribution, other draws
+            boot = multinomial_sums(np.bincount(cells, minlength=4), n_boot, ctx.seed)
+            bootstrap = "multinomial counts of the 4 (SSL right x baseline right) cells: the row bootstrap's distribution"
+        else:
+            boot = cell_sums(cells, 4, n_boot, ctx.seed)
+            bootstrap = "paired row resamples"
+        sums = np.column_stack([boot[:, 2] + boot[:, 3], boot[:, 1] + boot[:, 3]])
         rates = sums / len(y)
         samples = np.column_stack([rates[:, 0], rates[:, 1], rates[:, 0] - rates[:, 1]])
         low, high = percentile_interval(samples, confidence)
         points = (ssl_correct.mean(), base_correct.mean(), ssl_correct.mean() - base_correct.mean())
         record = ctx.train.record
         details = {
-            "n_boot": n_boot, "confidence": confidence, "pretraining": record.method,
+            "n_boot": n_boot, "bootstrap": bootstrap, "confidence": confidence, "pretraining": record.method,
             "finetune_mode": record.finetune_mode, "label_fraction": record.label_fraction,
             "n_labelled_rows": record.n_labelled_rows, "baseline": dict(record.baseline or {}),
         }

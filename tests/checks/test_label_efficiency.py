@@ -73,3 +73,35 @@ def test_label_efficiency__skips_without_a_baseline():
                        train=_Trained(np.eye(2)[[0, 0, 0]], None), seed=0, out_dir=None)
     result = LabelEfficiencyCheck().run(ctx)
     assert result.status == "skipped" and "baseline" in result.reason
+
+
+def test_label_efficiency__out_of_core_draws_the_cell_counts_with_the_row_bootstrap_distribution():
+    """A table too large for a (resamples x rows) matrix: the four cells' counts are drawn from
+    their multinomial; the estimates are the same and the interval agrees with the row bootstrap's
+    within Monte Carlo error."""
+    import dataclasses
+
+    rng = np.random.default_rng(1)
+    n = 3000
+    y = rng.integers(0, 2, n)
+    ssl_pred = np.where(rng.random(n) < 0.85, y, 1 - y)
+    base_pred = np.where(rng.random(n) < 0.8, y, 1 - y)
+    trained = _Trained(np.eye(2)[ssl_pred], _fixed_model(np.eye(2)[base_pred] * 5))
+    data = FakeDataset(y_test=y, X_test=np.arange(n, dtype=np.float32)[:, None])
+
+    @dataclasses.dataclass
+    class OutOfCore(FakeDataset):
+        out_of_core: bool = True
+
+    rows = LabelEfficiencyCheck(n_boot=4000).run(CheckContext(dataset=data, train=trained, seed=5, out_dir=None))
+    cells = LabelEfficiencyCheck(n_boot=4000).run(CheckContext(
+        dataset=OutOfCore(y_test=y, X_test=data.X_test), train=trained, seed=5, out_dir=None))
+    by_rows = {m.metric: m for m in rows.measurements}
+    by_cells = {m.metric: m for m in cells.measurements}
+    for metric in LabelEfficiencyCheck.metrics:
+        assert by_cells[metric].value == by_rows[metric].value
+        width = by_rows[metric].ci_high - by_rows[metric].ci_low
+        assert abs(by_cells[metric].ci_low - by_rows[metric].ci_low) < 0.1 * width
+        assert abs(by_cells[metric].ci_high - by_rows[metric].ci_high) < 0.1 * width
+    assert "multinomial" in by_cells["accuracy_gain"].details["bootstrap"]
+    assert by_cells["accuracy_gain"].ci_low != by_rows["accuracy_gain"].ci_low  # other draws
