@@ -17,8 +17,26 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["resample_counts", "bootstrap_sums", "cell_sums", "multinomial_sums", "percentile_interval",
+__all__ = ["ROW_RESAMPLE_LIMIT", "counts_drawn", "resample_counts", "bootstrap_sums", "cell_sums", "multinomial_sums", "percentile_interval",
            "debiased_percentile_interval"]
+
+
+#: up to this many test rows, checks resample rows; above it (and on an out-of-core table) they
+#: draw the resampled counts directly: multinomial cell counts, or Poisson weights (see
+#: :func:`counts_drawn`)
+ROW_RESAMPLE_LIMIT = 100_000
+ROW_RESAMPLES = "row resamples"
+CELL_COUNTS = "cell counts drawn from their multinomial (the row bootstrap's distribution, other draws)"
+
+
+def counts_drawn(dataset, n_rows: int) -> bool:
+    """Whether a check draws its resampled counts directly instead of resampling rows: on an
+    out-of-core table, and above :data:`ROW_RESAMPLE_LIMIT` test rows. A resample's counts of rows
+    per cell are Multinomial(n, cell shares), exactly the distribution row resampling gives, at a
+    cost that does not grow with the rows; row resamples cost (resamples x rows) random draws and
+    arrays, seconds and gigabytes at millions of rows. Up to the limit the rows are resampled as
+    before, so the figures of smaller test splits keep their exact draws."""
+    return bool(getattr(dataset, "out_of_core", False)) or int(n_rows) > ROW_RESAMPLE_LIMIT
 
 
 def _draws(n: int, n_boot: int, seed: int, chunk: int = 100) -> Iterator[np.ndarray]:

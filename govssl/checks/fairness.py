@@ -52,7 +52,9 @@ import pandas as pd
 from pydantic import Field
 
 from govssl.checks._binomial import clopper_pearson_interval
-from govssl.checks._bootstrap import cell_sums, debiased_percentile_interval, multinomial_sums
+from govssl.checks._bootstrap import (
+    CELL_COUNTS, ROW_RESAMPLES, cell_sums, counts_drawn, debiased_percentile_interval, multinomial_sums,
+)
 from govssl.checks.base import Check, CheckContext, CheckParams, Confidence, Measurement, PositiveInt, register_check
 
 __all__ = ["FairnessCheck", "group_labels", "aggregate_intervals", "GROUP_METRICS", "AGGREGATE_METRICS"]
@@ -151,14 +153,14 @@ class FairnessCheck(Check):
             first = ~pd.Series(labels).duplicated().to_numpy()  # one row per label gives its values
             values = {label: dict(zip(columns, row)) for label, row in
                       zip(labels[first], sensitive[columns][first].itertuples(index=False, name=None))}
-            out += self._subject(subject, labels, values, y, pred, ctx.seed + 1000 * i, counted=getattr(data, "out_of_core", False))
+            out += self._subject(subject, labels, values, y, pred, ctx.seed + 1000 * i, counted=counts_drawn(data, len(y)))
         return out
 
     def _subject(self, subject, labels, values, y, pred, seed, counted: bool = False) -> list[Measurement]:
-        """``counted``: the confusion counts by bincount and their resamples drawn as multinomial
-        counts of the cells (:func:`multinomial_sums`; the out-of-core path, where a matrix of
-        per-row indicators and row resamples would not fit in memory). Same estimates; the same
-        bootstrap distribution, other draws."""
+        """``counted``: the resampled (group x cell) counts drawn from their multinomial
+        (:func:`multinomial_sums`; an out-of-core table, or more test rows than
+        ``ROW_RESAMPLE_LIMIT``, see :func:`counts_drawn`). Same estimates; the same bootstrap
+        distribution, other draws."""
         n_boot, conf = int(self.params["n_boot"]), float(self.params["confidence"])
         min_size = int(self.params["min_group_size"])
         groups = sorted(set(labels))
@@ -196,7 +198,7 @@ class FairnessCheck(Check):
             details={"min_group_size": min_size, "groups": {g: int(s) for g, s in zip(groups, sizes) if s < min_size}},
         ))
         kept = [g for g, ok in zip(groups, eligible) if ok]
-        details = {"n_boot": n_boot, "confidence": conf, "groups": kept, "excluded_groups": small,
+        details = {"n_boot": n_boot, "bootstrap": CELL_COUNTS if counted else ROW_RESAMPLES, "confidence": conf, "groups": kept, "excluded_groups": small,
                    "min_group_size": min_size}
         if len(kept) < 2:
             for metric in AGGREGATE_METRICS:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from govssl.checks._bootstrap import cell_sums, multinomial_sums, percentile_interval
+from govssl.checks._bootstrap import (
+    CELL_COUNTS, ROW_RESAMPLES, cell_sums, counts_drawn, multinomial_sums, percentile_interval,
+)
 from govssl.checks.base import (
     Check, CheckContext, CheckParams, Confidence, Measurement, PositiveInt, SkipCheck, register_check,
 )
@@ -40,14 +42,14 @@ class LabelEfficiencyCheck(Check):
         # each test row falls in one of four cells (SSL model right or not x baseline right or
         # not); a resample's correct counts are sums of its cell counts
         cells = ssl_correct.astype(np.int64) * 2 + base_correct.astype(np.int64)
-        if getattr(ctx.dataset, "out_of_core", False):
-            # a table too large for a (resamples x rows) matrix: the cell counts of a row resample
-            # drawn directly, Multinomial(n, cell shares); the same distribution, other draws
+        if counts_drawn(ctx.dataset, len(y)):
+            # many rows: the cell counts of a row resample drawn directly, Multinomial(n, cell
+            # shares); the same distribution, other draws
             boot = multinomial_sums(np.bincount(cells, minlength=4), n_boot, ctx.seed)
-            bootstrap = "multinomial counts of the 4 (SSL right x baseline right) cells: the row bootstrap's distribution"
+            bootstrap = CELL_COUNTS + "; cells: SSL model right x baseline right"
         else:
             boot = cell_sums(cells, 4, n_boot, ctx.seed)
-            bootstrap = "paired row resamples"
+            bootstrap = "paired " + ROW_RESAMPLES
         sums = np.column_stack([boot[:, 2] + boot[:, 3], boot[:, 1] + boot[:, 3]])
         rates = sums / len(y)
         samples = np.column_stack([rates[:, 0], rates[:, 1], rates[:, 0] - rates[:, 1]])

@@ -29,8 +29,13 @@ import numpy as np
 from sklearn import metrics as skm
 
 from govssl.checks._binomial import clopper_pearson_interval
-from govssl.checks._bootstrap import debiased_percentile_interval, percentile_interval, resample_counts
+from govssl.checks._bootstrap import (
+    ROW_RESAMPLES, counts_drawn, debiased_percentile_interval, percentile_interval, resample_counts,
+)
 from govssl.checks.base import Check, CheckContext, CheckParams, Confidence, Measurement, PositiveInt, register_check
+
+#: the bootstrap on an out-of-core table or a test split past ROW_RESAMPLE_LIMIT rows
+POISSON = "Poisson bootstrap (each row weighted by a Poisson(1) count per resample), streamed in blocks"
 
 __all__ = ["PerformanceCheck", "expected_calibration_error", "calibration_bins", "calibration_interval"]
 
@@ -127,7 +132,7 @@ class PerformanceCheck(Check):
             "roc_auc": _ovr_auc(y, proba) if multiclass else skm.roc_auc_score(y, proba[:, 1]),
             "expected_calibration_error": expected_calibration_error(y, proba, n_bins),
         }
-        counted = getattr(ctx.dataset, "out_of_core", False) and not multiclass
+        counted = counts_drawn(ctx.dataset, len(y)) and not multiclass
         if counted:  # the same figures from the confusion counts (no per-row metric functions)
             points.update(confusion_points(*confusion_counts(y, pred)))
             samples = self._bootstrap_streamed(y, proba, ctx.seed)
@@ -137,7 +142,8 @@ class PerformanceCheck(Check):
             samples = self._bootstrap(y, pred, proba, ctx.seed)
         level = float(self.params["confidence"])
         low, high = percentile_interval(samples, level)
-        intervals = {name: (low[i], high[i], {"interval": "percentile", "n_boot": int(self.params["n_boot"])})
+        method = {"bootstrap": POISSON if counted else ROW_RESAMPLES}
+        intervals = {name: (low[i], high[i], {"interval": "percentile", "n_boot": int(self.params["n_boot"]), **method})
                      for i, name in enumerate(self.metrics)}
         correct = int((pred == y).sum())
         intervals["accuracy"] = (*clopper_pearson_interval(correct, len(y), level),
@@ -145,7 +151,7 @@ class PerformanceCheck(Check):
         ece = self.metrics.index("expected_calibration_error")
         intervals["expected_calibration_error"] = (
             *calibration_interval(samples[:, ece], points["expected_calibration_error"], level),
-            {"interval": "debiased percentile", "n_boot": int(self.params["n_boot"])})
+            {"interval": "debiased percentile", "n_boot": int(self.params["n_boot"]), **method})
         return [
             Measurement(
                 check=self.name, metric=name, value=float(points[name]), subject="",

@@ -152,3 +152,14 @@ def test_cell_sums__exactly_the_sums_of_one_hot_indicators(n, n_cells, n_boot):
     np.testing.assert_array_equal(got, bootstrap_sums(indicators, n_boot, seed=9))  # the same resamples
     assert (got.sum(axis=1) == n).all()
     assert not np.array_equal(got, cell_sums(cells, n_cells, n_boot, seed=10)) or n_cells == 1
+
+
+def test_counts_drawn__past_the_row_limit_or_out_of_core():
+    from types import SimpleNamespace
+
+    from govssl.checks._bootstrap import ROW_RESAMPLE_LIMIT, counts_drawn
+
+    in_memory, out_of_core = SimpleNamespace(), SimpleNamespace(out_of_core=True)
+    assert not counts_drawn(in_memory, ROW_RESAMPLE_LIMIT)  # the demo's 16,281 test rows and up to here: rows
+    assert counts_drawn(in_memory, ROW_RESAMPLE_LIMIT + 1)
+    assert counts_drawn(out_of_core, 10)

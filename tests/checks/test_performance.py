@@ -62,9 +62,10 @@ def test_performance__point_estimates_equal_sklearn():
     assert got["accuracy"].details == {"interval": "clopper-pearson", "successes": correct, "trials": len(y),
                                        "confidence": 0.95}
     assert got["expected_calibration_error"].details == {"interval": "debiased percentile", "n_boot": 50,
-                                                         "confidence": 0.95}
+                                                         "bootstrap": "row resamples", "confidence": 0.95}
     for name in ("balanced_accuracy", "f1", "roc_auc"):
-        assert got[name].details == {"interval": "percentile", "n_boot": 50, "confidence": 0.95}
+        assert got[name].details == {"interval": "percentile", "n_boot": 50, "bootstrap": "row resamples",
+                                     "confidence": 0.95}
 
 
 def test_performance__accuracy_interval_is_clopper_pearson_by_hand():
