@@ -150,10 +150,11 @@ def _identifier_reasons(column: str, series: pd.Series, sample: int, seed: int) 
         if distinct >= NEAR_UNIQUE and span <= 1.05 * len(values):
             reasons.append(f"integer row counter ({distinct:.1%} distinct, consecutive range)")
         return reasons
-    text = values.astype(str).str.strip()
     if distinct >= NEAR_UNIQUE:
         reasons.append(f"near-unique values ({distinct:.1%} distinct)")
-    picked = text.sample(sample, random_state=seed) if len(text) > sample else text
+    # the sample is drawn before the values become text: the same rows, without a string per row
+    picked = values.sample(sample, random_state=seed) if len(values) > sample else values
+    picked = picked.astype(str).str.strip()
     share = float(picked.map(is_case_number).mean()) if len(picked) else 0.0
     if share >= 0.5 and distinct >= 0.5:
         reasons.append(f"case-number-like codes ({share:.0%} of a sample of {len(picked)})")
@@ -171,8 +172,12 @@ def _categorical_scores(values: pd.Series, y: np.ndarray, seed: int) -> np.ndarr
     """Out-of-fold target rate of each row's level: a unique value (a name) gets the base rate,
     so near-unique columns do not look predictive just by memorising their rows."""
     from govssl.data import as_category_strings
+    from govssl.data._table import _category_codes
 
-    codes = as_category_strings(values).to_numpy()
+    if isinstance(values.dtype, pd.CategoricalDtype):  # one code per distinct level: no string per row
+        codes, _ = _category_codes(values)
+    else:
+        codes = as_category_strings(values).to_numpy()
     folds = np.random.default_rng(seed).integers(0, FOLDS, size=len(codes))
     scores = np.empty(len(codes), dtype=np.float64)
     for k in range(FOLDS):

@@ -283,3 +283,24 @@ def test_preflight__personal_data_as_input_must_be_declared(tmp_path, write_plan
     code, out, err = run_cli(capsys, "audit", str(plan), "--db", f"sqlite:///{tmp_path / 'a.db'}", "-q")
 
     assert code == 2 and "personal_data_as_input" in err and "dob" in err
+
+
+def test_preflight__categorical_columns_score_as_their_text_does():
+    """The out-of-core reader keeps text columns as pandas categoricals: the leakage scores and the
+    identifier test computed from their codes equal those of the same values as strings."""
+    import numpy as np
+    import pandas as pd
+
+    from govssl.preflight import _categorical_scores, _identifier_reasons
+
+    rng = np.random.default_rng(0)
+    n = 5_000
+    levels = np.array(["a", " a", "b", "c ", None, "", "rare"], dtype=object)
+    text = pd.Series(rng.choice(levels, n, p=[0.3, 0.1, 0.3, 0.2, 0.05, 0.04, 0.01]), dtype=object)
+    y = rng.integers(0, 2, n)
+    as_text = _categorical_scores(text, y, seed=3)
+    as_codes = _categorical_scores(text.astype("category"), y, seed=3)
+    np.testing.assert_array_equal(as_codes, as_text)
+    ids = pd.Series([f"CASE-{i:06d}" for i in rng.permutation(n)], dtype=object)
+    assert _identifier_reasons("ref", ids.astype("category"), 2000, 1) == _identifier_reasons("ref", ids, 2000, 1)
+    assert _identifier_reasons("ref", ids, 2000, 1)  # near-unique case numbers are found

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from datetime import date
 
+import numpy as np
 import pandas as pd
 
 __all__ = ["scan_pii", "PII_KINDS", "header_kinds", "header_words", "is_case_number"]
@@ -113,6 +114,25 @@ def _value_kinds(values: pd.Series, share: float) -> list[str]:
     return kinds
 
 
+def _non_blank_sample(series: pd.Series, sample: int, seed: int) -> pd.Series:
+    """The column's non-missing values that are not blank as text, stripped, as strings; at most
+    ``sample`` of them (seeded). The rows are chosen before the values become text, so that a
+    categorical or integer column of millions of rows is not turned into a string per row: the
+    same rows, and the same strings, as stripping every value and sampling after."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        blank = series.cat.categories.astype(str).str.strip() == ""
+        codes = series.cat.codes.to_numpy()
+        keep = series[(codes >= 0) & ~np.asarray(blank)[codes]]
+    elif pd.api.types.is_integer_dtype(series):
+        keep = series.dropna()  # an integer is never blank as text
+    else:
+        text = series.dropna().astype(str).str.strip()
+        keep = text[text != ""]
+    if len(keep) > sample:
+        keep = keep.sample(sample, random_state=seed)
+    return keep.astype(str).str.strip()
+
+
 def scan_pii(frame: pd.DataFrame, *, sample: int = 2000, share: float = 0.5, seed: int = 0) -> dict[str, list[dict]]:
     """Column -> [{kind, by: "header"|"values", share}] for every column that looks like an identifier."""
     found: dict[str, list[dict]] = {}
@@ -120,10 +140,7 @@ def scan_pii(frame: pd.DataFrame, *, sample: int = 2000, share: float = 0.5, see
         hits = [{"kind": kind, "by": "header"} for kind in header_kinds(column)]
         series = frame[column]
         if not (pd.api.types.is_float_dtype(series) or pd.api.types.is_bool_dtype(series)):
-            values = series.dropna().astype(str).str.strip()
-            values = values[values != ""]
-            if len(values) > sample:
-                values = values.sample(sample, random_state=seed)
+            values = _non_blank_sample(series, sample, seed)
             for kind in _value_kinds(values, share):
                 if all(h["kind"] != kind for h in hits):
                     hits.append({"kind": kind, "by": "values"})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from govssl.checks._pii import header_kinds, is_case_number, scan_pii
 
@@ -41,3 +42,26 @@ def test_scan_pii__values_find_case_numbers_and_lowercase_full_names():
     assert found["ref"] == [{"kind": "record_id", "by": "values"}]
     assert {"kind": "name", "by": "values"} in found["who"]
     assert "charge" not in found and "code" not in found
+
+
+@pytest.mark.parametrize("kind", ["object", "category", "int"])
+def test_non_blank_sample__same_rows_and_strings_as_stripping_every_value(kind):
+    import numpy as np
+    import pandas as pd
+
+    from govssl.checks._pii import _non_blank_sample
+
+    rng = np.random.default_rng(1)
+    n = 7_000
+    if kind == "int":
+        series = pd.Series(rng.integers(0, 10**6, n))
+    else:
+        values = np.array([f"name{i}" for i in range(50)] + ["", "  ", None, " pad "], dtype=object)
+        series = pd.Series(rng.choice(values, n), dtype=object)
+        if kind == "category":
+            series = series.astype("category")
+    stripped = series.dropna().astype(str).str.strip()  # what scan_pii did: every value as text first
+    expected = stripped[stripped != ""].sample(2000, random_state=5)
+    got = _non_blank_sample(series, 2000, 5)
+    assert got.index.tolist() == expected.index.tolist()
+    assert got.tolist() == expected.tolist()
