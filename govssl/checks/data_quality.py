@@ -93,7 +93,16 @@ def _row_hashes(frame: pd.DataFrame) -> np.ndarray:
     count one row too many as a duplicate)."""
     out = np.zeros(len(frame), dtype=np.uint64)
     with np.errstate(over="ignore"):
-        for col in frame.columns:  # a column at a time: one column's text in memory, not the table's
-            column = pd.util.hash_pandas_object(frame[col].astype("string").fillna("\x00"), index=False)
-            out = (out ^ column.to_numpy()) * np.uint64(0x100000001B3)
+        for col in frame.columns:  # a column at a time
+            out = (out ^ _value_hashes(frame[col])) * np.uint64(0x100000001B3)
     return out
+
+
+def _value_hashes(series: pd.Series) -> np.ndarray:
+    """pandas' hash of each value as text (missing as "\x00"), computed once per distinct value:
+    the same hashes as hashing every row's text, without a string per row."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    text = pd.Series(np.asarray(uniques, dtype=object)).astype("string")
+    hashed = pd.util.hash_pandas_object(pd.concat([text, pd.Series(["\x00"], dtype="string")], ignore_index=True),
+                                        index=False).to_numpy()
+    return hashed[codes]  # code -1 (missing) picks the last: the hash of "\x00"

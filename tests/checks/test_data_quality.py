@@ -129,3 +129,23 @@ def test_data_quality__declared_personal_columns_are_not_counted():
     assert _by(measure(train, test), "undeclared_pii_columns")[""].value == 2
     declared = _by(measure(train, test, personal_data=["col_a", "col_b"]), "undeclared_pii_columns")[""]
     assert declared.value == 0 and set(declared.details["found"]) == {"col_a", "col_b"}
+
+
+@pytest.mark.parametrize("kind", ["int", "float", "object", "category", "bool", "Int64"])
+def test_value_hashes__the_hash_of_every_row_as_text(kind):
+    import numpy as np
+    import pandas as pd
+
+    from govssl.checks.data_quality import _value_hashes
+
+    rng = np.random.default_rng(2)
+    n = 3_000
+    text = pd.Series(rng.choice(np.array(["a", "b", None, " c", "1", ""], dtype=object), n), dtype=object)
+    series = {
+        "int": pd.Series(rng.integers(17, 90, n)),
+        "float": pd.Series(np.where(rng.random(n) < 0.1, np.nan, np.round(rng.random(n) * 100, 2))),
+        "object": text, "category": text.astype("category"), "bool": pd.Series(rng.random(n) < 0.5),
+        "Int64": pd.Series(rng.integers(0, 5, n)).astype("Int64").mask(rng.random(n) < 0.1),
+    }[kind]
+    per_row = pd.util.hash_pandas_object(series.astype("string").fillna("\x00"), index=False).to_numpy()
+    np.testing.assert_array_equal(_value_hashes(series), per_row)
