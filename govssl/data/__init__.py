@@ -434,6 +434,7 @@ def load(plan, manifest=None) -> Dataset:
     positive = _positive_label(where, target, classes, positive)
     to_y = lambda f: (f[target].astype(str) == positive).to_numpy(dtype=np.int64)  # noqa: E731
     train_rows = None
+    del full, parts  # the whole table is held by ``train`` alone, so the split's copies replace it
     if test is None:
         y_all = to_y(train)
         train_rows, test_rows = _split(train, y_all, spec.test_fraction, plan.seed)

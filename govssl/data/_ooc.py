@@ -155,8 +155,8 @@ def _combine(path: Path, chunks: list[pd.DataFrame], redo) -> pd.DataFrame:
     if mixed:
         chunks = redo(mixed)
     out = {}
-    for col in columns:
-        parts = [ch[col] for ch in chunks]
+    for col in columns:  # each column leaves the chunks as it joins the frame: one copy at a time
+        parts = [ch.pop(col) for ch in chunks]
         if col in text:
             out[col] = pd.Series(pd.api.types.union_categoricals(
                 [p.astype("category") for p in parts], ignore_order=True))
