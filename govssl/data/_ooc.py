@@ -45,7 +45,9 @@ FORMAT = 1  # of the cache file; part of its key
 # Resident mapped pages an EncodedRows lets accumulate before it tells the kernel it no longer
 # needs them (they stay in the page cache; only this process's resident set drops them).
 RESIDENT_BYTES = 256 * 2**20
-FAULT_AROUND_BYTES = 64 * 2**10
+# what a page fault at a scattered row may map: a whole large folio of the page cache, up to a
+# PMD's 2 MB (measured: 1,000 random rows of a 1 GB file mapped 840 MB)
+FAULT_AROUND_BYTES = 2 * 2**20
 
 
 def cache_dir() -> Path:
@@ -260,6 +262,17 @@ class EncodedRows:
         self._start = int(start)
         self._stop = int(len(matrix) if stop is None else stop)
         self._touched = 0
+        self._fd = None  # the matrix file, opened for scattered reads on first use
+
+    def __getstate__(self):
+        return {**self.__dict__, "_fd": None}  # a descriptor belongs to one process
+
+    def __del__(self):
+        if getattr(self, "_fd", None) is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -301,17 +314,18 @@ class EncodedRows:
     def __getitem__(self, key):
         torch_key = _is_tensor(key) or (isinstance(key, tuple) and any(_is_tensor(k) for k in key))
         rows = self._rows(_as_numpy(key[0] if isinstance(key, tuple) else key))
-        if isinstance(key, tuple):
-            out = np.array(self._matrix[(rows,) + tuple(_as_numpy(k) for k in key[1:])])
+        rest = tuple(_as_numpy(k) for k in key[1:]) if isinstance(key, tuple) else ()
+        scattered = not (isinstance(rows, slice) or np.ndim(rows) == 0)
+        if scattered and hasattr(os, "preadv") and getattr(self._matrix, "filename", None):
+            # rows all over the file (a random batch): read each with a system call rather than
+            # through the mapping, where every one would map a whole large folio of the page
+            # cache (2 MB measured on Linux 6.18) into this process's resident set
+            out = self._read_rows(rows)
+            out = np.array(out[(slice(None),) + rest]) if rest else out
         else:
-            out = np.array(self._matrix[rows])
-        # bytes mapped in: a slice maps its own, a scattered row the kernel's fault-around window
-        # (Linux maps up to 64 KB of cached file pages around each page fault)
-        row_bytes = int(np.prod(self._matrix.shape[1:])) * self._matrix.itemsize
-        if isinstance(rows, slice) or np.ndim(rows) == 0:
-            self._forget(out.size * self._matrix.itemsize)
-        else:
-            self._forget(len(rows) * (row_bytes + FAULT_AROUND_BYTES))
+            out = np.array(self._matrix[(rows,) + rest] if rest else self._matrix[rows])
+            # bytes mapped in: a slice maps its own range, a scattered row a whole folio
+            self._forget(out.size * self._matrix.itemsize if not scattered else len(rows) * FAULT_AROUND_BYTES)
         if torch_key:
             import torch
 
@@ -336,6 +350,26 @@ class EncodedRows:
         """(start, rows) for consecutive blocks of ``size`` rows."""
         for start in range(0, len(self), size):
             yield start, self[start : start + size]
+
+    def _read_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The matrix rows ``rows`` (absolute row numbers), read from its file by ``preadv``."""
+        matrix = self._matrix
+        row_bytes = int(np.prod(matrix.shape[1:])) * matrix.itemsize
+        out = np.empty((len(rows),) + tuple(matrix.shape[1:]), dtype=matrix.dtype)
+        if self._fd is None:
+            fd = os.open(matrix.filename, os.O_RDONLY)
+            expected = int(getattr(matrix, "offset", 0)) + len(matrix) * row_bytes
+            if os.fstat(fd).st_size < expected:  # the mapped file was verified; this one must be it
+                os.close(fd)
+                raise OSError(f"{matrix.filename}: shorter than the mapped matrix ({expected} bytes)")
+            self._fd = fd
+        view = memoryview(out).cast("B")
+        base = int(getattr(matrix, "offset", 0))
+        for j, row in enumerate(np.asarray(rows).tolist()):
+            got = os.preadv(self._fd, [view[j * row_bytes:(j + 1) * row_bytes]], base + row * row_bytes)
+            if got != row_bytes:
+                raise OSError(f"{matrix.filename}: short read of row {row} ({got} of {row_bytes} bytes)")
+        return out
 
     def _forget(self, nbytes: int) -> None:
         """Past RESIDENT_BYTES read, drop this process's mapped pages (the data stays in the page

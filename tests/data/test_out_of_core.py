@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -248,3 +249,58 @@ def test_out_of_core__the_demo_plan_trains_the_same_model_on_both_paths(tmp_path
         (tmp_path / mode).mkdir()
         digests[mode] = fit(plan, dataset, tmp_path / mode, NullProgress()).record.model_sha256
     assert digests["always"] == digests["never"]
+
+
+def _rss_file_bytes() -> int:
+    for line in open("/proc/self/status", encoding="ascii"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+def test_encoded_rows__every_index_reads_the_matrix_rows(tmp_path):
+    import pickle
+
+    import torch
+
+    from govssl.data import EncodedRows
+
+    path = tmp_path / "m.f32"
+    values = np.arange(500 * 7, dtype=np.float32).reshape(500, 7)
+    values.tofile(path)
+    matrix = np.memmap(path, dtype=np.float32, mode="r", shape=(500, 7))
+    rows = EncodedRows(matrix, 100, 400)  # rows 100..399, as a test split after the training rows
+    part = values[100:400]
+    index = np.array([5, 0, 299, 5, -1, 17])
+    np.testing.assert_array_equal(rows[index], part[index])  # scattered, unsorted, repeated, negative
+    np.testing.assert_array_equal(rows[torch.as_tensor(index)].numpy(), part[index])
+    np.testing.assert_array_equal(rows[index, 2:5], part[index, 2:5])
+    np.testing.assert_array_equal(rows[part[:, 0] % 3 == 0], part[part[:, 0] % 3 == 0])  # a mask
+    np.testing.assert_array_equal(rows[10:20], part[10:20])
+    np.testing.assert_array_equal(rows[7], part[7])
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(rows))[index], part[index])  # another process's copy
+    with pytest.raises(IndexError):
+        rows[np.array([300])]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+def test_encoded_rows__random_batches_stay_out_of_the_resident_set(tmp_path):
+    """Random batches, as DP Poisson sampling draws them, from a 256 MB matrix: through the mapping
+    each scattered row mapped a whole large folio (2 MB measured), so a few hundred batches held the
+    whole file in the resident set; read by system calls, the batches add next to nothing."""
+    from govssl.data import EncodedRows
+
+    n, width = 600_000, 107
+    path = tmp_path / "m.f32"
+    block = np.ones((50_000, width), dtype=np.float32)
+    with open(path, "wb") as fh:
+        for start in range(0, n, len(block)):
+            (block * start).tofile(fh)
+    rows = EncodedRows(np.memmap(path, dtype=np.float32, mode="r", shape=(n, width)))
+    rng = np.random.default_rng(0)
+    before, most = _rss_file_bytes(), 0
+    for _ in range(200):
+        batch = rows[np.sort(rng.integers(0, n, 1024))]
+        most = max(most, _rss_file_bytes() - before)
+    assert batch.shape == (1024, width)
+    assert most < 32 * 2**20  # the file is 257 MB
