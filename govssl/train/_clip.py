@@ -27,22 +27,55 @@ from torch import nn
 __all__ = ["PoissonBatches", "OnePassClipper"]
 
 
+#: above this many rows (at a rate of at most SUBSET_MAX_RATE) a Poisson batch is drawn as its size
+#: and then that many distinct rows, at a cost of the batch, not of the rows (see PoissonBatches)
+SUBSET_MIN_ROWS = 100_000
+SUBSET_MAX_RATE = 0.05
+
+
 class PoissonBatches:
-    """``steps`` batches of row indices; each row joins each batch independently with probability
-    ``sample_rate``. The same draws as Opacus's ``UniformWithReplacementSampler`` for the same
-    generator, but the batch stays an index tensor, with no per-row fetch and collate."""
+    """``steps`` batches of row indices (sorted); each row joins each batch independently with
+    probability ``sample_rate``.
+
+    Up to :data:`SUBSET_MIN_ROWS` rows (or at a rate above :data:`SUBSET_MAX_RATE`): the same
+    draws as Opacus's ``UniformWithReplacementSampler`` for the same generator (one uniform number
+    per row and step), but the batch stays an index tensor, with no per-row fetch and collate.
+
+    Above it, a batch is drawn in two steps whose result has exactly that distribution: its size
+    K ~ Binomial(n, sample_rate), the number of rows a row-by-row draw includes, then K distinct
+    rows uniformly, the first K distinct values of uniform draws with replacement (every K-subset
+    equally likely, as in the row-by-row draw given its size). Its cost grows with the batch, not
+    with the rows: one uniform number per row and step cost 40 ms a step at 7.5 million rows, more
+    than the step itself. The accountant's analysis (Poisson subsampling at ``sample_rate``) is the
+    same for both."""
 
     def __init__(self, n: int, sample_rate: float, steps: int, generator: torch.Generator):
         if n <= 0:
             raise ValueError(f"Poisson sampling needs at least one row; got {n}")
         self.n, self.sample_rate, self.steps, self.generator = n, sample_rate, steps, generator
+        self.by_subset = n > SUBSET_MIN_ROWS and sample_rate <= SUBSET_MAX_RATE
 
     def __len__(self) -> int:
         return self.steps
 
     def __iter__(self):
         for _ in range(self.steps):
-            yield (torch.rand(self.n, generator=self.generator) < self.sample_rate).nonzero().view(-1)
+            if self.by_subset:
+                yield self._subset_batch()
+            else:
+                yield (torch.rand(self.n, generator=self.generator) < self.sample_rate).nonzero().view(-1)
+
+    def _subset_batch(self) -> torch.Tensor:
+        size = int(torch.binomial(torch.tensor([float(self.n)], dtype=torch.float64),
+                                  torch.tensor([self.sample_rate], dtype=torch.float64), generator=self.generator))
+        chosen = torch.zeros(0, dtype=torch.long)
+        while len(chosen) < size:
+            draws = torch.cat([chosen, torch.randint(0, self.n, (size - len(chosen) + 8,), generator=self.generator)])
+            values, inverse = torch.unique(draws, return_inverse=True)
+            first = torch.full((len(values),), len(draws), dtype=torch.long).scatter_reduce_(
+                0, inverse, torch.arange(len(draws)), reduce="amin")
+            chosen = values[torch.argsort(first)][:size]  # distinct values in the order first drawn
+        return chosen.sort().values
 
 
 def _clippable(module: nn.Module) -> bool:

@@ -4,6 +4,7 @@ PyTorch, and Opacus's per-sample hooks; Poisson batches against Opacus's sampler
 from __future__ import annotations
 
 import pytest
+import numpy as np
 import torch
 from torch import nn
 
@@ -170,3 +171,35 @@ def test_private_step__an_empty_batch_still_adds_noise_and_counts(kind):
     private.empty_step()
     assert private.engine.accountant.history == [(1.0, 0.1, 1)]
     assert all(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_poisson_batches__large_tables_draw_size_then_subset_with_the_row_by_row_distribution():
+    """Past SUBSET_MIN_ROWS a batch is a Binomial size and then that many distinct rows: each row
+    joins each batch with probability sample_rate, independently of the others (batch sizes with
+    the Binomial mean and variance; per-row counts with the Binomial spread, no row favoured; the
+    rows of a batch distinct and sorted)."""
+    from scipy import stats
+
+    from govssl.train._clip import SUBSET_MIN_ROWS
+
+    n, rate, steps = SUBSET_MIN_ROWS + 20_000, 0.004, 3_000
+    batches = PoissonBatches(n, rate, steps, torch.Generator().manual_seed(11))
+    assert batches.by_subset and not PoissonBatches(SUBSET_MIN_ROWS, rate, 1, torch.Generator()).by_subset
+    counts = torch.zeros(n, dtype=torch.long)
+    sizes = []
+    for batch in batches:
+        assert torch.equal(batch, batch.unique())  # distinct, sorted
+        counts[batch] += 1
+        sizes.append(len(batch))
+    sizes = np.array(sizes, dtype=np.float64)
+    mean, var = n * rate, n * rate * (1 - rate)
+    assert abs(sizes.mean() - mean) < 4 * np.sqrt(var / steps)
+    assert 0.9 < sizes.var(ddof=1) / var < 1.1
+    # per-row inclusion counts: Binomial(steps, rate), the same for every row
+    per_row = counts.numpy()
+    assert abs(per_row.mean() - steps * rate) < 0.01 * steps * rate
+    assert 0.95 < per_row.var(ddof=1) / (steps * rate * (1 - rate)) < 1.05
+    halves = [per_row[: n // 2].sum(), per_row[n // 2:].sum()]  # no region of the table favoured
+    assert stats.binomtest(int(halves[0]), int(sum(halves)), 0.5).pvalue > 0.001
+    again = [b.tolist() for b in PoissonBatches(n, rate, 3, torch.Generator().manual_seed(11))]
+    assert again == [b.tolist() for b in list(PoissonBatches(n, rate, 3, torch.Generator().manual_seed(11)))]
