@@ -18,12 +18,32 @@ __all__ = ["DataQualityCheck"]
 
 
 def _group_counts(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
+    """Rows per group ("sex=Female*race=White": count), sorted by label: counted over the
+    columns' codes (one per distinct value), not over a label string per row (2.4 GB for the
+    7.5 million training rows of a 10-million-row table)."""
     from govssl.data import as_category_strings
+    from govssl.data._table import _category_codes
 
-    labels = f"{columns[0]}=" + as_category_strings(frame[columns[0]])
-    for col in columns[1:]:
-        labels = labels + "*" + col + "=" + as_category_strings(frame[col])
-    return {str(k): int(v) for k, v in labels.value_counts().sort_index().items()}
+    combined = np.zeros(len(frame), dtype=np.int64)
+    names = []
+    for col in columns:
+        series = frame[col]
+        if isinstance(series.dtype, pd.CategoricalDtype):
+            codes, levels = _category_codes(series)
+        else:
+            codes, uniques = pd.factorize(as_category_strings(series))
+            levels = [str(u) for u in uniques]
+        combined = combined * len(levels) + codes
+        names.append((col, levels))
+    out: dict[str, int] = {}
+    for key, count in zip(*np.unique(combined, return_counts=True)):
+        parts, rest = [], int(key)
+        for col, levels in reversed(names):
+            rest, code = divmod(rest, len(levels))
+            parts.append(f"{col}={levels[code]}")
+        label = "*".join(reversed(parts))
+        out[label] = out.get(label, 0) + int(count)
+    return dict(sorted(out.items()))
 
 
 @register_check("data_quality")

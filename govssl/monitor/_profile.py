@@ -99,10 +99,9 @@ def _categorical_reference(series: pd.Series, model_levels) -> dict:
     """The test split's counts over the model's own levels of the column (declared, or held by at
     least MIN_LEVEL_ROWS training rows): a value outside them is counted under OTHER, never named,
     so no rare value (a name, a case number) reaches the profile file."""
-    from govssl.data import as_category_strings
-    from govssl.data._table import OTHER
+    from govssl.data._table import OTHER, category_counts
 
-    counts = as_category_strings(series).value_counts()
+    counts = category_counts(series)  # as_category_strings(series).value_counts(), from the codes
     levels = [str(v) for v in model_levels if v != OTHER]
     kept = [int(counts.get(level, 0)) for level in levels]
     other = int(len(series)) - sum(kept)

@@ -149,3 +149,26 @@ def test_value_hashes__the_hash_of_every_row_as_text(kind):
     }[kind]
     per_row = pd.util.hash_pandas_object(series.astype("string").fillna("\x00"), index=False).to_numpy()
     np.testing.assert_array_equal(_value_hashes(series), per_row)
+
+
+@pytest.mark.parametrize("categorical", [False, True])
+def test_group_counts__the_counts_of_per_row_labels(categorical):
+    from govssl.checks.data_quality import _group_counts
+    from govssl.data import as_category_strings
+
+    rng = np.random.default_rng(3)
+    n = 4_000
+    frame = pd.DataFrame({
+        "sex": rng.choice(np.array(["Male", "Female", " Male", None], dtype=object), n),
+        "race": rng.choice(np.array(["White", "Black", "", "Other"], dtype=object), n),
+        "age": rng.integers(17, 20, n),
+    })
+    if categorical:
+        frame[["sex", "race"]] = frame[["sex", "race"]].astype("category")
+    for columns in (["sex"], ["race"], ["sex", "race"], ["sex", "race", "age"]):
+        labels = f"{columns[0]}=" + as_category_strings(frame[columns[0]])  # the per-row labels it replaced
+        for col in columns[1:]:
+            labels = labels + "*" + col + "=" + as_category_strings(frame[col])
+        expected = {str(k): int(v) for k, v in labels.value_counts().sort_index().items()}
+        got = _group_counts(frame, columns)
+        assert got == expected and list(got) == list(expected)
