@@ -320,6 +320,7 @@ class EncodedRows:
             # rows all over the file (a random batch): read each with a system call rather than
             # through the mapping, where every one would map a whole large folio of the page
             # cache (2 MB measured on Linux 6.18) into this process's resident set
+            # (benchmarks/bench_large_tables.py measures both ways)
             out = self._read_rows(rows)
             out = np.array(out[(slice(None),) + rest]) if rest else out
         else:

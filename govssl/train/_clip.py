@@ -46,7 +46,7 @@ class PoissonBatches:
     rows uniformly, the first K distinct values of uniform draws with replacement (every K-subset
     equally likely, as in the row-by-row draw given its size). Its cost grows with the batch, not
     with the rows: one uniform number per row and step cost 40 ms a step at 7.5 million rows, more
-    than the step itself. The accountant's analysis (Poisson subsampling at ``sample_rate``) is the
+    than the step itself (``benchmarks/bench_large_tables.py``). The accountant's analysis (Poisson subsampling at ``sample_rate``) is the
     same for both."""
 
     def __init__(self, n: int, sample_rate: float, steps: int, generator: torch.Generator):

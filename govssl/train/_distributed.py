@@ -141,7 +141,7 @@ def bucketed_dp_optimizer():
     of the demo model's six tensors took 6.5 ms a step and one of the same values flattened
     2.3 ms, against some 7 ms of computing a step's half batch, so per-tensor all-reduces made two
     processes slower than one. (DistributedDataParallel, used without DP, buckets its gradients
-    the same way.)"""
+    the same way; ``benchmarks/bench_large_tables.py`` times both reductions.)"""
     from opacus.optimizers import DistributedDPOptimizerFastGradientClipping
 
     class BucketedDistributedDPOptimizer(DistributedDPOptimizerFastGradientClipping):
