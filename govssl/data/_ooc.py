@@ -46,7 +46,8 @@ FORMAT = 1  # of the cache file; part of its key
 # needs them (they stay in the page cache; only this process's resident set drops them).
 RESIDENT_BYTES = 256 * 2**20
 # what a page fault at a scattered row may map: a whole large folio of the page cache, up to a
-# PMD's 2 MB (measured: 1,000 random rows of a 1 GB file mapped 840 MB)
+# PMD's 2 MB (benchmarks/bench_large_tables.py: 300 random 1,024-row batches of a 1 GB file mapped
+# all of it, 1,021 MB)
 FAULT_AROUND_BYTES = 2 * 2**20
 
 
