@@ -8,7 +8,8 @@ it was done before, measured in one run.
 2. Random batch rows of an out-of-core table (``govssl.data.EncodedRows``): read through the
    memory mapping against read with ``preadv``, from a float32 matrix file of 107 columns (the
    encoded Adult width): milliseconds per 1,024-row batch, and the mapped file pages in the
-   process's resident set after the batches (``RssFile`` in /proc/self/status, Linux only).
+   process's resident set after the batches (``RssFile`` in /proc/self/status, Linux only); and
+   the seconds to read three quarters of the rows, sorted, in blocks (one call per run).
 3. The gradient all-reduce of DP training on two processes (gloo, 127.0.0.1): one all-reduce per
    parameter tensor of the demo classifier (Opacus's ``DistributedDPOptimizer``) against one of
    the same values flattened (``govssl.train._distributed.bucketed_dp_optimizer``): milliseconds
@@ -86,6 +87,15 @@ def reads(rows: int, batches: int) -> None:
         read = ((time.perf_counter() - started) / batches * 1e3, _rss_file_mb() - before)
         print(f"  through the mapping: {mapped[0]:.2f} ms, {mapped[1]:,.0f} MB mapped")
         print(f"  preadv (EncodedRows): {read[0]:.2f} ms, {read[1]:,.0f} MB mapped")
+        # the sorted rows of a class (three quarters of them), in blocks of 65,536 as the poisoning
+        # check scores its triggered test rows: one call per run of consecutive rows
+        dense = np.flatnonzero(rng.random(rows) < 0.75)
+        started = time.perf_counter()
+        for start in range(0, len(dense), 65_536):
+            encoded[dense[start:start + 65_536]]
+        runs = int(np.sum(np.diff(dense) != 1)) + 1
+        print(f"  {len(dense):,} sorted rows (three quarters) in 65,536-row blocks: "
+              f"{time.perf_counter() - started:.2f} s by preadv, {runs:,} calls (one per run of consecutive rows)")
         del encoded, matrix
 
 

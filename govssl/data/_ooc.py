@@ -367,10 +367,18 @@ class EncodedRows:
             self._fd = fd
         view = memoryview(out).cast("B")
         base = int(getattr(matrix, "offset", 0))
-        for j, row in enumerate(np.asarray(rows).tolist()):
-            got = os.preadv(self._fd, [view[j * row_bytes:(j + 1) * row_bytes]], base + row * row_bytes)
-            if got != row_bytes:
-                raise OSError(f"{matrix.filename}: short read of row {row} ({got} of {row_bytes} bytes)")
+        rows = np.asarray(rows, dtype=np.int64)
+        # one call per run of consecutive rows (a random batch: a call per row; the sorted rows of
+        # a class or a sample: few calls)
+        starts = np.flatnonzero(np.r_[True, np.diff(rows) != 1]) if len(rows) else np.zeros(0, np.int64)
+        for first, stop in zip(starts.tolist(), np.r_[starts[1:], len(rows)].tolist()):
+            done, size = first * row_bytes, (stop - first) * row_bytes
+            offset = base + int(rows[first]) * row_bytes
+            while size:
+                got = os.preadv(self._fd, [view[done:done + size]], offset)
+                if got <= 0:
+                    raise OSError(f"{matrix.filename}: short read at row {int(rows[first])} ({size} bytes missing)")
+                done, size, offset = done + got, size - got, offset + got
         return out
 
     def _forget(self, nbytes: int) -> None:

@@ -277,6 +277,8 @@ def test_encoded_rows__every_index_reads_the_matrix_rows(tmp_path):
     np.testing.assert_array_equal(rows[index, 2:5], part[index, 2:5])
     np.testing.assert_array_equal(rows[part[:, 0] % 3 == 0], part[part[:, 0] % 3 == 0])  # a mask
     np.testing.assert_array_equal(rows[10:20], part[10:20])
+    runs = np.r_[np.arange(40, 90), [3], np.arange(200, 300), [299, 0, 1]]  # runs of consecutive rows, one read each
+    np.testing.assert_array_equal(rows[runs], part[runs])
     np.testing.assert_array_equal(rows[7], part[7])
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(rows))[index], part[index])  # another process's copy
     with pytest.raises(IndexError):
