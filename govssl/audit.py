@@ -49,19 +49,19 @@ class Terminated(BaseException):
 
 
 _held: list[int] | None = None  # signals that arrived while the store was saving the run
+_received: list[int] = []  # signals whose exception was raised inside the current stop_on_signals block
 
 
 def _on_signal(signum, frame):
     if _held is not None:
         _held.append(signum)
         return
-    _raise_for(signum)
+    _received.append(signum)
+    raise _stop_exception(signum)
 
 
-def _raise_for(signum: int, run_id: str | None = None):
-    if signum == signal.SIGINT:
-        raise KeyboardInterrupt
-    raise Terminated(signum, run_id)
+def _stop_exception(signum: int, run_id: str | None = None) -> BaseException:
+    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum, run_id)
 
 
 def _in_main_thread() -> bool:
@@ -83,9 +83,20 @@ def stop_on_signals(signals=STOP_SIGNALS):
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signals.append(signal.SIGINT)
     previous = {signum: signal.signal(signum, _on_signal) for signum in signals}
+    _received.clear()
     try:
         yield
+    except (Terminated, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        # The handler's exception can reach here wrapped in another: Python itself turns one raised
+        # while a class body's descriptors are set up (`__set_name__`, during an import) into a
+        # RuntimeError, and libraries wrap what their callbacks raise. The signal still decides.
+        if _received:
+            raise _stop_exception(_received[0]) from exc
+        raise
     finally:
+        _received.clear()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
 
@@ -280,5 +291,5 @@ def run_audit(
             shutil.rmtree(out_dir, ignore_errors=True)  # no half-written run on disk either
         raise
     if held:  # a signal arrived during the save: the run is complete and stays, then we stop
-        _raise_for(held[0], run_id)
+        raise _stop_exception(held[0], run_id)
     return run

@@ -150,3 +150,27 @@ def test_stop_on_signals__outside_the_main_thread_changes_nothing():
     thread.start()
     thread.join()
     assert seen == [before]
+
+
+def test_stop_on_signals__a_signal_wrapped_by_python_still_stops_with_its_code():
+    # Python turns an exception raised in `__set_name__` (a class body being built, e.g. during an
+    # import) into a RuntimeError; a signal landing there must still end as the signal, not as an
+    # internal error.
+    class Landing:
+        def __set_name__(self, owner, name):
+            signal.raise_signal(signal.SIGHUP)
+
+    with pytest.raises(Terminated) as stopped:
+        with stop_on_signals():
+            type("Built", (), {"field": Landing()})
+    assert stopped.value.exit_code == 129
+    assert isinstance(stopped.value.__cause__, RuntimeError) and "__set_name__" in str(stopped.value.__cause__)
+
+
+def test_stop_on_signals__an_error_without_a_signal_is_left_as_it_is():
+    with pytest.raises(ValueError, match="plain"):
+        with stop_on_signals():
+            raise ValueError("plain")
+    with pytest.raises(ValueError, match="after"):  # a signal of an earlier block is forgotten
+        with stop_on_signals():
+            raise ValueError("after")
