@@ -64,11 +64,27 @@ AGGREGATE_METRICS = ("demographic_parity_difference", "demographic_parity_ratio"
 
 
 def group_labels(sensitive: pd.DataFrame, columns: list[str]) -> tuple[str, np.ndarray]:
-    """Subject name and one label per row, e.g. ("sex*race", ["sex=Female*race=White", ...])."""
-    labels = columns[0] + "=" + sensitive[columns[0]].astype(str)
-    for col in columns[1:]:
-        labels = labels + "*" + col + "=" + sensitive[col].astype(str)
-    return "*".join(columns), labels.to_numpy(dtype=object)
+    """Subject name and one label per row, e.g. ("sex*race", ["sex=Female*race=White", ...]).
+
+    Each distinct label is built once, from the columns' factorised codes, and the rows refer to
+    it: a test split of millions of rows holds no string object per row."""
+    names: list[str] = []
+    codes = np.zeros(len(sensitive), dtype=np.int64)
+    missing = np.zeros(len(sensitive), dtype=bool)  # a null value (never in sensitive_frame's) labels NaN
+    for i, col in enumerate(columns):
+        col_codes, uniques = pd.factorize(sensitive[col].to_numpy(dtype=object))  # a null: code -1
+        missing |= col_codes < 0
+        col_codes = np.maximum(col_codes, 0).astype(np.int64)
+        col_names = [f"{col}={value}" for value in map(str, uniques)] or [""]
+        if i == 0:
+            names, codes = col_names, col_codes
+            continue
+        pairs, codes = np.unique(codes * len(col_names) + col_codes, return_inverse=True)
+        names = [names[k // len(col_names)] + "*" + col_names[k % len(col_names)] for k in pairs.tolist()]
+    labels = np.array(names, dtype=object)[codes.reshape(-1)]
+    if missing.any():
+        labels[missing] = np.nan
+    return "*".join(columns), labels
 
 
 def _rate_counts(cells: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:

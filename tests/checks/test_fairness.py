@@ -297,3 +297,24 @@ def test_fairness__unknown_parameter_names_the_allowed_ones():
     assert str(info.value) == (
         "checks.fairness.n_bot: unknown parameter; 'fairness' takes n_boot, confidence, min_group_size, intersections"
     )
+
+
+def test_group_labels__equal_the_per_row_concatenation_and_share_one_string_per_group():
+    from govssl.checks.fairness import group_labels
+
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({
+        "sex": rng.choice(["Female", "Male"], 3000),
+        "race": rng.choice(["White", "Black", "Asian-Pac-Islander"], 3000),
+        "odd": rng.choice(np.array(["a", 1.5, None, np.nan, ""], dtype=object), 3000),
+    })
+    for columns in (["sex"], ["sex", "race"], ["race", "odd", "sex"]):
+        expected = columns[0] + "=" + frame[columns[0]].astype(str)  # the per-row strings it replaced
+        for col in columns[1:]:
+            expected = expected + "*" + col + "=" + frame[col].astype(str)
+        subject, labels = group_labels(frame, columns)
+        assert subject == "*".join(columns)
+        assert labels.dtype == object
+        assert pd.Series(labels).equals(pd.Series(expected.to_numpy(dtype=object)))  # NaN where a value is null
+    _, labels = group_labels(frame, ["sex", "race"])
+    assert len({id(v) for v in labels}) == 6

@@ -105,6 +105,17 @@ def test_as_category_strings__numbers_and_missing():
     assert out.tolist() == ["1", MISSING, "3"]
 
 
+def test_as_category_strings__a_categorical_column_gives_the_same_strings_as_its_values():
+    values = np.array(["  x", "y", "", None, "z ", "y", np.nan, "x"] * 50, dtype=object)
+    column = pd.Series(pd.Categorical(values), name="c", index=np.arange(len(values)) + 7)
+
+    out = as_category_strings(column)
+
+    assert out.equals(as_category_strings(column.astype(object)))  # the per-row path it replaces
+    assert out.dtype == object and out.name == "c" and out.index.equals(column.index)
+    assert len({id(v) for v in out}) == 4  # x, y, z, MISSING: one string object per value, not per row
+
+
 def test_table_encoder__values_of_fewer_than_k_rows_are_not_levels():
     values = ["common"] * MIN_LEVEL_ROWS + ["rare"] * (MIN_LEVEL_ROWS - 1) + ["Jane Doe"] + [None]
     encoder = TableEncoder([], ["c"]).fit(pd.DataFrame({"c": values}))
