@@ -64,19 +64,21 @@ def embed_and_score(model, X: np.ndarray, sample: np.ndarray | None = None, chun
 
     encoder, head = torch.nn.Sequential(*list(model)[:-1]), model[-1]
     model.eval()
-    probs, embeds = [], []
     sample = np.sort(sample) if sample is not None else np.zeros(0, dtype=np.int64)
+    # filled in place (see govssl.train.models.predict_proba: no small array kept per chunk)
+    proba = np.empty((len(X), head.out_features), dtype=np.float32)
+    embeds = np.empty((len(sample), head.in_features), dtype=np.float32)
+    done = 0
     with torch.no_grad():
         for start in range(0, len(X), chunk):
             xb = torch.as_tensor(np.asarray(X[start:start + chunk], dtype=np.float32))
             z = encoder(xb)
-            probs.append(torch.softmax(head(z), dim=1).numpy())
+            proba[start:start + len(xb)] = torch.softmax(head(z), dim=1).numpy()
             wanted = sample[(sample >= start) & (sample < start + len(xb))] - start
             if len(wanted):
-                embeds.append(z[torch.as_tensor(wanted)].numpy())
-    proba = np.concatenate(probs) if probs else np.zeros((0, 2), dtype=np.float32)
-    dim = head.in_features
-    return proba, (np.concatenate(embeds) if embeds else np.zeros((0, dim), dtype=np.float32))
+                embeds[done:done + len(wanted)] = z[torch.as_tensor(wanted)].numpy()
+                done += len(wanted)
+    return proba, embeds[:done]
 
 
 def _numeric_reference(x: np.ndarray) -> dict:

@@ -117,9 +117,15 @@ def predict_proba(model: nn.Module, X, batch_size: int = 8192):
     import numpy as np
 
     model.eval()
-    out = []
+    n_classes = getattr(model[-1], "out_features", 2) if isinstance(model, nn.Sequential) else 2
+    # One output array, filled batch by batch: a small array kept per batch would sit between
+    # the freed activations of the next ones, and glibc's heap could not give that memory back
+    # (scoring 2.5M rows so had grown the process by gigabytes).
+    out = np.zeros((0, n_classes), dtype=np.float32)
     for start in range(0, len(X), batch_size):
         xb = torch.as_tensor(X[start : start + batch_size], dtype=torch.float32)
-        out.append(torch.softmax(model(xb), dim=1).numpy())
-    n_classes = getattr(model[-1], "out_features", 2) if isinstance(model, nn.Sequential) else 2
-    return np.concatenate(out) if out else np.zeros((0, n_classes), dtype=np.float32)
+        p = torch.softmax(model(xb), dim=1).numpy()
+        if start == 0:
+            out = np.empty((len(X), p.shape[1]), dtype=np.float32)
+        out[start : start + len(xb)] = p
+    return out
