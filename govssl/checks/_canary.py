@@ -204,12 +204,11 @@ def gradient_scores(canaries) -> np.ndarray:
     there. The auditor may subtract the real rows' part: DP protects a canary against an
     adversary who knows every other example's contribution, and what is left is each step's
     canary gradient (``max_grad_norm`` when the canary was sampled) plus the noise."""
-    import torch
-
-    if not canaries.privatised:
+    if not len(canaries.privatised):
         raise ValueError("the audit run took no step")
-    privatised = torch.stack(canaries.privatised).double().numpy()
-    real = torch.stack(canaries.real).double().numpy()
-    if privatised.shape != real.shape:
-        raise ValueError(f"{len(privatised)} privatised steps but {len(real)} clipped sums recorded")
-    return (privatised * canaries.expected_batch_size - real).sum(axis=0)
+    if len(canaries.privatised) != len(canaries.real):
+        raise ValueError(f"{len(canaries.privatised)} privatised steps but {len(canaries.real)} clipped sums recorded")
+    total = np.zeros(canaries.privatised.width)
+    for privatised, real in zip(canaries.privatised.blocks(), canaries.real.blocks()):  # a block at a time
+        total += (privatised.double().numpy() * canaries.expected_batch_size - real.double().numpy()).sum(axis=0)
+    return total

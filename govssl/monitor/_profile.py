@@ -57,7 +57,7 @@ class Profile:
     path: str = ""
 
 
-def embed_and_score(model, X: np.ndarray, sample: np.ndarray | None = None, chunk: int = 65_536):
+def embed_and_score(model, X: np.ndarray, sample: np.ndarray | None = None, chunk: int = 8192):
     """(probabilities of every row, embeddings of the rows in ``sample``) from one forward pass
     per chunk: the encoder's output is the head's input."""
     import torch

@@ -112,20 +112,20 @@ def test_gradient_canaries__enter_the_summed_gradient_before_the_noise_like_rows
     assert canaries.parameter == "0.weight" and len(set(canaries.coordinates.tolist())) == 100
     n_total = 40 + int(included.sum())
     assert private.optimizer.expected_batch_size == int(n_total / -(-n_total // 8))
-    sampled = torch.stack(canaries.sampled).numpy()
+    sampled = canaries.sampled.stacked().numpy()
     assert sampled.shape == (len(canaries.privatised), 100) and not sampled[:, ~included].any()
     assert sampled[:, included].any()
     # no noise: the privatised gradient is (real clipped sum + 0.5 x sampled) / expected batch size
-    privatised = torch.stack(canaries.privatised).double().numpy()
-    real = torch.stack(canaries.real).double().numpy()
+    privatised = canaries.privatised.stacked().double().numpy()
+    real = canaries.real.stacked().double().numpy()
     np.testing.assert_allclose(privatised * canaries.expected_batch_size, real + 0.5 * sampled, atol=1e-5)
     scores = _canary_scores(canaries)
     np.testing.assert_allclose(scores, 0.5 * sampled.sum(0), atol=1e-4)
     # with noise, Opacus's: each step's canary coordinates carry N(0, (noise x max_grad_norm)^2)
     noisy = GradientCanaries(included, seed=5)
     _tiny_private(noisy, noise=2.0)
-    residual = (torch.stack(noisy.privatised).double().numpy() * noisy.expected_batch_size
-                - torch.stack(noisy.real).double().numpy() - 0.5 * torch.stack(noisy.sampled).double().numpy())
+    residual = (noisy.privatised.stacked().double().numpy() * noisy.expected_batch_size
+                - noisy.real.stacked().double().numpy() - 0.5 * noisy.sampled.stacked().double().numpy())
     assert residual.std() == pytest.approx(2.0 * 0.5, rel=0.05)
 
 
@@ -158,3 +158,20 @@ def test_gradient_canary_room__largest_weight_the_fine_tuning_phase_trains():
     assert gradient_canary_room(ctx("fine_tune")) == (80 * 64, "the largest weight matrix")
     # a linear probe trains the head alone: 128 coordinates, too few for 1,000 canaries
     assert gradient_canary_room(ctx("linear_probe")) == (64 * 2, "the head's weight matrix")
+
+
+def test_step_record__blocks_and_stack_hold_every_step_in_order():
+    import torch
+
+    from govssl.train._dp import StepRecord
+
+    record = StepRecord(3, torch.float32)
+    record.BLOCK = 4
+    assert len(record) == 0 and record.stacked().shape == (0, 3) and list(record.blocks()) == []
+    steps = [torch.tensor([i, -i, 0.5 * i]) for i in range(10)]
+    for values in steps:
+        record.append(values)
+    assert len(record) == 10
+    assert torch.equal(record.stacked(), torch.stack(steps))
+    assert [len(b) for b in record.blocks()] == [4, 4, 2]
+    assert torch.equal(torch.cat(list(record.blocks())), torch.stack(steps))
