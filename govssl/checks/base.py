@@ -5,9 +5,9 @@ parameters. No threshold lives inside a check. Each check declares its parameter
 :class:`CheckParams` schema (types, ranges, defaults; unknown keys refused), checked when the plan
 is loaded and again when the check is built, so a bad value never reaches training.
 
-This module imports nothing from govssl but the evidence types (:mod:`govssl.evidence`, which
-imports nothing): the package ``govssl.checks`` imports the built-in check modules, which register
-themselves here.
+This module imports nothing from govssl but the evidence types (:mod:`govssl.evidence`) and the
+exception family (:mod:`govssl.errors`), which import nothing: the package ``govssl.checks``
+imports the built-in check modules, which register themselves here.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from govssl.errors import IntegrityError
 from govssl.evidence import CheckResult, Measurement, Value  # noqa: F401  (re-exported: the check interface)
 
 if TYPE_CHECKING:  # heavy imports only for type checkers
@@ -132,7 +133,9 @@ class Check(ABC):
 
     @abstractmethod
     def measure(self, ctx: CheckContext) -> list[Measurement]:
-        """Return the measurements. Raise to report an error; the audit records it and goes on."""
+        """Return the measurements. Raise to report an error; the audit records it and goes on.
+        An IntegrityError (an input of the audit changed under it) is not recorded: it ends the
+        audit, which then stores nothing (exit 3)."""
 
     def run(self, ctx: CheckContext) -> CheckResult:
         started = time.perf_counter()
@@ -140,6 +143,8 @@ class Check(ABC):
             measurements = tuple(self.measure(ctx))
         except SkipCheck as skip:
             return CheckResult(self.name, "skipped", (), str(skip), time.perf_counter() - started)
+        except IntegrityError:  # the audit's inputs changed under it: no run stands on them (exit 3)
+            raise
         except Exception as exc:  # a crashing check is evidence too, never a crashed audit
             reason = f"{type(exc).__name__}: {exc}"
             return CheckResult(self.name, "errored", (), reason, time.perf_counter() - started)

@@ -363,7 +363,8 @@ class EncodedRows:
             expected = int(getattr(matrix, "offset", 0)) + len(matrix) * row_bytes
             if os.fstat(fd).st_size < expected:  # the mapped file was verified; this one must be it
                 os.close(fd)
-                raise OSError(f"{matrix.filename}: shorter than the mapped matrix ({expected} bytes)")
+                raise IntegrityError(f"{matrix.filename}: the encoded-table cache is shorter than when it was "
+                                     f"verified ({expected} bytes): it changed during the audit")
             self._fd = fd
         view = memoryview(out).cast("B")
         base = int(getattr(matrix, "offset", 0))
@@ -377,7 +378,8 @@ class EncodedRows:
             while size:
                 got = os.preadv(self._fd, [view[done:done + size]], offset)
                 if got <= 0:
-                    raise OSError(f"{matrix.filename}: short read at row {int(rows[first])} ({size} bytes missing)")
+                    raise IntegrityError(f"{matrix.filename}: the encoded-table cache ended at row "
+                                         f"{int(rows[first])} ({size} bytes missing): it changed during the audit")
                 done, size, offset = done + got, size - got, offset + got
         return out
 

@@ -69,6 +69,20 @@ def test_check_run__crash_becomes_an_errored_result():
     assert result.seconds >= 0.0
 
 
+def test_check_run__an_integrity_failure_ends_the_audit_instead_of_being_recorded():
+    from govssl.errors import IntegrityError
+
+    class _Changed(Check):
+        name = "changed"
+        metrics = ("x",)
+
+        def measure(self, ctx):
+            raise IntegrityError("cache.f32: the encoded-table cache changed during the audit")
+
+    with pytest.raises(IntegrityError, match="changed during the audit"):
+        _Changed().run(_ctx())
+
+
 def test_check_run__skip_becomes_a_skipped_result():
     result = _NotApplicable().run(_ctx())
 
@@ -198,7 +212,7 @@ def test_builtin_schemas__every_default_is_valid():
         assert cls(**cls.defaults).params == cls.defaults, name
 
 
-def test_checks_base__imports_nothing_from_govssl_but_the_evidence_types():
+def test_checks_base__imports_nothing_from_govssl_but_the_evidence_types_and_errors():
     import ast
     import inspect
 
@@ -208,10 +222,13 @@ def test_checks_base__imports_nothing_from_govssl_but_the_evidence_types():
     nodes = [node for top in runtime for node in ast.walk(top)]
     imported = [node.module for node in nodes if isinstance(node, ast.ImportFrom)]
     imported += [a.name for node in nodes if isinstance(node, ast.Import) for a in node.names]
-    # govssl.evidence (Measurement, CheckResult) imports nothing from govssl in turn
-    assert imported and [m for m in imported if m and m.split(".")[0] == "govssl"] == ["govssl.evidence"]
-    evidence = ast.parse(inspect.getsource(importlib.import_module("govssl.evidence")))
-    assert not [n for n in ast.walk(evidence) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("govssl")]
+    # govssl.evidence (Measurement, CheckResult) and govssl.errors import nothing from govssl in turn
+    ours = sorted(m for m in imported if m and m.split(".")[0] == "govssl")
+    assert imported and ours == ["govssl.errors", "govssl.evidence"]
+    for module in ours:
+        leaf = ast.parse(inspect.getsource(importlib.import_module(module)))
+        assert not [n for n in ast.walk(leaf) if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("govssl")]
+        assert not [a for n in ast.walk(leaf) if isinstance(n, ast.Import) for a in n.names if a.name.startswith("govssl")]
 
 
 def test_reading_a_policy__does_not_import_the_checks_before_the_file_is_read(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -283,6 +284,23 @@ def test_encoded_rows__every_index_reads_the_matrix_rows(tmp_path):
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(rows))[index], part[index])  # another process's copy
     with pytest.raises(IndexError):
         rows[np.array([300])]
+
+
+def test_encoded_rows__a_cache_file_cut_short_during_the_audit_is_an_integrity_error(tmp_path):
+    from govssl.data import EncodedRows
+    from govssl.errors import IntegrityError
+
+    path = tmp_path / "m.f32"
+    np.arange(500 * 7, dtype=np.float32).reshape(500, 7).tofile(path)
+    rows = EncodedRows(np.memmap(path, dtype=np.float32, mode="r", shape=(500, 7)))
+    assert rows[np.array([3, 400])].shape == (2, 7)  # opens the file for scattered reads
+    os.truncate(path, 300 * 7 * 4)
+    with pytest.raises(IntegrityError, match="m.f32: the encoded-table cache ended at row 400"):
+        rows[np.array([3, 400])]
+    fresh = EncodedRows(np.memmap(path, dtype=np.float32, mode="r", shape=(300, 7)))
+    os.truncate(path, 100 * 7 * 4)  # before its first scattered read: found when it opens the file
+    with pytest.raises(IntegrityError, match="shorter than when it was verified"):
+        fresh[np.array([1, 2])]
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
