@@ -11,7 +11,12 @@ set size (``ru_maxrss`` of the finished child, read with ``resource.getrusage(RU
 after each child alone; memory-mapped file pages the audit touched count in it).
 
     python benchmarks/bench_scale.py [--sizes 100000 1000000 10000000] [--out-of-core auto|always|never]
-                                     [--keep DIR] [--json results.json]
+                                     [--keep DIR] [--json results.json] [--where MB]
+
+``--where MB`` also says where the memory goes: a thread in the child reads the process's
+resident set (anonymous and file-backed pages apart, from /proc/self/status on Linux) every
+20 ms, and each time it passes its last record by MB megabytes, prints it with the innermost
+govssl frames of the main thread at that moment.
 
 The cache of encoded tables (see docs/scale.md) goes to a folder inside the temporary folder, so
 that every size is encoded once, from the CSV, inside the timed audit.
@@ -69,9 +74,48 @@ def write_plan(table: Path, folder: Path, out_of_core: str) -> Path:
     return path
 
 
+def _resident() -> dict[str, float]:
+    """The process's resident set in GB: total, anonymous (heap) and file-backed (mapped) pages."""
+    out = {}
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                out[key] = int(value.split()[0]) / 2**20
+    return out
+
+
+def watch_peaks(step_mb: float) -> None:
+    """Print the resident set and the main thread's innermost govssl frames each time the set
+    passes its last printed value by ``step_mb`` MB (a daemon thread, 20 ms between reads)."""
+    import threading
+    import traceback
+
+    main = threading.main_thread().ident
+
+    def sample() -> None:
+        last = 0.0
+        while True:
+            now = _resident()
+            if now.get("VmRSS", 0.0) >= last + step_mb / 1024:
+                last = now["VmRSS"]
+                frames = [f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                          for f in traceback.extract_stack(sys._current_frames().get(main))
+                          if f"{os.sep}govssl{os.sep}" in f.filename][-4:]
+                print(f"    RSS {now['VmRSS']:.2f} GB (heap {now.get('RssAnon', 0):.2f}, mapped "
+                      f"{now.get('RssFile', 0):.2f}) at {' < '.join(reversed(frames)) or '(outside govssl)'}",
+                      file=sys.stderr, flush=True)
+            time.sleep(0.02)
+
+    threading.Thread(target=sample, daemon=True).start()
+
+
 def child(plan_path: str, result_path: str) -> None:
     """Run one audit in this process, timing its parts, and write the figures as JSON."""
     import warnings
+
+    if os.environ.get("BENCH_SCALE_WHERE"):
+        watch_peaks(float(os.environ["BENCH_SCALE_WHERE"]))
 
     warnings.simplefilter("ignore")
     from govssl import audit, data, provenance, train
@@ -140,7 +184,7 @@ def child(plan_path: str, result_path: str) -> None:
     Path(result_path).write_text(json.dumps(out, indent=2), encoding="utf-8")
 
 
-def run_size(n: int, folder: Path, out_of_core: str) -> dict:
+def run_size(n: int, folder: Path, out_of_core: str, where: float | None = None) -> dict:
     table = folder / f"adult-{n}.csv"
     if not table.exists():
         started = time.perf_counter()
@@ -150,6 +194,8 @@ def run_size(n: int, folder: Path, out_of_core: str) -> dict:
     plan = write_plan(table, folder, out_of_core)
     result = folder / f"result-{n}.json"
     env = dict(os.environ, GOVSSL_CACHE_DIR=str(folder / "cache"))
+    if where:
+        env["BENCH_SCALE_WHERE"] = str(where)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "--child", str(plan), str(result)], env=env,
@@ -194,6 +240,8 @@ def main() -> None:
                         help="dataset.out_of_core in the plans (default: the plan's default, auto)")
     parser.add_argument("--keep", type=Path, help="build the tables in (and keep) this folder")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--where", type=float, metavar="MB",
+                        help="print where the resident set grows, at each MB megabytes (Linux)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="govssl-bench-scale-") as tmp:
         folder = args.keep or Path(tmp)
@@ -201,7 +249,7 @@ def main() -> None:
         results = []
         for n in args.sizes:
             print(f"{n:,} rows (dataset.out_of_core: {args.out_of_core})", flush=True)
-            out = run_size(n, folder, args.out_of_core)
+            out = run_size(n, folder, args.out_of_core, args.where)
             report(out)
             results.append(out)
             if args.json:
