@@ -157,7 +157,7 @@ def train_with_canaries(ctx, X_canary: np.ndarray, y_canary: np.ndarray, include
     copy = dataclasses.replace(data, X_train=X, y_train=y)
     with tempfile.TemporaryDirectory() as folder:
         return fit(audit_plan, copy, Path(folder), ctx.progress or NullProgress(),
-                   public_X=load_public(plan, data))
+                   public_X=load_public(plan, data), calibration_errors=False)
 
 
 def gradient_canary_room(ctx) -> tuple[int, str]:
@@ -194,7 +194,8 @@ def train_with_gradient_canaries(ctx, included: np.ndarray, seed: int):
     reuse = getattr(ctx.train, "pretrained", None)
     with tempfile.TemporaryDirectory() as folder:
         run = fit(audit_plan, ctx.dataset, Path(folder), ctx.progress or NullProgress(),
-                  public_X=load_public(plan, ctx.dataset), canaries=canaries, reuse_pretrained=reuse)
+                  public_X=load_public(plan, ctx.dataset), canaries=canaries, reuse_pretrained=reuse,
+                  calibration_errors=False)
     return run, canaries, reuse is not None
 
 

@@ -339,7 +339,8 @@ class PoisoningCheck(Check):
         def retrain(X: np.ndarray, y: np.ndarray):
             copy = dataclasses.replace(ctx.dataset, X_train=X, y_train=y)
             with tempfile.TemporaryDirectory() as folder:
-                result = fit(plan, copy, Path(folder), ctx.progress or NullProgress())
+                # the retrain's record is not kept: no calibration errors over the test split
+                result = fit(plan, copy, Path(folder), ctx.progress or NullProgress(), calibration_errors=False)
             return result.model, result.labelled_rows
 
         return retrain

@@ -267,7 +267,8 @@ def fixed_threads(n: int = TRAIN_THREADS):
 
 
 def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None, canaries=None,
-        nproc: int = 1, reuse_pretrained: PretrainedEncoder | None = None) -> TrainResult:
+        nproc: int = 1, reuse_pretrained: PretrainedEncoder | None = None,
+        calibration_errors: bool = True) -> TrainResult:
     """Train the plan's model on ``data`` (a Dataset); save it as safetensors in ``out_dir``.
 
     ``public_X``: the rows of a declared public dataset (``training.pretrain.public_data``), already
@@ -290,6 +291,10 @@ def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None,
     and under DP that phase's steps open the accountant's history as they did in the earlier run.
     Only an audit of the later phases may use it (``govssl.checks._canary``), since the two runs
     then share their pretraining.
+
+    ``calibration_errors=False``: the calibration record leaves out the expected calibration
+    errors before and after, which score the whole test split twice; for runs whose record is
+    not kept (a check's retrains). The weights are the same either way.
     """
     if nproc > 1:
         if canaries is not None or reuse_pretrained is not None:
@@ -302,11 +307,11 @@ def fit(plan, data, out_dir: Path, progress, public_X: np.ndarray | None = None,
             return dist.fit_under_torchrun(plan, data, public_X, out_dir, progress)
         return dist.fit_distributed(plan, data, out_dir, progress, nproc)
     with fixed_threads() as threads:
-        return _fit(plan, data, out_dir, progress, public_X, threads, canaries, reuse_pretrained)
+        return _fit(plan, data, out_dir, progress, public_X, threads, canaries, reuse_pretrained, calibration_errors)
 
 
 def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=None,
-         reuse_pretrained: PretrainedEncoder | None = None) -> TrainResult:
+         reuse_pretrained: PretrainedEncoder | None = None, calibration_errors: bool = True) -> TrainResult:
     spec = plan.training
     seed = plan.seed
     started = time.perf_counter()
@@ -401,7 +406,8 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
     model, losses, dp_record = _downstream(model, arch, X_lab, y_lab, spec, fine_dp, seed, progress, mode,
                                            noise=noise_fine, prior_history=prior_history, canaries=canaries)
     history["finetune_loss"] = losses
-    calibration, model = _calibrate(plan, data, model, X_all, held, dp, noise_cal, dp_record, seed)
+    calibration, model = _calibrate(plan, data, model, X_all, held, dp, noise_cal, dp_record, seed,
+                                    calibration_errors)
     if dp_record is not None:
         dp_record["phases"] = [
             {"phase": name, "noise_multiplier": float(noise_of[name]), "sample_rate": float(rate), "steps": int(steps)}
@@ -461,13 +467,13 @@ def _fit(plan, data, out_dir: Path, progress, public_X, threads: int, canaries=N
                        calibration_rows=held, pretrained=kept)
 
 
-def _calibrate(plan, data, model, X_all, held, dp, noise, dp_record, seed):
+def _calibrate(plan, data, model, X_all, held, dp, noise, dp_record, seed, errors: bool = True):
     """Fit the temperature on the held-out rows and fold it into ``model``; (record, model).
 
     Under DP the fit is a DP-SGD phase whose steps join the accountant's history after the earlier
     phases, and ``dp_record``'s epsilon, steps and history become those of the composition. The
     expected calibration errors are measured on the test split (no private row), before and after,
-    with the performance check's bins."""
+    with the performance check's bins, unless ``errors`` is false."""
     spec = plan.training.calibration
     if spec.method == "none":
         return {"method": "none"}, model
@@ -494,6 +500,10 @@ def _calibrate(plan, data, model, X_all, held, dp, noise, dp_record, seed):
                          steps=int(sum(h[2] for h in spent["history"])))
         record.update(private=True, epsilon_share=float(spec.epsilon_share), noise_multiplier=float(noise),
                       max_grad_norm=PRIVATE_MAX_GRAD_NORM, steps=PRIVATE_STEPS, source="held-out labelled training rows, DP-SGD composed with the other phases")
+    if not errors:
+        fold_scale(model, scale)
+        record.update(temperature=float(1.0 / scale))
+        return record, model
     before = predict_proba(model, X_test)
     fold_scale(model, scale)
     after = predict_proba(model, X_test)

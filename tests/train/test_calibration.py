@@ -55,6 +55,17 @@ def test_calibration__lowers_the_test_ece_and_the_checks_see_the_calibrated_mode
     assert cal["temperature"] != pytest.approx(1.0, abs=1e-3)
 
 
+def test_calibration__without_the_errors_trains_the_same_weights_and_leaves_them_out(adult_csvs, small_data, tmp_path):
+    plan = _plan(adult_csvs, dp=True)
+    full = fit(plan, small_data, tmp_path / "full", NullProgress())
+    lean = fit(plan, small_data, tmp_path / "lean", NullProgress(), calibration_errors=False)
+    assert lean.record.model_sha256 == full.record.model_sha256
+    assert lean.record.dp["epsilon"] == full.record.dp["epsilon"]
+    assert lean.record.calibration["temperature"] == full.record.calibration["temperature"]
+    assert "ece_before" in full.record.calibration
+    assert not {"ece_before", "ece_after", "ece_split"} & set(lean.record.calibration)
+
+
 def test_calibration__held_out_rows_are_not_used_for_the_classifier(adult_csvs, small_data, tmp_path):
     plan = _plan(adult_csvs, holdout_fraction=0.25)
     result = fit(plan, small_data, tmp_path, NullProgress())
