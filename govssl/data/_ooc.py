@@ -317,14 +317,22 @@ class EncodedRows:
         rows = self._rows(_as_numpy(key[0] if isinstance(key, tuple) else key))
         rest = tuple(_as_numpy(k) for k in key[1:]) if isinstance(key, tuple) else ()
         scattered = not (isinstance(rows, slice) or np.ndim(rows) == 0)
-        if scattered and hasattr(os, "preadv") and getattr(self._matrix, "filename", None):
-            # rows all over the file (a random batch): read each with a system call rather than
-            # through the mapping, where every one would map a whole large folio of the page
-            # cache (2 MB measured on Linux 6.18) into this process's resident set
-            # (benchmarks/bench_large_tables.py measures both ways)
-            out = self._read_rows(rows)
-            out = np.array(out[(slice(None),) + rest]) if rest else out
-        else:
+        if hasattr(os, "preadv") and getattr(self._matrix, "filename", None):
+            # Every index is read with system calls (one per run of consecutive rows), not through
+            # the mapping: a scattered row there would map a whole large folio of the page cache
+            # (2 MB measured on Linux 6.18) into this process's resident set
+            # (benchmarks/bench_large_tables.py measures both ways), and a file cut short under
+            # the mapping would kill the process with SIGBUS, where a short read is an
+            # IntegrityError. A block of consecutive rows costs the same either way.
+            single = not isinstance(rows, slice) and np.ndim(rows) == 0
+            if isinstance(rows, slice):
+                out = self._read_rows(np.arange(rows.start, rows.stop, rows.step, dtype=np.int64))
+            else:
+                out = self._read_rows(np.atleast_1d(np.asarray(rows, dtype=np.int64)))
+            if single:
+                out = out[0]
+            out = np.array(out[rest if single else (slice(None),) + rest]) if rest else out
+        else:  # no preadv (or no file behind the matrix): through the mapping
             out = np.array(self._matrix[(rows,) + rest] if rest else self._matrix[rows])
             # bytes mapped in: a slice maps its own range, a scattered row a whole folio
             self._forget(out.size * self._matrix.itemsize if not scattered else len(rows) * FAULT_AROUND_BYTES)

@@ -297,6 +297,12 @@ def test_encoded_rows__a_cache_file_cut_short_during_the_audit_is_an_integrity_e
     os.truncate(path, 300 * 7 * 4)
     with pytest.raises(IntegrityError, match="m.f32: the encoded-table cache ended at row 400"):
         rows[np.array([3, 400])]
+    # a block of consecutive rows and a single row too (through the mapping they would raise SIGBUS)
+    with pytest.raises(IntegrityError, match="ended at row 250"):
+        rows[250:350]
+    with pytest.raises(IntegrityError, match="ended at row 450"):
+        rows[450]
+    np.testing.assert_array_equal(rows[10:20, 1], np.arange(500 * 7, dtype=np.float32).reshape(500, 7)[10:20, 1])
     fresh = EncodedRows(np.memmap(path, dtype=np.float32, mode="r", shape=(300, 7)))
     os.truncate(path, 100 * 7 * 4)  # before its first scattered read: found when it opens the file
     with pytest.raises(IntegrityError, match="shorter than when it was verified"):
