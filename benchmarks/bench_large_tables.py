@@ -6,8 +6,8 @@ it was done before, measured in one run.
    and then that many distinct rows (past it), at 750,000 and 7.5 million rows, a batch of about
    1,024 rows each: milliseconds per batch and the ratio.
 2. Random batch rows of an out-of-core table (``govssl.data.EncodedRows``): read through the
-   memory mapping against read with ``preadv``, from a float32 matrix file of 107 columns (the
-   encoded Adult width): milliseconds per 1,024-row batch, and the mapped file pages in the
+   memory mapping against read with ``preadv``, from a float32 matrix file of 107 columns (near
+   the 119 of the encoded Adult in bench_scale.py's plan): milliseconds per 1,024-row batch, and the mapped file pages in the
    process's resident set after the batches (``RssFile`` in /proc/self/status, Linux only); the
    seconds to read three quarters of the rows, sorted, in blocks (one call per run); and the
    seconds to read every row in consecutive 8,192-row blocks, through the mapping and by

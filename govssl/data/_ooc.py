@@ -324,14 +324,12 @@ class EncodedRows:
             # (benchmarks/bench_large_tables.py measures both ways), and a file cut short under
             # the mapping would kill the process with SIGBUS, where a short read is an
             # IntegrityError. A block of consecutive rows costs the same either way.
-            single = not isinstance(rows, slice) and np.ndim(rows) == 0
-            if isinstance(rows, slice):
-                out = self._read_rows(np.arange(rows.start, rows.stop, rows.step, dtype=np.int64))
-            else:
-                out = self._read_rows(np.atleast_1d(np.asarray(rows, dtype=np.int64)))
-            if single:
+            index = np.arange(rows.start, rows.stop, rows.step) if isinstance(rows, slice) else rows
+            out = self._read_rows(np.atleast_1d(index))
+            if np.ndim(index) == 0:  # one row
                 out = out[0]
-            out = np.array(out[rest if single else (slice(None),) + rest]) if rest else out
+            if rest:  # the row axis (when there is one) is whole; the rest index the others
+                out = np.array(out[(slice(None),) * (out.ndim - self._matrix.ndim + 1) + rest])
         else:  # no preadv (or no file behind the matrix): through the mapping
             out = np.array(self._matrix[(rows,) + rest] if rest else self._matrix[rows])
             # bytes mapped in: a slice maps its own range, a scattered row a whole folio

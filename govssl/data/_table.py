@@ -59,8 +59,8 @@ def as_category_strings(series: pd.Series) -> pd.Series:
     """Categorical values as strings, missing values as MISSING (groups and levels alike).
 
     For a pandas categorical ``series`` the strings are computed once per category and every row
-    refers to its category's string: no string object per row (millions of rows would hold
-    hundreds of megabytes of them, and the heap keeps much of it after they are freed)."""
+    refers to its category's string: no string object per row (the heap keeps much of the
+    memory of millions of small strings after they are freed)."""
     if isinstance(series.dtype, pd.CategoricalDtype):
         codes, names = _category_codes(series)
         return pd.Series(np.array(names, dtype=object)[codes], index=series.index, name=series.name, dtype=object)

@@ -166,7 +166,7 @@ class StepRecord:
 
     A list of one small tensor per step would leave tens of thousands of them between the large
     per-step buffers of training (22,000 steps at 750,000 labelled rows), and glibc's heap could
-    not give that memory back. ``stacked()`` is the (steps, width) tensor; ``len`` the steps."""
+    not give that memory back. ``blocks()`` gives the steps in order; ``len`` counts them."""
 
     BLOCK = 4096
 
@@ -188,11 +188,6 @@ class StepRecord:
         """The recorded steps, as (steps, width) tensors of at most BLOCK steps, in order."""
         for i, block in enumerate(self._blocks):
             yield block[: min(self.BLOCK, self._n - i * self.BLOCK)]
-
-    def stacked(self) -> torch.Tensor:
-        if not self._blocks:
-            return torch.empty((0, self.width), dtype=self.dtype)
-        return torch.cat(self._blocks)[: self._n]
 
 
 class GradientCanaries:

@@ -120,7 +120,8 @@ def predict_proba(model: nn.Module, X, batch_size: int = 8192):
     n_classes = getattr(model[-1], "out_features", 2) if isinstance(model, nn.Sequential) else 2
     # One output array, filled batch by batch: a small array kept per batch would sit between
     # the freed activations of the next ones, and glibc's heap could not give that memory back
-    # (scoring 2.5M rows so had grown the process by gigabytes).
+    # (at 10M rows, a poisoning retrain scoring the 2.5M test rows grew the audit by 1.5 GB in
+    # benchmarks/bench_scale.py).
     out = np.zeros((0, n_classes), dtype=np.float32)
     for start in range(0, len(X), batch_size):
         xb = torch.as_tensor(X[start : start + batch_size], dtype=torch.float32)

@@ -77,6 +77,13 @@ def test_audit_scores__perfect_scores_reach_the_ceiling_random_scores_stay_low()
     assert noise["epsilon"] < 0.5
 
 
+def _steps(record):
+    """A StepRecord's steps as one (steps, width) tensor."""
+    import torch
+
+    return torch.cat(list(record.blocks()))
+
+
 def _tiny_private(canaries, noise: float, n: int = 40, batch_size: int = 8, epochs: int = 3):
     """A small linear model in a DP phase carrying ``canaries``, trained through the real loop."""
     import torch
@@ -112,20 +119,20 @@ def test_gradient_canaries__enter_the_summed_gradient_before_the_noise_like_rows
     assert canaries.parameter == "0.weight" and len(set(canaries.coordinates.tolist())) == 100
     n_total = 40 + int(included.sum())
     assert private.optimizer.expected_batch_size == int(n_total / -(-n_total // 8))
-    sampled = canaries.sampled.stacked().numpy()
+    sampled = _steps(canaries.sampled).numpy()
     assert sampled.shape == (len(canaries.privatised), 100) and not sampled[:, ~included].any()
     assert sampled[:, included].any()
     # no noise: the privatised gradient is (real clipped sum + 0.5 x sampled) / expected batch size
-    privatised = canaries.privatised.stacked().double().numpy()
-    real = canaries.real.stacked().double().numpy()
+    privatised = _steps(canaries.privatised).double().numpy()
+    real = _steps(canaries.real).double().numpy()
     np.testing.assert_allclose(privatised * canaries.expected_batch_size, real + 0.5 * sampled, atol=1e-5)
     scores = _canary_scores(canaries)
     np.testing.assert_allclose(scores, 0.5 * sampled.sum(0), atol=1e-4)
     # with noise, Opacus's: each step's canary coordinates carry N(0, (noise x max_grad_norm)^2)
     noisy = GradientCanaries(included, seed=5)
     _tiny_private(noisy, noise=2.0)
-    residual = (noisy.privatised.stacked().double().numpy() * noisy.expected_batch_size
-                - noisy.real.stacked().double().numpy() - 0.5 * noisy.sampled.stacked().double().numpy())
+    residual = (_steps(noisy.privatised).double().numpy() * noisy.expected_batch_size
+                - _steps(noisy.real).double().numpy() - 0.5 * _steps(noisy.sampled).double().numpy())
     assert residual.std() == pytest.approx(2.0 * 0.5, rel=0.05)
 
 
@@ -160,18 +167,17 @@ def test_gradient_canary_room__largest_weight_the_fine_tuning_phase_trains():
     assert gradient_canary_room(ctx("linear_probe")) == (64 * 2, "the head's weight matrix")
 
 
-def test_step_record__blocks_and_stack_hold_every_step_in_order():
+def test_step_record__blocks_hold_every_step_in_order():
     import torch
 
     from govssl.train._dp import StepRecord
 
     record = StepRecord(3, torch.float32)
     record.BLOCK = 4
-    assert len(record) == 0 and record.stacked().shape == (0, 3) and list(record.blocks()) == []
+    assert len(record) == 0 and list(record.blocks()) == []
     steps = [torch.tensor([i, -i, 0.5 * i]) for i in range(10)]
     for values in steps:
         record.append(values)
     assert len(record) == 10
-    assert torch.equal(record.stacked(), torch.stack(steps))
+    assert torch.equal(_steps(record), torch.stack(steps))
     assert [len(b) for b in record.blocks()] == [4, 4, 2]
-    assert torch.equal(torch.cat(list(record.blocks())), torch.stack(steps))

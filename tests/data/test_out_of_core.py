@@ -281,6 +281,8 @@ def test_encoded_rows__every_index_reads_the_matrix_rows(tmp_path):
     runs = np.r_[np.arange(40, 90), [3], np.arange(200, 300), [299, 0, 1]]  # runs of consecutive rows, one read each
     np.testing.assert_array_equal(rows[runs], part[runs])
     np.testing.assert_array_equal(rows[7], part[7])
+    np.testing.assert_array_equal(rows[7, 2:5], part[7, 2:5])  # one row, some columns
+    np.testing.assert_array_equal(rows[-3, 1], part[-3, 1])
     np.testing.assert_array_equal(pickle.loads(pickle.dumps(rows))[index], part[index])  # another process's copy
     with pytest.raises(IndexError):
         rows[np.array([300])]
