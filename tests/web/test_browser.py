@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -106,14 +107,46 @@ def assert_nothing_from_outside(driver, base: str) -> None:
     assert not re.search(r'(src|href|action)="(https?:)?//', html), "a page links outside the dashboard"
 
 
+def mark_document(driver) -> str:
+    """Put a fresh mark on the page shown now; ``new_document_loaded`` waits for it to go."""
+    token = uuid.uuid4().hex
+    driver.execute_script("window.__testMark = arguments[0]", token)
+    return token
+
+
+def new_document_loaded(token: str):
+    """A wait condition: the page marked with ``token`` has been replaced and the new one has loaded.
+
+    Asked while the browser navigates, chromedriver can answer a query about the old page's
+    elements with a generic error ("Node with given id does not belong to the document")
+    instead of a stale-element error, so the wait looks at a mark on the window rather than
+    at an old element. A script that fails mid-navigation just means "not yet". The mark is
+    unique, so a page brought back from the back-forward cache with an older mark counts as new.
+    """
+    from selenium.common.exceptions import WebDriverException
+
+    def loaded(driver) -> bool:
+        try:
+            return bool(
+                driver.execute_script(
+                    "return window.__testMark !== arguments[0] && document.readyState === 'complete'", token
+                )
+            )
+        except WebDriverException:
+            return False
+
+    return loaded
+
+
 def click_and_wait(driver, element, wanted_id: str):
     """Click (a link or a submit button) and wait for the next page's element ``wanted_id``."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
+    token = mark_document(driver)
     element.click()
-    WebDriverWait(driver, 120).until(expected_conditions.staleness_of(element))
+    WebDriverWait(driver, 120).until(new_document_loaded(token))
     return WebDriverWait(driver, 120).until(expected_conditions.presence_of_element_located((By.ID, wanted_id)))
 
 
@@ -188,7 +221,9 @@ def test_browser__runs_filter_blocked_run_why_document_diff(server, browser, web
     assert web_store["blocked"] in browser.page_source and "Model card" in browser.title + browser.page_source
     screenshot(browser, tmp_path / "model-card.png")
     assert_nothing_from_outside(browser, server)
+    token = mark_document(browser)
     browser.back()
+    WebDriverWait(browser, 120).until(new_document_loaded(token))
     WebDriverWait(browser, 120).until(expected_conditions.presence_of_element_located((By.ID, "diff-with")))
 
     # the diff against the passing run
