@@ -239,10 +239,9 @@ def run_audit(
                                     nproc=nproc or plan.training.distributed.nproc)
                 record = trained.record
                 artifacts = [Artifact.of("model", trained.record.model_path)]
-                artifacts.append(_write_predictions(out_dir / "predictions.csv", dataset,
-                                                    trained.predict_proba(dataset.X_test)))
                 ctx = CheckContext(dataset=dataset, train=trained, seed=plan.seed, out_dir=out_dir,
                                    progress=progress, plan=plan, policy=policy, manifest=manifest)
+                artifacts.append(_write_predictions(out_dir / "predictions.csv", dataset, ctx.test_proba()))
                 with progress.task("running checks", len(plan.checks)) as task:
                     for name, params in plan.checks.items():
                         result = create_check(name, **params).run(ctx)

@@ -158,7 +158,7 @@ class FairnessCheck(Check):
 
             raise SkipCheck("the plan names no sensitive features (dataset.sensitive)")
         y = data.y_test
-        pred = ctx.train.predict_proba(data.X_test).argmax(axis=1)
+        pred = ctx.test_proba().argmax(axis=1)
         sensitive = data.sensitive_frame("test")
         subjects = [[c] for c in data.sensitive]
         if self.params["intersections"] and len(data.sensitive) > 1:

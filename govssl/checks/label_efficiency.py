@@ -36,7 +36,7 @@ class LabelEfficiencyCheck(Check):
         from govssl.train.models import predict_proba
 
         y = ctx.dataset.y_test
-        ssl_correct = (ctx.train.predict_proba(ctx.dataset.X_test).argmax(axis=1) == y).astype(np.float64)
+        ssl_correct = (ctx.test_proba().argmax(axis=1) == y).astype(np.float64)
         base_correct = (predict_proba(baseline, ctx.dataset.X_test).argmax(axis=1) == y).astype(np.float64)
         n_boot, confidence = int(self.params["n_boot"]), float(self.params["confidence"])
         # each test row falls in one of four cells (SSL model right or not x baseline right or

@@ -121,7 +121,7 @@ class PerformanceCheck(Check):
 
     def measure(self, ctx: CheckContext) -> list[Measurement]:
         y = ctx.dataset.y_test
-        proba = ctx.train.predict_proba(ctx.dataset.X_test)
+        proba = ctx.test_proba()
         pred = proba.argmax(axis=1)
         n_bins = int(self.params["calibration_bins"])
         multiclass = proba.shape[1] > 2

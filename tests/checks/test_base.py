@@ -324,3 +324,25 @@ def test_measurement__nan_value_survives_the_round_trip():
     m = Measurement.from_dict(Measurement("fairness", "demographic_parity_ratio", math.nan, "race").to_dict())
 
     assert math.isnan(m.value) and m.subject == "race"
+
+
+def test_test_split_scored_once_per_audit_and_read_only():
+    """Performance and fairness read one shared scoring of the test split (the audit writes
+    predictions.csv from it too); no check can change it for the next one."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    sensitive = pd.DataFrame({"sex": rng.choice(["F", "M"], 400)})
+    ctx = make_context(y, proba_from_scores(rng.random(400)), sensitive)
+    calls = []
+    scorer = ctx.train.predict_proba
+    ctx.train.predict_proba = lambda X: calls.append(len(X)) or scorer(X)
+
+    results = [create_check(name, n_boot=50).run(ctx) for name in ("performance", "fairness")]
+    assert [r.status for r in results] == ["measured", "measured"]
+    assert calls == [400]
+    proba = ctx.test_proba()
+    assert calls == [400] and not proba.flags.writeable
+    with pytest.raises(ValueError):
+        proba[0, 0] = 1.0
