@@ -60,8 +60,9 @@ class CheckContext:
         """The trained model's class probabilities on the test split, one row per test row.
 
         Scored once per audit and shared: predictions.csv, performance, fairness and label
-        efficiency all read the same array (each scored the whole split again before, 6 to 8 s
-        apiece at 10M rows). Read-only, so that no check can change what the next one sees.
+        efficiency all read the same array, where each scored the whole split again (at 10M rows
+        sharing took 3.3 to 3.6 s off each of the three checks; docs/scale.md). Read-only, so
+        that no check can change what the next one sees.
         """
         if self._test_proba is None:
             proba = self.train.predict_proba(self.dataset.X_test)
