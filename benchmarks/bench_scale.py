@@ -18,8 +18,9 @@ resident set (anonymous and file-backed pages apart, from /proc/self/status on L
 20 ms, and each time it passes its last record by MB megabytes, prints it with the innermost
 govssl frames of the main thread at that moment.
 
-The cache of encoded tables (see docs/scale.md) goes to a folder inside the temporary folder, so
-that every size is encoded once, from the CSV, inside the timed audit.
+The cache of encoded tables (see docs/scale.md) goes to a folder inside the run's temporary
+folder, even with ``--keep`` (which keeps only the tables and plans), so that every size is
+encoded once, from the CSV, inside the timed audit.
 """
 
 from __future__ import annotations
@@ -184,7 +185,7 @@ def child(plan_path: str, result_path: str) -> None:
     Path(result_path).write_text(json.dumps(out, indent=2), encoding="utf-8")
 
 
-def run_size(n: int, folder: Path, out_of_core: str, where: float | None = None) -> dict:
+def run_size(n: int, folder: Path, cache: Path, out_of_core: str, where: float | None = None) -> dict:
     table = folder / f"adult-{n}.csv"
     if not table.exists():
         started = time.perf_counter()
@@ -193,7 +194,7 @@ def run_size(n: int, folder: Path, out_of_core: str, where: float | None = None)
               flush=True)
     plan = write_plan(table, folder, out_of_core)
     result = folder / f"result-{n}.json"
-    env = dict(os.environ, GOVSSL_CACHE_DIR=str(folder / "cache"))
+    env = dict(os.environ, GOVSSL_CACHE_DIR=str(cache))
     if where:
         env["BENCH_SCALE_WHERE"] = str(where)
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -248,8 +249,10 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         results = []
         for n in args.sizes:
-            print(f"{n:,} rows (dataset.out_of_core: {args.out_of_core})", flush=True)
-            out = run_size(n, folder, args.out_of_core, args.where)
+            print(f"{n:,} rows (dataset.out_of_core: {args.out_of_core or 'auto, the default'})", flush=True)
+            # the cache lives in this run's temporary folder, never in --keep: a table encoded by
+            # an earlier run would make its load time the cache's check instead of the encoding
+            out = run_size(n, folder, Path(tmp) / "cache", args.out_of_core, args.where)
             report(out)
             results.append(out)
             if args.json:

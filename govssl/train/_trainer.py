@@ -500,19 +500,15 @@ def _calibrate(plan, data, model, X_all, held, dp, noise, dp_record, seed, error
                          steps=int(sum(h[2] for h in spent["history"])))
         record.update(private=True, epsilon_share=float(spec.epsilon_share), noise_multiplier=float(noise),
                       max_grad_norm=PRIVATE_MAX_GRAD_NORM, steps=PRIVATE_STEPS, source="held-out labelled training rows, DP-SGD composed with the other phases")
-    if not errors:
-        fold_scale(model, scale)
-        record.update(temperature=float(1.0 / scale))
-        return record, model
-    before = predict_proba(model, X_test)
+    before = predict_proba(model, X_test) if errors else None
     fold_scale(model, scale)
-    after = predict_proba(model, X_test)
-    record.update(
-        temperature=float(1.0 / scale),
-        ece_before=expected_calibration_error(data.y_test, before, n_bins),
-        ece_after=expected_calibration_error(data.y_test, after, n_bins),
-        ece_split=f"test split ({len(data.y_test):,} rows, {n_bins} bins)",
-    )
+    record.update(temperature=float(1.0 / scale))
+    if errors:
+        record.update(
+            ece_before=expected_calibration_error(data.y_test, before, n_bins),
+            ece_after=expected_calibration_error(data.y_test, predict_proba(model, X_test), n_bins),
+            ece_split=f"test split ({len(data.y_test):,} rows, {n_bins} bins)",
+        )
     return record, model
 
 
